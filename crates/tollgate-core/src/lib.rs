@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//! - [`id`]: prefixed, time-ordered ids (`org_…`, `proj_…`, `key_…`).
+//! - [`key`]: the API key format: generation, checksum, digest; secrets that refuse to print.
+//! - [`tenant`]: tenants, projects, members, API keys and the principal a key authenticates as.
+//! - [`role`]: owner ⊇ admin ⊇ member, and what each may do.
+//! - [`plan`]: plan tiers (key limits, rate limits, features).
+//! - [`catalog`]: the public models and where each is served.
+//! - [`ports`]: traits implemented outside the core: [`ports::Store`], [`ports::Provider`], [`ports::Clock`].
+
+pub mod catalog;
+pub mod id;
+pub mod key;
+pub mod plan;
+pub mod ports;
+pub mod role;
+pub mod tenant;

@@ -1,0 +1,11 @@
+//! Traits the core needs and the outer crates implement: storage, model providers, time.
+
+pub mod clock;
+pub mod provider;
+pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use provider::{ChunkStream, Provider, ProviderError};
+pub use store::{
+    KeyStore, MemberStore, Page, PageRequest, ProjectStore, Store, StoreError, TenantStore,
+};

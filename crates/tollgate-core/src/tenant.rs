@@ -1,0 +1,252 @@
+//! Tenants, projects, members and API keys as the domain sees them, and the principal a key authenticates as.
+
+use crate::key::{KeyDigest, KeyKind};
+use crate::role::Role;
+use ipnet::IpNet;
+
+/// Unix seconds.
+pub type Timestamp = i64;
+
+/// Whether a tenant's keys work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TenantStatus {
+    /// Normal.
+    Active,
+    /// Every key of the tenant is refused until reactivated.
+    Suspended,
+}
+
+impl TenantStatus {
+    /// Storage and JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+        }
+    }
+
+    /// Parses the storage name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "suspended" => Some(Self::Suspended),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a project's keys work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProjectStatus {
+    /// Normal.
+    Active,
+    /// Its keys are refused.
+    Archived,
+}
+
+impl ProjectStatus {
+    /// Storage and JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Archived => "archived",
+        }
+    }
+
+    /// Parses the storage name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "archived" => Some(Self::Archived),
+            _ => None,
+        }
+    }
+}
+
+/// A customer of the deployment (OpenAI: an organization).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    /// `org_…`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// A plan name the config defines.
+    pub plan: String,
+    /// Active or suspended.
+    pub status: TenantStatus,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// A tenant's project: keys belong to one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    /// `proj_…`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Display name.
+    pub name: String,
+    /// Data-residency expansion point; `"global"` for now.
+    pub region: String,
+    /// Active or archived.
+    pub status: ProjectStatus,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// A person in a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// `user_…`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Normalised (trimmed, lowercase) email, unique per tenant.
+    pub email: String,
+    /// What the member may do.
+    pub role: Role,
+    /// Argon2id PHC string for the dashboard, if a password was set.
+    pub password_hash: Option<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// What a key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeyOwner {
+    /// A project key: inference in this project.
+    Project(String),
+    /// An admin key: management as this member.
+    Member(String),
+}
+
+/// Whether a key works, as shown in its `status` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyStatus {
+    /// Works.
+    Active,
+    /// Revoked by someone.
+    Revoked,
+    /// Past `expires_at`.
+    Expired,
+}
+
+impl KeyStatus {
+    /// JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// A key's stored record: everything but the secret, which exists only as its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// `key_…` or `admin_key_…`.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Project or member it belongs to.
+    pub owner: KeyOwner,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// SHA-256 of the whole key.
+    pub digest: KeyDigest,
+    /// First 12 characters.
+    pub prefix: String,
+    /// Last 4 characters.
+    pub last4: String,
+    /// Member who created it, if a member did.
+    pub created_by: Option<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last request made with it (coarse).
+    pub last_used_at: Option<Timestamp>,
+    /// The key stops working at this time.
+    pub expires_at: Option<Timestamp>,
+    /// Set when revoked.
+    pub revoked_at: Option<Timestamp>,
+    /// The key this one replaced by a roll.
+    pub rolled_from: Option<String>,
+    /// Source networks allowed to use it; empty means any.
+    pub allowed_ips: Vec<IpNet>,
+    /// Public model ids it may use; `None` means all.
+    pub models: Option<Vec<String>>,
+}
+
+impl ApiKey {
+    /// Project or admin.
+    pub fn kind(&self) -> KeyKind {
+        match self.owner {
+            KeyOwner::Project(_) => KeyKind::Project,
+            KeyOwner::Member(_) => KeyKind::Admin,
+        }
+    }
+
+    /// Status at `now`: revoked wins over expired.
+    pub fn status(&self, now: Timestamp) -> KeyStatus {
+        key_status(self.revoked_at, self.expires_at, now)
+    }
+}
+
+/// A key's status from its revocation and expiry times.
+pub fn key_status(
+    revoked_at: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> KeyStatus {
+    if revoked_at.is_some() {
+        KeyStatus::Revoked
+    } else if expires_at.is_some_and(|at| now >= at) {
+        KeyStatus::Expired
+    } else {
+        KeyStatus::Active
+    }
+}
+
+/// Who a presented key acts as: the key with its tenant's and owner's state, as one cacheable value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The key's record.
+    pub key: ApiKey,
+    /// Its tenant's plan name.
+    pub tenant_plan: String,
+    /// Its tenant's status.
+    pub tenant_status: TenantStatus,
+    /// For a project key: its project's status.
+    pub project_status: Option<ProjectStatus>,
+    /// For an admin key: its member's current role.
+    pub role: Option<Role>,
+}
+
+/// The initial objects of a new tenant, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its first project, "Default".
+    pub project: Project,
+    /// Its owner.
+    pub owner: Member,
+    /// The owner's first admin key.
+    pub admin_key: ApiKey,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_from_times() {
+        assert_eq!(key_status(None, None, 10), KeyStatus::Active);
+        assert_eq!(key_status(None, Some(11), 10), KeyStatus::Active);
+        assert_eq!(key_status(None, Some(10), 10), KeyStatus::Expired);
+        assert_eq!(key_status(Some(5), Some(1), 10), KeyStatus::Revoked);
+    }
+}
