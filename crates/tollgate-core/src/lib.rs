@@ -4,6 +4,7 @@
 //! - [`id`]: prefixed, time-ordered ids (`org_…`, `proj_…`, `key_…`).
 //! - [`key`]: the API key format: generation, checksum, digest; secrets that refuse to print.
 //! - [`tenant`]: tenants, projects, members, API keys and the principal a key authenticates as.
+//! - [`password`]: Argon2id hashes of member passwords.
 //! - [`role`]: owner ⊇ admin ⊇ member, and what each may do.
 //! - [`plan`]: plan tiers (key limits, rate limits, features).
 //! - [`catalog`]: the public models and where each is served.
@@ -12,6 +13,7 @@
 pub mod catalog;
 pub mod id;
 pub mod key;
+pub mod password;
 pub mod plan;
 pub mod ports;
 pub mod role;

@@ -1,6 +1,7 @@
 //! Tenants, projects, members and API keys as the domain sees them, and the principal a key authenticates as.
 
-use crate::key::{KeyDigest, KeyKind};
+use crate::id;
+use crate::key::{KeyDigest, KeyKind, KeyPrefixes, PlainKey};
 use crate::role::Role;
 use ipnet::IpNet;
 
@@ -238,9 +239,168 @@ pub struct NewTenant {
     pub admin_key: ApiKey,
 }
 
+/// What a caller chooses when creating a key; the rest (id, secret, times) the domain decides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySpec {
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// When the key stops working.
+    pub expires_at: Option<Timestamp>,
+    /// Source networks allowed to use it; empty means any.
+    pub allowed_ips: Vec<IpNet>,
+    /// Public model ids it may use; `None` means all.
+    pub models: Option<Vec<String>>,
+}
+
+impl ApiKey {
+    /// A new key for `owner` with a fresh secret. The secret is returned once, beside the record that stores
+    /// only its digest.
+    pub fn issue(
+        prefixes: &KeyPrefixes,
+        tenant_id: &str,
+        owner: KeyOwner,
+        spec: KeySpec,
+        created_by: Option<String>,
+        now: Timestamp,
+    ) -> (Self, PlainKey) {
+        let kind = match owner {
+            KeyOwner::Project(_) => KeyKind::Project,
+            KeyOwner::Member(_) => KeyKind::Admin,
+        };
+        let secret = prefixes.generate(kind);
+        let id_prefix = match kind {
+            KeyKind::Project => id::PROJECT_KEY,
+            KeyKind::Admin => id::ADMIN_KEY,
+        };
+        let key = Self {
+            id: id::new_id(id_prefix),
+            tenant_id: tenant_id.to_owned(),
+            owner,
+            name: spec.name,
+            description: spec.description,
+            digest: secret.digest(),
+            prefix: secret.visible_prefix().to_owned(),
+            last4: secret.last4().to_owned(),
+            created_by,
+            created_at: now,
+            last_used_at: None,
+            expires_at: spec.expires_at,
+            revoked_at: None,
+            rolled_from: None,
+            allowed_ips: spec.allowed_ips,
+            models: spec.models,
+        };
+        (key, secret)
+    }
+}
+
+/// An email trimmed and lowercased, if it looks like one (`local@domain`, no spaces, at most 254 characters).
+pub fn normalize_email(raw: &str) -> Option<String> {
+    let email = raw.trim().to_lowercase();
+    let (local, domain) = email.split_once('@')?;
+    let plausible = !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && email.len() <= 254
+        && !email.chars().any(char::is_whitespace);
+    plausible.then_some(email)
+}
+
+impl NewTenant {
+    /// A tenant with its "Default" project, its owner and the owner's first admin key (whose secret is returned).
+    /// `owner_email` must already be normalised.
+    pub fn build(
+        prefixes: &KeyPrefixes,
+        name: String,
+        plan: String,
+        owner_email: String,
+        owner_password_hash: Option<String>,
+        now: Timestamp,
+    ) -> (Self, PlainKey) {
+        let tenant = Tenant {
+            id: id::new_id(id::TENANT),
+            name,
+            plan,
+            status: TenantStatus::Active,
+            created_at: now,
+        };
+        let project = Project {
+            id: id::new_id(id::PROJECT),
+            tenant_id: tenant.id.clone(),
+            name: "Default".to_owned(),
+            region: "global".to_owned(),
+            status: ProjectStatus::Active,
+            created_at: now,
+        };
+        let owner = Member {
+            id: id::new_id(id::MEMBER),
+            tenant_id: tenant.id.clone(),
+            email: owner_email,
+            role: Role::Owner,
+            password_hash: owner_password_hash,
+            created_at: now,
+        };
+        let (admin_key, secret) = ApiKey::issue(
+            prefixes,
+            &tenant.id,
+            KeyOwner::Member(owner.id.clone()),
+            KeySpec {
+                name: "Owner key".to_owned(),
+                ..KeySpec::default()
+            },
+            Some(owner.id.clone()),
+            now,
+        );
+        (
+            Self {
+                tenant,
+                project,
+                owner,
+                admin_key,
+            },
+            secret,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emails_are_normalised() {
+        assert_eq!(
+            normalize_email("  Ada@Example.COM ").as_deref(),
+            Some("ada@example.com")
+        );
+        assert_eq!(normalize_email("no-at-sign"), None);
+        assert_eq!(normalize_email("a@b@c"), None);
+        assert_eq!(normalize_email("a b@c"), None);
+        assert_eq!(normalize_email("@c"), None);
+    }
+
+    #[test]
+    fn a_new_tenant_is_wired_together() {
+        let prefixes = KeyPrefixes::new("sk_live_", "sk_admin_").unwrap();
+        let (t, secret) = NewTenant::build(
+            &prefixes,
+            "Acme".into(),
+            "pro".into(),
+            "o@acme.io".into(),
+            None,
+            7,
+        );
+        assert_eq!(t.project.tenant_id, t.tenant.id);
+        assert_eq!(t.owner.role, Role::Owner);
+        assert_eq!(t.admin_key.owner, KeyOwner::Member(t.owner.id.clone()));
+        assert_eq!(t.admin_key.kind(), KeyKind::Admin);
+        assert_eq!(t.admin_key.digest, secret.digest());
+        assert_eq!(t.admin_key.prefix, secret.visible_prefix());
+        assert!(t.admin_key.id.starts_with("admin_key_"));
+        assert_eq!(t.project.name, "Default");
+    }
 
     #[test]
     fn status_from_times() {

@@ -56,6 +56,8 @@ pub trait ProjectStore {
         tenant_id: &str,
         project_id: &str,
     ) -> Result<Option<Project>, StoreError>;
+    /// A project by id alone, for operator tools (the CLI) that are not acting inside a tenant.
+    async fn find_project(&self, project_id: &str) -> Result<Option<Project>, StoreError>;
 }
 
 /// Members.
@@ -76,6 +78,8 @@ pub trait KeyStore {
     async fn insert_key(&self, key: &ApiKey) -> Result<(), StoreError>;
     /// One key of a tenant (`None` for another tenant's key).
     async fn get_key(&self, tenant_id: &str, key_id: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// A key by id alone, for operator tools (the CLI) that are not acting inside a tenant.
+    async fn find_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError>;
     /// A project's or member's keys, oldest first, revoked and expired ones included.
     async fn list_keys(
         &self,

@@ -1,0 +1,120 @@
+//! `AppState`: everything a request needs, built once at start-up and shared behind one `Arc`.
+
+use crate::config::Config;
+use crate::key_cache::KeyCache;
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_core::catalog::{Catalog, ECHO_PROVIDER, ModelSpec};
+use tollgate_core::key::KeyPrefixes;
+use tollgate_core::plan::Plans;
+use tollgate_core::ports::{Clock, Provider, Store};
+use tollgate_providers::{EchoProvider, OpenAiProvider};
+
+/// The shared application.
+pub struct App {
+    /// The validated configuration.
+    pub config: Config,
+    /// The system of record.
+    pub store: Arc<dyn Store>,
+    /// Public models.
+    pub catalog: Catalog,
+    /// Providers by id (the echo model's is `builtin`).
+    pub providers: HashMap<String, Arc<dyn Provider>>,
+    /// Project and admin key prefixes.
+    pub prefixes: KeyPrefixes,
+    /// Plans in force.
+    pub plans: Plans,
+    /// Authenticated keys, so the hot path needs no storage round trip.
+    pub keys: KeyCache,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A cheap handle on the [`App`], cloned into every request.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// Why the application could not be assembled from a (validated) configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A config value that validation could not check alone.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A provider could not be built.
+    #[error("providers[{index}]: {message}")]
+    Provider {
+        /// Position in the config.
+        index: usize,
+        /// Why.
+        message: String,
+    },
+}
+
+impl App {
+    /// Builds the providers, catalog and caches for `config`.
+    pub fn build(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AppState, BuildError> {
+        config.validate()?;
+        let prefixes = config.key_prefixes()?;
+        let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+        providers.insert(ECHO_PROVIDER.to_owned(), Arc::new(EchoProvider::new()));
+        for (index, p) in config.providers.iter().enumerate() {
+            let api_key = p
+                .api_key_env
+                .as_deref()
+                .and_then(|name| std::env::var(name).ok());
+            let provider = OpenAiProvider::new(
+                &p.base_url,
+                api_key.as_deref(),
+                Duration::from_millis(p.timeout_ms),
+            )
+            .map_err(|e| BuildError::Provider {
+                index,
+                message: e.to_string(),
+            })?;
+            providers.insert(p.id.clone(), Arc::new(provider));
+        }
+        let now = clock.now();
+        let models = if config.models.is_empty() {
+            vec![ModelSpec::echo(now)]
+        } else {
+            config
+                .models
+                .iter()
+                .map(|m| ModelSpec {
+                    id: m.id.clone(),
+                    provider: m.provider.clone(),
+                    upstream_model: m.upstream_model.clone(),
+                    input_cents_per_million_tokens: m.input_cents_per_million_tokens,
+                    output_cents_per_million_tokens: m.output_cents_per_million_tokens,
+                    max_output_tokens: m.max_output_tokens,
+                    created: now,
+                })
+                .collect()
+        };
+        let plans = config.effective_plans();
+        Ok(AppState(Arc::new(Self {
+            config,
+            store,
+            catalog: Catalog::new(models),
+            providers,
+            prefixes,
+            plans,
+            keys: KeyCache::new(),
+            clock,
+        })))
+    }
+}

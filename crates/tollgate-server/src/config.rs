@@ -1,0 +1,350 @@
+//! The configuration file (TOML) and its environment overrides, validated at start-up so a typo is an error that
+//! names the field, never a silent default.
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use tollgate_core::catalog::{DEFAULT_MAX_OUTPUT_TOKENS, ECHO_MODEL, ECHO_PROVIDER};
+use tollgate_core::key::KeyPrefixes;
+use tollgate_core::plan::{Plans, default_plans};
+
+/// Default `max_body_bytes`: 10 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// Default upstream timeout.
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
+
+/// Why a configuration cannot be used. Every message names the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown field, or a wrong type (toml's message names the key and line).
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A value that parses but cannot work.
+    #[error("invalid config: {field}: {message}")]
+    Invalid {
+        /// The field at fault, e.g. `models[1].provider`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// `sqlite://…` (default) or `postgres://…`.
+    pub database_url: String,
+    /// Shared rate limits across nodes (used by the rate-limit feature).
+    pub redis_url: Option<String>,
+    /// Enables `/operator/v1/*` when set.
+    pub operator_token: Option<String>,
+    /// Prefix of project keys.
+    pub key_prefix: String,
+    /// Prefix of admin keys.
+    pub admin_key_prefix: String,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Upstreams.
+    pub providers: Vec<ProviderConfig>,
+    /// The public catalog; empty means the built-in `echo` model alone.
+    pub models: Vec<ModelConfig>,
+    /// Plan tiers; empty means free, pro and enterprise as documented.
+    pub plans: Plans,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            database_url: "sqlite://tollgate-data/tollgate.db".to_owned(),
+            redis_url: None,
+            operator_token: None,
+            key_prefix: "sk_live_".to_owned(),
+            admin_key_prefix: "sk_admin_".to_owned(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            trusted_proxies: Vec::new(),
+            providers: Vec::new(),
+            models: Vec::new(),
+            plans: Plans::new(),
+        }
+    }
+}
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Referenced by models.
+    pub id: String,
+    /// `openai`: any OpenAI-compatible upstream.
+    pub kind: String,
+    /// e.g. `http://127.0.0.1:9100/v1`.
+    pub base_url: String,
+    /// Environment variable holding the upstream credential.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Upper bound on waiting for the upstream's answer and for each stream chunk (default 60 000).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_UPSTREAM_TIMEOUT_MS
+}
+
+/// One `[[models]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Public id.
+    pub id: String,
+    /// A provider id, or `builtin` for the echo model.
+    pub provider: String,
+    /// Name sent upstream.
+    pub upstream_model: String,
+    /// Cents per million input tokens.
+    #[serde(default)]
+    pub input_cents_per_million_tokens: u64,
+    /// Cents per million output tokens.
+    #[serde(default)]
+    pub output_cents_per_million_tokens: u64,
+    /// Held when a request sets no maximum.
+    #[serde(default = "default_max_output_tokens")]
+    pub max_output_tokens: u64,
+}
+
+fn default_max_output_tokens() -> u64 {
+    DEFAULT_MAX_OUTPUT_TOKENS
+}
+
+impl Config {
+    /// Reads `path` (or the embedded defaults when `None`), applies the environment overrides, validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Self::from_toml(&text)?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok());
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML without validating.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Applies `TOLLGATE_*` overrides read through `var`; an empty variable counts as unset.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        let get = |name| var(name).filter(|v: &String| !v.is_empty());
+        if let Some(v) = get("TOLLGATE_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("TOLLGATE_DATABASE_URL") {
+            self.database_url = v;
+        }
+        if let Some(v) = get("TOLLGATE_OPERATOR_TOKEN") {
+            self.operator_token = Some(v);
+        }
+        if let Some(v) = get("TOLLGATE_REDIS_URL") {
+            self.redis_url = Some(v);
+        }
+    }
+
+    /// Checks everything that parses but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.key_prefixes()?;
+        if self.max_body_bytes == 0 {
+            return Err(invalid("max_body_bytes", "must be at least 1"));
+        }
+        if self.operator_token.as_deref().is_some_and(|t| t.len() < 8) {
+            return Err(invalid("operator_token", "must be at least 8 characters"));
+        }
+        let mut provider_ids = HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let field = |f: &str| format!("providers[{i}].{f}");
+            if p.id.is_empty() || p.id == ECHO_PROVIDER {
+                return Err(invalid(
+                    field("id"),
+                    format!("must be non-empty and not {ECHO_PROVIDER:?}"),
+                ));
+            }
+            if !provider_ids.insert(p.id.as_str()) {
+                return Err(invalid(
+                    field("id"),
+                    format!("duplicate provider id {:?}", p.id),
+                ));
+            }
+            if p.kind != "openai" {
+                return Err(invalid(
+                    field("kind"),
+                    format!("unknown kind {:?} (supported: \"openai\")", p.kind),
+                ));
+            }
+            let url_ok = (p.base_url.starts_with("http://") || p.base_url.starts_with("https://"))
+                && p.base_url.len() > "https://".len();
+            if !url_ok {
+                return Err(invalid(
+                    field("base_url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if p.timeout_ms == 0 {
+                return Err(invalid(field("timeout_ms"), "must be at least 1"));
+            }
+            if let Some(env) = &p.api_key_env
+                && std::env::var(env).map(|v| v.is_empty()).unwrap_or(true)
+            {
+                return Err(invalid(
+                    field("api_key_env"),
+                    format!("environment variable {env} is not set"),
+                ));
+            }
+        }
+        let mut model_ids = HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let field = |f: &str| format!("models[{i}].{f}");
+            if m.id.is_empty() {
+                return Err(invalid(field("id"), "must be non-empty"));
+            }
+            if !model_ids.insert(m.id.as_str()) {
+                return Err(invalid(
+                    field("id"),
+                    format!("duplicate model id {:?}", m.id),
+                ));
+            }
+            if m.provider == ECHO_PROVIDER {
+                if m.upstream_model != ECHO_MODEL {
+                    return Err(invalid(
+                        field("upstream_model"),
+                        "the builtin provider serves only \"echo\"",
+                    ));
+                }
+            } else if !provider_ids.contains(m.provider.as_str()) {
+                return Err(invalid(
+                    field("provider"),
+                    format!("unknown provider {:?}", m.provider),
+                ));
+            }
+            if m.max_output_tokens == 0 {
+                return Err(invalid(field("max_output_tokens"), "must be at least 1"));
+            }
+        }
+        for (name, plan) in &self.plans {
+            if plan.requests_per_minute == 0 || plan.tokens_per_minute == 0 {
+                return Err(invalid(
+                    format!("plans.{name}"),
+                    "rate limits must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{:?} is not an address like 127.0.0.1:8080", self.listen),
+            )
+        })
+    }
+
+    /// The validated key prefixes.
+    pub fn key_prefixes(&self) -> Result<KeyPrefixes, ConfigError> {
+        KeyPrefixes::new(&self.key_prefix, &self.admin_key_prefix)
+            .map_err(|e| invalid("key_prefix/admin_key_prefix", e.to_string()))
+    }
+
+    /// The plans in force: the configured ones, or the documented defaults.
+    pub fn effective_plans(&self) -> Plans {
+        if self.plans.is_empty() {
+            default_plans()
+        } else {
+            self.plans.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match Config::from_toml(text).and_then(|c| c.validate().map(|()| c)) {
+            Ok(_) => String::from("ok"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://tollgate-data/tollgate.db");
+        assert_eq!(c.effective_plans().len(), 3);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        assert!(
+            err("listn = \"x\"").contains("listn"),
+            "{}",
+            err("listn = \"x\"")
+        );
+        assert!(err("max_body_bytes = \"big\"").contains("max_body_bytes"));
+        assert!(err("listen = \"nowhere\"").contains("listen"));
+        assert!(err("key_prefix = \"x\"").contains("key_prefix"));
+        let m = "[[models]]\nid = \"fast\"\nprovider = \"nope\"\nupstream_model = \"m\"\n";
+        assert!(err(m).contains("models[0].provider"), "{}", err(m));
+        let p = "[[providers]]\nid = \"a\"\nkind = \"grpc\"\nbase_url = \"http://x/v1\"\n";
+        assert!(err(p).contains("providers[0].kind"), "{}", err(p));
+        let k = "[[providers]]\nid = \"a\"\nkind = \"openai\"\nbase_url = \"http://x/v1\"\napi_key_env = \"TOLLGATE_TEST_SURELY_UNSET\"\n";
+        assert!(err(k).contains("providers[0].api_key_env"), "{}", err(k));
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let mut c = Config::from_toml("listen = \"127.0.0.1:1\"").unwrap();
+        c.apply_env(|name| match name {
+            "TOLLGATE_LISTEN" => Some("127.0.0.1:2".into()),
+            "TOLLGATE_OPERATOR_TOKEN" => Some("secret-token".into()),
+            "TOLLGATE_DATABASE_URL" => Some(String::new()),
+            _ => None,
+        });
+        assert_eq!(c.listen, "127.0.0.1:2");
+        assert_eq!(c.operator_token.as_deref(), Some("secret-token"));
+        assert_eq!(c.database_url, "sqlite://tollgate-data/tollgate.db");
+    }
+}

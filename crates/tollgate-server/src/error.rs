@@ -1,0 +1,281 @@
+//! `ApiError`: the one place where failures become HTTP responses, always in OpenAI's error shape
+//! (`{"error":{"message","type","param","code"}}`). Server-side detail (storage, upstream) is logged here and never
+//! sent: the client gets our own sentence.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tollgate_core::ports::{ProviderError, StoreError};
+use tollgate_openai::{ErrorBody, ErrorObject};
+
+/// Why an authentication failed; each has the message API.md fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credential at all.
+    Missing,
+    /// Not a key of ours (shape, prefix or checksum), or `Authorization` without `Bearer`.
+    Malformed,
+    /// Well-formed but unknown.
+    Invalid,
+    /// Revoked.
+    Revoked,
+    /// Past `expires_at`.
+    Expired,
+    /// The key's project is archived.
+    ProjectArchived,
+    /// A project key on a management route.
+    NeedsAdminKey,
+    /// An admin key on an inference route.
+    NeedsProjectKey,
+    /// Anything but the operator token on an operator route.
+    NeedsOperatorToken,
+}
+
+impl AuthFailure {
+    fn message(self) -> &'static str {
+        match self {
+            Self::Missing => "Missing API key",
+            Self::Malformed => "Malformed API key",
+            Self::Invalid => "Invalid API key",
+            Self::Revoked => "API key revoked",
+            Self::Expired => "API key expired",
+            Self::ProjectArchived => "API key belongs to an archived project",
+            Self::NeedsAdminKey => "This route needs an admin API key",
+            Self::NeedsProjectKey => "This route needs a project API key",
+            Self::NeedsOperatorToken => "This route needs the operator token",
+        }
+    }
+}
+
+/// Every error a route can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_request_error`.
+    #[error("{message}")]
+    BadRequest {
+        /// For people.
+        message: String,
+        /// The request field at fault.
+        param: Option<String>,
+    },
+    /// 401 `authentication_error`.
+    #[error("{}", .0.message())]
+    Unauthorized(AuthFailure),
+    /// 403 `permission_error`.
+    #[error("{message}")]
+    Forbidden {
+        /// For people.
+        message: String,
+        /// The request field at fault.
+        param: Option<String>,
+    },
+    /// 404 `invalid_request_error`, optionally with a code (`model_not_found`).
+    #[error("{message}")]
+    NotFound {
+        /// For people.
+        message: String,
+        /// e.g. `model_not_found`.
+        code: Option<&'static str>,
+        /// The request field at fault.
+        param: Option<String>,
+    },
+    /// 405 `invalid_request_error`.
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    /// 409 `invalid_request_error` with a code.
+    #[error("{message}")]
+    Conflict {
+        /// For people.
+        message: String,
+        /// e.g. `last_owner`.
+        code: Option<&'static str>,
+    },
+    /// 413 `invalid_request_error`.
+    #[error("Request body too large: the limit is {limit} bytes")]
+    PayloadTooLarge {
+        /// `max_body_bytes`.
+        limit: usize,
+    },
+    /// 415 `invalid_request_error`.
+    #[error("Unsupported media type: send the body as application/json")]
+    UnsupportedMediaType,
+    /// 502 or 504 `upstream_error`.
+    #[error("upstream: {0}")]
+    Upstream(#[from] ProviderError),
+    /// 500 `api_error`: storage failed.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// 500 `api_error`: anything else that is our fault.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// 400 with a param.
+    pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            param: param.map(str::to_owned),
+        }
+    }
+
+    /// 403 with no param.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// 404 for an object of a kind (`project`, `API key`…) that this tenant does not have.
+    pub fn not_found(kind: &str, id: &str) -> Self {
+        Self::NotFound {
+            message: format!("No {kind} found with id '{}'", truncate_id(id)),
+            code: None,
+            param: None,
+        }
+    }
+
+    /// 404 `model_not_found`, OpenAI's words.
+    pub fn model_not_found(model: &str) -> Self {
+        Self::NotFound {
+            message: format!(
+                "The model `{}` does not exist or you do not have access to it.",
+                truncate_id(model)
+            ),
+            code: Some("model_not_found"),
+            param: Some("model".to_owned()),
+        }
+    }
+
+    /// Status, type, param and code of this error.
+    fn parts(
+        &self,
+    ) -> (
+        StatusCode,
+        &'static str,
+        Option<String>,
+        Option<&'static str>,
+    ) {
+        const INVALID: &str = "invalid_request_error";
+        match self {
+            Self::BadRequest { param, .. } => {
+                (StatusCode::BAD_REQUEST, INVALID, param.clone(), None)
+            }
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication_error", None, None),
+            Self::Forbidden { param, .. } => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                param.clone(),
+                None,
+            ),
+            Self::NotFound { code, param, .. } => {
+                (StatusCode::NOT_FOUND, INVALID, param.clone(), *code)
+            }
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, INVALID, None, None),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, INVALID, None, *code),
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, INVALID, None, None),
+            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID, None, None),
+            Self::Upstream(ProviderError::Timeout) => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_error", None, None)
+            }
+            Self::Upstream(ProviderError::Failed(_)) => {
+                (StatusCode::BAD_GATEWAY, "upstream_error", None, None)
+            }
+            Self::Store(_) | Self::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "api_error", None, None)
+            }
+        }
+    }
+
+    /// What the client reads: for server-side failures our own sentence, never the detail.
+    fn public_message(&self) -> String {
+        match self {
+            Self::Upstream(ProviderError::Timeout) => {
+                "The model provider did not answer in time".to_owned()
+            }
+            Self::Upstream(ProviderError::Failed(_)) => {
+                "The model provider failed to answer".to_owned()
+            }
+            Self::Store(_) | Self::Internal(_) => {
+                "The server had an error while processing your request".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// The error envelope for this error.
+    pub fn body(&self) -> ErrorBody {
+        let (_, kind, param, code) = self.parts();
+        ErrorBody {
+            error: ErrorObject {
+                message: self.public_message(),
+                kind: kind.to_owned(),
+                param,
+                code: code.map(str::to_owned),
+                details: None,
+            },
+        }
+    }
+}
+
+/// Ids and model names are echoed in messages; cap them so a huge one cannot bloat a response or a log line.
+fn truncate_id(id: &str) -> &str {
+    match id.char_indices().nth(64) {
+        Some((at, _)) => &id[..at],
+        None => id,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, ..) = self.parts();
+        if status.is_server_error() {
+            // The detail stays in our logs; it never names a key (stores and providers only see digests and
+            // upstream statuses).
+            tracing::error!(status = status.as_u16(), error = %self, "request failed");
+        }
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unknown_key_body_is_exact() {
+        let body =
+            serde_json::to_string(&ApiError::Unauthorized(AuthFailure::Invalid).body()).unwrap();
+        assert_eq!(
+            body,
+            r#"{"error":{"message":"Invalid API key","type":"authentication_error","param":null,"code":null}}"#
+        );
+    }
+
+    #[test]
+    fn upstream_detail_never_reaches_the_client() {
+        let e = ApiError::Upstream(ProviderError::Failed("http://10.0.0.1 said secret".into()));
+        let body = serde_json::to_string(&e.body()).unwrap();
+        assert!(
+            !body.contains("secret") && !body.contains("10.0.0.1"),
+            "{body}"
+        );
+        assert_eq!(e.parts().0, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            ApiError::Upstream(ProviderError::Timeout).parts().0,
+            StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn long_ids_are_cut_in_messages() {
+        let long = "x".repeat(10_000);
+        assert!(ApiError::model_not_found(&long).to_string().len() < 200);
+    }
+}

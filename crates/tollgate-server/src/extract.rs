@@ -1,0 +1,192 @@
+//! Request extractors whose failures are `ApiError`s, so even a malformed body or query gets our error shape:
+//! `AppJson<T>` (media type, size, JSON syntax, field types, with `param` naming the field at fault) and
+//! `ListParams` (cursor pagination).
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tollgate_core::ports::PageRequest;
+
+/// A JSON body, parsed into `T`.
+#[derive(Debug, Clone)]
+pub struct AppJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_json = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("application/json")
+            });
+        let limit = state.config.max_body_bytes;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge { limit }
+                } else {
+                    ApiError::bad_request("Could not read the request body", None)
+                }
+            })?;
+        if !bytes.is_empty() && is_json != Some(true) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// Parses a request body: 400 for an empty body, bad syntax, a non-object, or a missing or wrong-typed field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => {
+            return Err(ApiError::bad_request(
+                "We could not parse the JSON body of your request: the body is empty",
+                None,
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "The request body must be a JSON object",
+                None,
+            ));
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::bad_request(
+                format!("We could not parse the JSON body of your request: {inner}"),
+                None,
+            );
+        }
+        let path = e.path().to_string();
+        let message = inner.to_string();
+        // serde reports a missing field at its parent's path; name the field itself.
+        let param = match message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            Some(field) if path == "." => field.to_owned(),
+            Some(field) => format!("{path}.{field}"),
+            None => path,
+        };
+        let message = strip_position(&message);
+        ApiError::bad_request(format!("Invalid body: {param}: {message}"), Some(&param))
+    })?;
+    // Trailing characters after the object are a syntax error too.
+    de.end().map_err(|e| {
+        ApiError::bad_request(
+            format!("We could not parse the JSON body of your request: {e}"),
+            None,
+        )
+    })?;
+    Ok(value)
+}
+
+/// serde_json appends " at line L column C"; drop it, the param says where.
+fn strip_position(message: &str) -> &str {
+    message
+        .rfind(" at line ")
+        .map_or(message, |at| &message[..at])
+}
+
+#[derive(Debug, Deserialize)]
+struct RawListParams {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `?after=…&limit=…` (limit 1–100, default 20).
+#[derive(Debug, Clone)]
+pub struct ListParams(pub PageRequest);
+
+impl FromRequestParts<AppState> for ListParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+        let Query(raw) = Query::<RawListParams>::try_from_uri(&parts.uri)
+            .map_err(|_| ApiError::bad_request("Invalid query string", None))?;
+        let limit = match raw.limit.as_deref() {
+            None => 20,
+            Some(s) => s
+                .parse::<u32>()
+                .ok()
+                .filter(|l| (1..=100).contains(l))
+                .ok_or_else(|| {
+                    ApiError::bad_request("limit must be an integer from 1 to 100", Some("limit"))
+                })?,
+        };
+        Ok(Self(PageRequest {
+            after: raw.after.filter(|a| !a.is_empty()),
+            limit,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[expect(dead_code, reason = "fields exist to be parsed")]
+    struct Body {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[expect(dead_code, reason = "fields exist to be parsed")]
+    struct Inner {
+        n: u32,
+    }
+
+    fn param(raw: &str) -> (Option<String>, String) {
+        match parse_json::<Body>(raw.as_bytes()) {
+            Ok(_) => (None, "ok".into()),
+            Err(e) => match &e {
+                ApiError::BadRequest { param, message } => (param.clone(), message.clone()),
+                other => (None, other.to_string()),
+            },
+        }
+    }
+
+    #[test]
+    fn body_errors_name_the_field() {
+        assert_eq!(param(r#"{"name":"x"}"#).1, "ok");
+        assert_eq!(param(r#"{}"#).0.as_deref(), Some("name"));
+        assert_eq!(param(r#"{"name":5}"#).0.as_deref(), Some("name"));
+        assert_eq!(
+            param(r#"{"name":"x","inner":{}}"#).0.as_deref(),
+            Some("inner.n")
+        );
+        assert_eq!(
+            param(r#"{"name":"x","inner":{"n":"a"}}"#).0.as_deref(),
+            Some("inner.n")
+        );
+        assert!(param("").1.contains("empty"));
+        assert!(param("{").1.contains("could not parse"));
+        assert!(param("[1]").1.contains("JSON object"));
+        assert!(
+            param(r#"{"name":"x"} trailing"#)
+                .1
+                .contains("could not parse")
+        );
+    }
+}

@@ -1,0 +1,31 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration and its environment overrides, validated.
+//! - [`app`]: `AppState`, built once: store, providers, catalog, key cache, clock.
+//! - [`router`]: every route and the layers around them.
+//! - [`server`]: `serve(listener, state, shutdown)`, shared by `main` and the tests.
+//! - [`middleware`]: request ids, body limits, client addresses, authentication extractors.
+//! - [`routes`]: one file per action under `inference/`, `management/`, `operator/`.
+//! - [`service`]: the operations routes and the CLI share (create a tenant, issue and revoke keys).
+//! - [`extract`]: JSON and pagination extractors that fail with `ApiError`.
+//! - [`objects`]: the JSON objects of API.md.
+//! - [`key_cache`]: authenticated keys in memory, invalidated on revocation.
+//! - [`error`]: `ApiError`, the one mapping from failures to HTTP.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod key_cache;
+pub mod middleware;
+pub mod objects;
+pub mod router;
+pub mod routes;
+pub mod server;
+pub mod service;
+
+pub use app::{App, AppState};
+pub use config::Config;
+pub use error::ApiError;
+pub use server::serve;

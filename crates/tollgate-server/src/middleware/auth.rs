@@ -1,0 +1,283 @@
+//! Authentication as extractors: a handler names the credential it needs (`ProjectKey`, `AdminKey`, `Operator`),
+//! and the extractor runs the hot path: header → format and checksum (no I/O) → kind → digest → key cache → store
+//! on a miss → status, tenant, project and source-address checks. Nothing here ever logs or echoes a key.
+
+use crate::app::AppState;
+use crate::error::{ApiError, AuthFailure};
+use crate::middleware::client_ip::client_ip;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tollgate_core::key::KeyKind;
+use tollgate_core::role::Role;
+use tollgate_core::tenant::{KeyStatus, Principal, ProjectStatus, TenantStatus};
+
+/// The credential presented, if any: `Authorization: Bearer …` or `X-Api-Key: …` (both: they must agree).
+fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let bearer = match headers.get(AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::Unauthorized(AuthFailure::Malformed))?;
+            let (scheme, token) = value
+                .split_once(' ')
+                .ok_or(ApiError::Unauthorized(AuthFailure::Malformed))?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(ApiError::Unauthorized(AuthFailure::Malformed));
+            }
+            Some(token.trim())
+        }
+    };
+    let api_key = match headers.get("x-api-key") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::Unauthorized(AuthFailure::Malformed))?
+                .trim(),
+        ),
+    };
+    match (bearer, api_key) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::bad_request(
+            "Conflicting credentials: Authorization and X-Api-Key carry different keys",
+            None,
+        )),
+        (Some(k), _) | (None, Some(k)) if !k.is_empty() => Ok(k),
+        (Some(_), _) | (None, Some(_)) => Err(ApiError::Unauthorized(AuthFailure::Malformed)),
+        (None, None) => Err(ApiError::Unauthorized(AuthFailure::Missing)),
+    }
+}
+
+/// Authenticates a key of the `needed` kind and checks everything about it that does not depend on the route.
+async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    needed: KeyKind,
+) -> Result<Arc<Principal>, ApiError> {
+    let raw = presented_key(&parts.headers)?;
+    let (kind, key) = state
+        .prefixes
+        .parse(raw)
+        .map_err(|_| ApiError::Unauthorized(AuthFailure::Malformed))?;
+    if kind != needed {
+        return Err(ApiError::Unauthorized(match needed {
+            KeyKind::Admin => AuthFailure::NeedsAdminKey,
+            KeyKind::Project => AuthFailure::NeedsProjectKey,
+        }));
+    }
+    let principal = state
+        .keys
+        .lookup(&key.digest(), state.store.as_ref())
+        .await?
+        .ok_or(ApiError::Unauthorized(AuthFailure::Invalid))?;
+    match principal.key.status(state.clock.now()) {
+        KeyStatus::Active => {}
+        KeyStatus::Revoked => return Err(ApiError::Unauthorized(AuthFailure::Revoked)),
+        KeyStatus::Expired => return Err(ApiError::Unauthorized(AuthFailure::Expired)),
+    }
+    if principal.tenant_status == TenantStatus::Suspended {
+        return Err(ApiError::forbidden(
+            "This organization is suspended; contact the operator of this deployment",
+        ));
+    }
+    if principal.project_status == Some(ProjectStatus::Archived) {
+        return Err(ApiError::Unauthorized(AuthFailure::ProjectArchived));
+    }
+    if !principal.key.allowed_ips.is_empty() {
+        let ip = source_ip(parts, state);
+        if !principal
+            .key
+            .allowed_ips
+            .iter()
+            .any(|net| net.contains(&ip))
+        {
+            return Err(ApiError::forbidden(format!(
+                "Requests from {ip} are not allowed for this API key"
+            )));
+        }
+    }
+    Ok(principal)
+}
+
+/// The request's source address (socket peer, or trusted proxies' `X-Forwarded-For`).
+pub fn source_ip(parts: &Parts, state: &AppState) -> IpAddr {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    client_ip(peer, &parts.headers, &state.config.trusted_proxies)
+}
+
+/// A request made with an active project key.
+#[derive(Debug, Clone)]
+pub struct ProjectKey(pub Arc<Principal>);
+
+impl FromRequestParts<AppState> for ProjectKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authenticate(parts, state, KeyKind::Project).await.map(Self)
+    }
+}
+
+impl ProjectKey {
+    /// Whether this key may use the public model `model`.
+    pub fn may_use(&self, model: &str) -> bool {
+        self.0
+            .key
+            .models
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|m| m == model))
+    }
+}
+
+/// A request made with an active admin key; it acts with its member's current role.
+#[derive(Debug, Clone)]
+pub struct AdminKey {
+    /// The key and its tenant.
+    pub principal: Arc<Principal>,
+    /// The member's current role.
+    pub role: Role,
+    /// The member the key acts as.
+    pub member_id: String,
+}
+
+impl FromRequestParts<AppState> for AdminKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = authenticate(parts, state, KeyKind::Admin).await?;
+        let member_id = match &principal.key.owner {
+            tollgate_core::tenant::KeyOwner::Member(id) => id.clone(),
+            tollgate_core::tenant::KeyOwner::Project(_) => {
+                return Err(ApiError::Unauthorized(AuthFailure::NeedsAdminKey));
+            }
+        };
+        // An admin key whose member is gone (the store returns no role) acts as nobody.
+        let role = principal
+            .role
+            .ok_or(ApiError::Unauthorized(AuthFailure::Revoked))?;
+        Ok(Self {
+            principal,
+            role,
+            member_id,
+        })
+    }
+}
+
+impl AdminKey {
+    /// The tenant this key acts in.
+    pub fn tenant_id(&self) -> &str {
+        &self.principal.key.tenant_id
+    }
+
+    /// 403 unless the member may create, change or delete keys and projects.
+    pub fn require_write(&self) -> Result<(), ApiError> {
+        if self.role.can_write_keys() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "Your role ({}) may read but not create, change or delete; ask an admin or owner",
+                self.role.as_str()
+            )))
+        }
+    }
+}
+
+/// A request made with the operator token.
+#[derive(Debug, Clone, Copy)]
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = state.config.operator_token.as_deref() else {
+            return Err(ApiError::NotFound {
+                message: "The operator API is disabled: set operator_token".to_owned(),
+                code: None,
+                param: None,
+            });
+        };
+        let presented = presented_key(&parts.headers)?;
+        // Compare digests so neither the token's content nor its length leaks through timing.
+        let a = Sha256::digest(presented.as_bytes());
+        let b = Sha256::digest(expected.as_bytes());
+        if bool::from(a.ct_eq(&b)) {
+            Ok(Self)
+        } else {
+            Err(ApiError::Unauthorized(AuthFailure::NeedsOperatorToken))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn status(r: Result<&str, ApiError>) -> String {
+        match r {
+            Ok(k) => format!("ok:{k}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_bearer_or_x_api_key() {
+        assert_eq!(
+            status(presented_key(&headers(&[("authorization", "Bearer k1")]))),
+            "ok:k1"
+        );
+        assert_eq!(
+            status(presented_key(&headers(&[("authorization", "bearer k1")]))),
+            "ok:k1"
+        );
+        assert_eq!(
+            status(presented_key(&headers(&[("x-api-key", "k2")]))),
+            "ok:k2"
+        );
+        assert_eq!(
+            status(presented_key(&headers(&[
+                ("authorization", "Bearer k"),
+                ("x-api-key", "k")
+            ]))),
+            "ok:k"
+        );
+        assert!(
+            status(presented_key(&headers(&[
+                ("authorization", "Bearer a"),
+                ("x-api-key", "b")
+            ])))
+            .starts_with("Conflicting")
+        );
+        assert_eq!(
+            status(presented_key(&headers(&[("authorization", "Basic abc")]))),
+            "Malformed API key"
+        );
+        assert_eq!(
+            status(presented_key(&headers(&[("authorization", "k1")]))),
+            "Malformed API key"
+        );
+        assert_eq!(
+            status(presented_key(&headers(&[("authorization", "Bearer ")]))),
+            "Malformed API key"
+        );
+        assert_eq!(status(presented_key(&HeaderMap::new())), "Missing API key");
+    }
+}

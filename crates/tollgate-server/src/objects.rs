@@ -1,0 +1,215 @@
+//! The JSON objects of API.md, rendered from domain values. Secrets appear only in `KeyObject::value`, which is set
+//! only in the response that creates a key.
+
+use serde::Serialize;
+use tollgate_core::key::PlainKey;
+use tollgate_core::ports::Page;
+use tollgate_core::tenant::{ApiKey, KeyOwner, Member, NewTenant, Project, Tenant, Timestamp};
+
+/// `organization`.
+#[derive(Debug, Serialize)]
+pub struct TenantObject {
+    object: &'static str,
+    id: String,
+    name: String,
+    plan: String,
+    status: &'static str,
+    created_at: Timestamp,
+}
+
+impl From<&Tenant> for TenantObject {
+    fn from(t: &Tenant) -> Self {
+        Self {
+            object: "organization",
+            id: t.id.clone(),
+            name: t.name.clone(),
+            plan: t.plan.clone(),
+            status: t.status.as_str(),
+            created_at: t.created_at,
+        }
+    }
+}
+
+/// `organization.project`.
+#[derive(Debug, Serialize)]
+pub struct ProjectObject {
+    object: &'static str,
+    id: String,
+    name: String,
+    region: String,
+    status: &'static str,
+    created_at: Timestamp,
+}
+
+impl From<&Project> for ProjectObject {
+    fn from(p: &Project) -> Self {
+        Self {
+            object: "organization.project",
+            id: p.id.clone(),
+            name: p.name.clone(),
+            region: p.region.clone(),
+            status: p.status.as_str(),
+            created_at: p.created_at,
+        }
+    }
+}
+
+/// `organization.member`.
+#[derive(Debug, Serialize)]
+pub struct MemberObject {
+    object: &'static str,
+    id: String,
+    email: String,
+    role: &'static str,
+    created_at: Timestamp,
+}
+
+impl From<&Member> for MemberObject {
+    fn from(m: &Member) -> Self {
+        Self {
+            object: "organization.member",
+            id: m.id.clone(),
+            email: m.email.clone(),
+            role: m.role.as_str(),
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// `organization.project.api_key` or `organization.admin_api_key`.
+#[derive(Debug, Serialize)]
+pub struct KeyObject {
+    object: &'static str,
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member_id: Option<String>,
+    name: String,
+    description: Option<String>,
+    prefix: String,
+    last4: String,
+    redacted_value: String,
+    status: &'static str,
+    created_at: Timestamp,
+    created_by: Option<String>,
+    last_used_at: Option<Timestamp>,
+    expires_at: Option<Timestamp>,
+    revoked_at: Option<Timestamp>,
+    rolled_from: Option<String>,
+    allowed_ips: Vec<String>,
+    models: Option<Vec<String>>,
+    rate_limits: Option<serde_json::Value>,
+    spend_limit_cents: Option<serde_json::Number>,
+    spend_limit_period: Option<String>,
+    spent_cents: u64,
+    /// The secret: only in the response that creates the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+}
+
+impl KeyObject {
+    /// The object for a stored key, as of `now`.
+    pub fn new(key: &ApiKey, now: Timestamp) -> Self {
+        let (object, project_id, member_id) = match &key.owner {
+            KeyOwner::Project(p) => ("organization.project.api_key", Some(p.clone()), None),
+            KeyOwner::Member(m) => ("organization.admin_api_key", None, Some(m.clone())),
+        };
+        Self {
+            object,
+            id: key.id.clone(),
+            project_id,
+            member_id,
+            name: key.name.clone(),
+            description: key.description.clone(),
+            prefix: key.prefix.clone(),
+            last4: key.last4.clone(),
+            redacted_value: format!("{}…{}", key.prefix, key.last4),
+            status: key.status(now).as_str(),
+            created_at: key.created_at,
+            created_by: key.created_by.clone(),
+            last_used_at: key.last_used_at,
+            expires_at: key.expires_at,
+            revoked_at: key.revoked_at,
+            rolled_from: key.rolled_from.clone(),
+            allowed_ips: key.allowed_ips.iter().map(ToString::to_string).collect(),
+            models: key.models.clone(),
+            rate_limits: None,
+            spend_limit_cents: None,
+            spend_limit_period: None,
+            spent_cents: 0,
+            value: None,
+        }
+    }
+
+    /// The object for a key just created, with its secret shown this once.
+    pub fn with_secret(key: &ApiKey, secret: &PlainKey, now: Timestamp) -> Self {
+        Self {
+            value: Some(secret.expose_secret().to_owned()),
+            ..Self::new(key, now)
+        }
+    }
+}
+
+/// `{"object":"<type>.deleted","id","deleted":true}`.
+#[derive(Debug, Serialize)]
+pub struct Deleted {
+    object: String,
+    id: String,
+    deleted: bool,
+}
+
+impl Deleted {
+    /// The deletion of an object of type `object`.
+    pub fn new(object: &str, id: &str) -> Self {
+        Self {
+            object: format!("{object}.deleted"),
+            id: id.to_owned(),
+            deleted: true,
+        }
+    }
+}
+
+/// `{"object":"list","data","first_id","last_id","has_more"}`.
+#[derive(Debug, Serialize)]
+pub struct ListObject<T> {
+    object: &'static str,
+    data: Vec<T>,
+    first_id: Option<String>,
+    last_id: Option<String>,
+    has_more: bool,
+}
+
+impl<T> ListObject<T> {
+    /// Renders a page; `id` reads each item's id for the cursors.
+    pub fn from_page<D>(page: &Page<D>, id: impl Fn(&D) -> &str, render: impl Fn(&D) -> T) -> Self {
+        Self {
+            object: "list",
+            first_id: page.items.first().map(|d| id(d).to_owned()),
+            last_id: page.items.last().map(|d| id(d).to_owned()),
+            data: page.items.iter().map(render).collect(),
+            has_more: page.has_more,
+        }
+    }
+}
+
+/// `{"tenant","project","owner","admin_key"}`: what a new tenant starts with, the admin key's value shown once.
+#[derive(Debug, Serialize)]
+pub struct CreatedTenant {
+    tenant: TenantObject,
+    project: ProjectObject,
+    owner: MemberObject,
+    admin_key: KeyObject,
+}
+
+impl CreatedTenant {
+    /// Renders a tenant just written, with the owner's admin key secret.
+    pub fn new(new: &NewTenant, secret: &PlainKey, now: Timestamp) -> Self {
+        Self {
+            tenant: TenantObject::from(&new.tenant),
+            project: ProjectObject::from(&new.project),
+            owner: MemberObject::from(&new.owner),
+            admin_key: KeyObject::with_secret(&new.admin_key, secret, now),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! `POST /v1/chat/completions`.
+
+pub mod completions;

@@ -1,0 +1,5 @@
+//! Management routes (`/v1/organization/*`), for admin keys: each acts in its own tenant only, and any id of
+//! another tenant answers 404.
+
+pub mod api_keys;
+pub mod organization;

@@ -1,0 +1,3 @@
+//! `GET /v1/organization`.
+
+pub mod get;

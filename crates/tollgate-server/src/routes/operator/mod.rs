@@ -1,0 +1,3 @@
+//! Operator routes (`/operator/v1/*`), for the operator token only; all 404 when no token is configured.
+
+pub mod tenants;

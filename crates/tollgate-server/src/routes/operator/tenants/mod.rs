@@ -1,0 +1,5 @@
+//! `/operator/v1/tenants[/{id}]`.
+
+pub mod create;
+pub mod get;
+pub mod list;

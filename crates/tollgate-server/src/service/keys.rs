@@ -1,0 +1,187 @@
+//! Issuing, finding and revoking keys.
+
+use crate::app::App;
+use crate::error::ApiError;
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tollgate_core::key::PlainKey;
+use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, Principal, Project, ProjectStatus};
+
+/// The body of `POST /v1/organization/projects/{id}/api_keys` (and `tollgate key create`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProjectKey {
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Unix seconds; must be in the future.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// CIDRs (a bare address means just that address).
+    #[serde(default)]
+    pub allowed_ips: Option<Vec<String>>,
+    /// Public model ids this key may use.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+}
+
+/// A project of the tenant, or 404 (also for another tenant's project: existence is not leaked).
+pub async fn project(app: &App, tenant_id: &str, project_id: &str) -> Result<Project, ApiError> {
+    app.store
+        .get_project(tenant_id, project_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project", project_id))
+}
+
+/// A key of this project, or 404.
+pub async fn project_key(
+    app: &App,
+    tenant_id: &str,
+    project_id: &str,
+    key_id: &str,
+) -> Result<ApiKey, ApiError> {
+    app.store
+        .get_key(tenant_id, key_id)
+        .await?
+        .filter(|k| k.owner == KeyOwner::Project(project_id.to_owned()))
+        .ok_or_else(|| ApiError::not_found("API key", key_id))
+}
+
+/// Parses `allowed_ips`: every entry a CIDR or a bare address.
+fn parse_networks(entries: &[String]) -> Result<Vec<IpNet>, ApiError> {
+    entries
+        .iter()
+        .map(|raw| {
+            let raw = raw.trim();
+            raw.parse::<IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        format!(
+                            "allowed_ips: '{}' is not a CIDR such as 203.0.113.0/24",
+                            raw.chars().take(64).collect::<String>()
+                        ),
+                        Some("allowed_ips"),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Checks a key request against the deployment and the tenant's plan and turns it into a `KeySpec`.
+fn validate(app: &App, tenant_plan: &str, input: CreateProjectKey) -> Result<KeySpec, ApiError> {
+    let name = input.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 256 {
+        return Err(ApiError::bad_request(
+            "name must be 1 to 256 characters",
+            Some("name"),
+        ));
+    }
+    if input
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 1024)
+    {
+        return Err(ApiError::bad_request(
+            "description must be at most 1024 characters",
+            Some("description"),
+        ));
+    }
+    if let Some(at) = input.expires_at
+        && at <= app.clock.now()
+    {
+        return Err(ApiError::bad_request(
+            "expires_at must be in the future",
+            Some("expires_at"),
+        ));
+    }
+    let allowed_ips = parse_networks(input.allowed_ips.as_deref().unwrap_or_default())?;
+    if !allowed_ips.is_empty() && !app.plans.get(tenant_plan).is_some_and(|p| p.ip_allowlist) {
+        return Err(ApiError::Forbidden {
+            message: format!(
+                "The {tenant_plan} plan does not include IP allow-lists (allowed_ips)"
+            ),
+            param: Some("allowed_ips".to_owned()),
+        });
+    }
+    if let Some(unknown) = input
+        .models
+        .iter()
+        .flatten()
+        .find(|m| app.catalog.get(m).is_none())
+    {
+        return Err(ApiError::bad_request(
+            format!(
+                "models: '{}' is not a model of this deployment",
+                unknown.chars().take(64).collect::<String>()
+            ),
+            Some("models"),
+        ));
+    }
+    Ok(KeySpec {
+        name,
+        description: input.description,
+        expires_at: input.expires_at,
+        allowed_ips,
+        models: input.models,
+    })
+}
+
+/// Issues a project key in an active project of the tenant; the secret is returned this once.
+pub async fn create_project_key(
+    app: &App,
+    tenant_id: &str,
+    tenant_plan: &str,
+    project_id: &str,
+    input: CreateProjectKey,
+    created_by: Option<String>,
+) -> Result<(ApiKey, PlainKey), ApiError> {
+    let project = project(app, tenant_id, project_id).await?;
+    if project.status == ProjectStatus::Archived {
+        return Err(ApiError::bad_request(
+            format!("Project '{project_id}' is archived; create keys in an active project"),
+            None,
+        ));
+    }
+    let spec = validate(app, tenant_plan, input)?;
+    let (key, secret) = ApiKey::issue(
+        &app.prefixes,
+        tenant_id,
+        KeyOwner::Project(project.id),
+        spec,
+        created_by,
+        app.clock.now(),
+    );
+    app.store.insert_key(&key).await?;
+    // A digest is unguessable, but make sure no earlier miss for it lingers in the negative cache.
+    app.keys.invalidate(&key.digest);
+    Ok((key, secret))
+}
+
+/// Revokes a key of the tenant and forgets it in the key cache, so its very next request fails.
+pub async fn revoke(app: &App, tenant_id: &str, key_id: &str) -> Result<ApiKey, ApiError> {
+    let key = app
+        .store
+        .revoke_key(tenant_id, key_id, app.clock.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("API key", key_id))?;
+    app.keys.invalidate(&key.digest);
+    Ok(key)
+}
+
+/// Which tenant, project and key a found string is (for `tollgate key lookup`); `None` if it is not one of ours.
+pub async fn lookup(app: &App, raw: &str) -> Result<Option<Arc<Principal>>, ApiError> {
+    let Ok((_, key)) = app.prefixes.parse(raw.trim()) else {
+        return Ok(None);
+    };
+    Ok(app
+        .store
+        .principal_by_digest(&key.digest())
+        .await?
+        .map(Arc::new))
+}

@@ -1,0 +1,339 @@
+//! The behaviour every Store backend must have, run against SQLite in a temporary directory. A PostgreSQL
+//! backend runs the same functions.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test setup: a failing step should stop the test"
+)]
+
+use std::sync::Arc;
+use tollgate_core::key::KeyPrefixes;
+use tollgate_core::ports::{PageRequest, Store, StoreError};
+use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, NewTenant, ProjectStatus, TenantStatus};
+
+struct Fixture {
+    store: Arc<dyn Store>,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/nested/dir/tollgate.db", dir.path().display());
+    let store = tollgate_store::connect(&url).await.unwrap();
+    Fixture {
+        store,
+        url,
+        _dir: dir,
+    }
+}
+
+fn prefixes() -> KeyPrefixes {
+    KeyPrefixes::new("sk_live_", "sk_admin_").unwrap()
+}
+
+fn new_tenant(name: &str, now: i64) -> NewTenant {
+    NewTenant::build(
+        &prefixes(),
+        name.into(),
+        "pro".into(),
+        "owner@example.com".into(),
+        None,
+        now,
+    )
+    .0
+}
+
+fn project_key(t: &NewTenant, name: &str, now: i64) -> ApiKey {
+    let spec = KeySpec {
+        name: name.into(),
+        allowed_ips: vec!["10.0.0.0/8".parse().unwrap()],
+        models: Some(vec!["echo".into()]),
+        ..KeySpec::default()
+    };
+    ApiKey::issue(
+        &prefixes(),
+        &t.tenant.id,
+        KeyOwner::Project(t.project.id.clone()),
+        spec,
+        None,
+        now,
+    )
+    .0
+}
+
+#[tokio::test]
+async fn a_tenant_is_written_whole_and_read_back() {
+    let f = sqlite().await;
+    let t = new_tenant("Acme", 100);
+    f.store.create_tenant(&t).await.unwrap();
+    assert_eq!(
+        f.store.get_tenant(&t.tenant.id).await.unwrap(),
+        Some(t.tenant.clone())
+    );
+    assert_eq!(
+        f.store
+            .get_project(&t.tenant.id, &t.project.id)
+            .await
+            .unwrap(),
+        Some(t.project.clone())
+    );
+    assert_eq!(
+        f.store.find_project(&t.project.id).await.unwrap(),
+        Some(t.project.clone())
+    );
+    assert_eq!(
+        f.store.get_member(&t.tenant.id, &t.owner.id).await.unwrap(),
+        Some(t.owner.clone())
+    );
+    assert_eq!(
+        f.store
+            .get_key(&t.tenant.id, &t.admin_key.id)
+            .await
+            .unwrap(),
+        Some(t.admin_key.clone())
+    );
+    assert_eq!(f.store.get_tenant("org_missing").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn another_tenants_objects_are_invisible() {
+    let f = sqlite().await;
+    let (a, b) = (new_tenant("A", 1), new_tenant("B", 2));
+    f.store.create_tenant(&a).await.unwrap();
+    f.store.create_tenant(&b).await.unwrap();
+    assert_eq!(
+        f.store
+            .get_project(&a.tenant.id, &b.project.id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        f.store.get_member(&a.tenant.id, &b.owner.id).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        f.store
+            .get_key(&a.tenant.id, &b.admin_key.id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        f.store
+            .revoke_key(&a.tenant.id, &b.admin_key.id, 5)
+            .await
+            .unwrap(),
+        None
+    );
+    let b_key = f
+        .store
+        .get_key(&b.tenant.id, &b.admin_key.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        b_key.revoked_at, None,
+        "a cross-tenant revoke must change nothing"
+    );
+    let listed = f
+        .store
+        .list_keys(
+            &a.tenant.id,
+            &KeyOwner::Member(b.owner.id.clone()),
+            &PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(listed.items.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_tenant_creation_leaves_nothing_behind() {
+    let f = sqlite().await;
+    let first = new_tenant("First", 1);
+    f.store.create_tenant(&first).await.unwrap();
+    let mut second = new_tenant("Second", 2);
+    // The last write of the transaction (the admin key) collides, after tenant, project and member were written.
+    second.admin_key.digest = first.admin_key.digest;
+    let err = f.store.create_tenant(&second).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(f.store.get_tenant(&second.tenant.id).await.unwrap(), None);
+    assert_eq!(
+        f.store.find_project(&second.project.id).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        f.store
+            .get_member(&second.tenant.id, &second.owner.id)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn keys_round_trip_with_their_networks_and_models() {
+    let f = sqlite().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    let key = project_key(&t, "ci", 2);
+    f.store.insert_key(&key).await.unwrap();
+    assert_eq!(f.store.find_key(&key.id).await.unwrap(), Some(key.clone()));
+    let principal = f
+        .store
+        .principal_by_digest(&key.digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(principal.key, key);
+    assert_eq!(principal.tenant_plan, "pro");
+    assert_eq!(principal.tenant_status, TenantStatus::Active);
+    assert_eq!(principal.project_status, Some(ProjectStatus::Active));
+    assert_eq!(principal.role, None);
+    let admin = f
+        .store
+        .principal_by_digest(&t.admin_key.digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(admin.role, Some(t.owner.role));
+    assert_eq!(admin.project_status, None);
+    let unknown = tollgate_core::key::KeyDigest::from_bytes([7; 32]);
+    assert_eq!(f.store.principal_by_digest(&unknown).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn revoking_keeps_the_first_time() {
+    let f = sqlite().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    let key = project_key(&t, "ci", 2);
+    f.store.insert_key(&key).await.unwrap();
+    let revoked = f
+        .store
+        .revoke_key(&t.tenant.id, &key.id, 50)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(50));
+    let again = f
+        .store
+        .revoke_key(&t.tenant.id, &key.id, 90)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(50));
+    let principal = f
+        .store
+        .principal_by_digest(&key.digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(principal.key.revoked_at, Some(50));
+}
+
+#[tokio::test]
+async fn lists_page_oldest_first_with_a_cursor() {
+    let f = sqlite().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let key = project_key(&t, &format!("k{i}"), 10 + i);
+        f.store.insert_key(&key).await.unwrap();
+        ids.push(key.id);
+    }
+    let owner = KeyOwner::Project(t.project.id.clone());
+    let first = f
+        .store
+        .list_keys(
+            &t.tenant.id,
+            &owner,
+            &PageRequest {
+                after: None,
+                limit: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first.items.iter().map(|k| &k.id).collect::<Vec<_>>(),
+        vec![&ids[0], &ids[1]]
+    );
+    assert!(first.has_more);
+    let after = Some(ids[3].clone());
+    let last = f
+        .store
+        .list_keys(&t.tenant.id, &owner, &PageRequest { after, limit: 2 })
+        .await
+        .unwrap();
+    assert_eq!(
+        last.items.iter().map(|k| &k.id).collect::<Vec<_>>(),
+        vec![&ids[4]]
+    );
+    assert!(!last.has_more);
+    // The admin key is the member's, not the project's.
+    let admin_keys = f
+        .store
+        .list_keys(
+            &t.tenant.id,
+            &KeyOwner::Member(t.owner.id.clone()),
+            &PageRequest {
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(admin_keys.items.len(), 1);
+
+    f.store
+        .create_tenant(&new_tenant("Second", 2))
+        .await
+        .unwrap();
+    let tenants = f
+        .store
+        .list_tenants(&PageRequest {
+            after: None,
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(tenants.items[0].id, t.tenant.id);
+    assert!(tenants.has_more);
+}
+
+#[tokio::test]
+async fn migrations_are_counted_once_and_data_survives_reopening() {
+    let f = sqlite().await;
+    assert_eq!(
+        tollgate_store::migrate(&f.url).await.unwrap(),
+        0,
+        "connect already migrated"
+    );
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    let reopened = tollgate_store::connect(&f.url).await.unwrap();
+    assert_eq!(
+        reopened.get_tenant(&t.tenant.id).await.unwrap(),
+        Some(t.tenant)
+    );
+    reopened.ping().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = format!("sqlite://{}/fresh.db", dir.path().display());
+    assert!(tollgate_store::migrate(&fresh).await.unwrap() >= 1);
+    assert_eq!(tollgate_store::migrate(&fresh).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_unsupported_url_is_a_clear_error() {
+    let Err(err) = tollgate_store::connect("mysql://localhost/db").await else {
+        panic!("mysql is not supported");
+    };
+    assert!(err.to_string().contains("sqlite://"), "{err}");
+}

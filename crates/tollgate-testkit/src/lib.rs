@@ -1,0 +1,248 @@
+#![doc = include_str!("../README.md")]
+#![expect(
+    clippy::expect_used,
+    reason = "test support: a setup step that fails should stop the test with its reason"
+)]
+
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tollgate_core::ports::{Clock, ManualClock, SystemClock};
+use tollgate_mock::MockConfig;
+use tollgate_server::config::{ModelConfig, ProviderConfig};
+use tollgate_server::{App, AppState, Config};
+
+/// The operator token every `TestApp` is configured with.
+pub const OPERATOR_TOKEN: &str = "test-operator-token";
+
+/// A running server and mock upstream; both stop when this is dropped.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The mock upstream's `http://127.0.0.1:PORT` (its API is under `/v1`).
+    pub mock_url: String,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    /// The application the server runs, for looking inside (config, catalog).
+    pub state: AppState,
+    /// The server's clock; `advance` it to test expiry.
+    pub clock: Arc<ManualClock>,
+    _db_dir: tempfile::TempDir,
+    _stop: Vec<oneshot::Sender<()>>,
+}
+
+/// A change to the test configuration, applied before the server starts.
+type ConfigChange = Box<dyn FnOnce(&mut Config)>;
+
+/// Options for [`TestApp`].
+pub struct TestAppBuilder {
+    mock: MockConfig,
+    configure: Vec<ConfigChange>,
+}
+
+impl TestAppBuilder {
+    /// Changes the mock upstream's behaviour.
+    pub fn mock(mut self, mock: MockConfig) -> Self {
+        self.mock = mock;
+        self
+    }
+
+    /// Changes the server's configuration before it starts.
+    pub fn configure(mut self, f: impl FnOnce(&mut Config) + 'static) -> Self {
+        self.configure.push(Box::new(f));
+        self
+    }
+
+    /// Starts the mock and the server.
+    pub async fn start(self) -> TestApp {
+        let mut stop = Vec::new();
+        let mock_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock");
+        let mock_url = format!("http://{}", mock_listener.local_addr().expect("mock addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        stop.push(tx);
+        tokio::spawn(tollgate_mock::serve(mock_listener, self.mock, async {
+            let _ = rx.await;
+        }));
+
+        let db_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            database_url: format!("sqlite://{}/tollgate.db", db_dir.path().display()),
+            operator_token: Some(OPERATOR_TOKEN.to_owned()),
+            providers: vec![
+                provider("mock", &mock_url, 5_000),
+                provider("mock-impatient", &mock_url, 300),
+            ],
+            models: vec![
+                model("fast", "mock", 15, 60),
+                model("slow", "mock-impatient", 15, 60),
+                model("echo", "builtin", 0, 0),
+            ],
+            ..Config::default()
+        };
+        config.models[2].upstream_model = "echo".to_owned();
+        for f in self.configure {
+            f(&mut config);
+        }
+        let store = tollgate_store::connect(&config.database_url)
+            .await
+            .expect("open store");
+        let clock = Arc::new(ManualClock::new(SystemClock.now()));
+        let state =
+            App::build(config, store, Arc::clone(&clock) as Arc<dyn Clock>).expect("build app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind server");
+        let url = format!("http://{}", listener.local_addr().expect("server addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        stop.push(tx);
+        tokio::spawn(tollgate_server::serve(listener, state.clone(), async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            url,
+            mock_url,
+            http: reqwest::Client::new(),
+            state,
+            clock,
+            _db_dir: db_dir,
+            _stop: stop,
+        }
+    }
+}
+
+fn provider(id: &str, mock_url: &str, timeout_ms: u64) -> ProviderConfig {
+    ProviderConfig {
+        id: id.to_owned(),
+        kind: "openai".to_owned(),
+        base_url: format!("{mock_url}/v1"),
+        api_key_env: None,
+        timeout_ms,
+    }
+}
+
+fn model(id: &str, provider: &str, input: u64, output: u64) -> ModelConfig {
+    ModelConfig {
+        id: id.to_owned(),
+        provider: provider.to_owned(),
+        upstream_model: "mock-model".to_owned(),
+        input_cents_per_million_tokens: input,
+        output_cents_per_million_tokens: output,
+        max_output_tokens: 4096,
+    }
+}
+
+/// A tenant made through the API, with its credentials.
+#[derive(Debug, Clone)]
+pub struct TestTenant {
+    /// `org_…`.
+    pub id: String,
+    /// The Default project.
+    pub project_id: String,
+    /// The owner.
+    pub owner_id: String,
+    /// The owner's admin key.
+    pub admin_key: String,
+    /// A project key in the Default project.
+    pub project_key: String,
+    /// Its id.
+    pub project_key_id: String,
+}
+
+impl TestApp {
+    /// A server with the default test configuration.
+    pub async fn start() -> Self {
+        Self::builder().start().await
+    }
+
+    /// A server with options.
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            mock: MockConfig::default(),
+            configure: Vec::new(),
+        }
+    }
+
+    /// A request to `path` on the server.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    /// A request authenticated with `key`.
+    pub fn with_key(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.request(method, path).bearer_auth(key)
+    }
+
+    /// A request with the operator token.
+    pub fn operator(&self, method: Method, path: &str) -> RequestBuilder {
+        self.with_key(method, path, OPERATOR_TOKEN)
+    }
+
+    /// Creates a tenant on `plan` through the operator API, and a project key named "test" in its Default project.
+    pub async fn tenant(&self, plan: &str) -> TestTenant {
+        let created = json_of(
+            self.operator(Method::POST, "/operator/v1/tenants")
+                .json(&json!({"name": "Test tenant", "plan": plan, "owner_email": "owner@example.com"}))
+                .send()
+                .await
+                .expect("create tenant"),
+            201,
+        )
+        .await;
+        let admin_key = str_at(&created, &["admin_key", "value"]);
+        let project_id = str_at(&created, &["project", "id"]);
+        let key = self
+            .create_project_key(&admin_key, &project_id, json!({"name": "test"}))
+            .await;
+        TestTenant {
+            id: str_at(&created, &["tenant", "id"]),
+            owner_id: str_at(&created, &["owner", "id"]),
+            project_id,
+            admin_key,
+            project_key: str_at(&key, &["value"]),
+            project_key_id: str_at(&key, &["id"]),
+        }
+    }
+
+    /// Creates a project key through the management API and returns its object (with `value`).
+    pub async fn create_project_key(
+        &self,
+        admin_key: &str,
+        project_id: &str,
+        body: Value,
+    ) -> Value {
+        let path = format!("/v1/organization/projects/{project_id}/api_keys");
+        json_of(
+            self.with_key(Method::POST, &path, admin_key)
+                .json(&body)
+                .send()
+                .await
+                .expect("create key"),
+            201,
+        )
+        .await
+    }
+
+    /// A chat completion request body for `model` with one user message.
+    pub fn chat_body(model: &str, text: &str) -> Value {
+        json!({"model": model, "messages": [{"role": "user", "content": text}]})
+    }
+}
+
+/// The JSON body of `response`, after checking its status.
+pub async fn json_of(response: Response, status: u16) -> Value {
+    let got = response.status().as_u16();
+    let body = response.text().await.expect("body");
+    assert_eq!(got, status, "unexpected status; body: {body}");
+    serde_json::from_str(&body).expect("JSON body")
+}
+
+fn str_at(value: &Value, path: &[&str]) -> String {
+    let mut v = value;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_str().expect("string field").to_owned()
+}

@@ -1,0 +1,190 @@
+//! `POST /v1/chat/completions` through the echo model and the mock upstream.
+
+use super::sse_data;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tollgate_testkit::{TestApp, TestTenant, json_of};
+
+async fn chat(app: &TestApp, t: &TestTenant, body: Value) -> reqwest::Response {
+    app.with_key(Method::POST, "/v1/chat/completions", &t.project_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn last_upstream_request(app: &TestApp) -> Value {
+    let r = app
+        .http
+        .get(format!("{}/mock/requests/last", app.mock_url))
+        .send()
+        .await
+        .unwrap();
+    json_of(r, 200).await
+}
+
+#[tokio::test]
+async fn echo_replies_with_the_last_user_message() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let out = json_of(
+        chat(&app, &t, TestApp::chat_body("echo", "hello tollgate")).await,
+        200,
+    )
+    .await;
+    assert_eq!(out["object"], "chat.completion");
+    assert_eq!(out["model"], "echo");
+    assert_eq!(out["choices"][0]["message"]["content"], "hello tollgate");
+    assert_eq!(out["usage"]["completion_tokens"], 2);
+}
+
+#[tokio::test]
+async fn the_upstream_sees_its_model_name_and_credential_never_the_clients_key() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let out = json_of(
+        chat(&app, &t, TestApp::chat_body("fast", "ping")).await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        out["model"], "fast",
+        "the public id, not the upstream model"
+    );
+    assert!(out["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(
+        !out["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    let seen = last_upstream_request(&app).await;
+    assert_eq!(seen["body"]["model"], "mock-model");
+    let headers = seen["headers"].to_string();
+    assert!(
+        !headers.contains(&t.project_key),
+        "client key forwarded: {headers}"
+    );
+    assert!(seen["headers"].get("x-api-key").is_none());
+}
+
+#[tokio::test]
+async fn unknown_fields_pass_through_to_the_upstream() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let body = json!({"model": "fast", "messages": [{"role": "user", "content": "x"}], "temperature": 0.25, "user": "u-1"});
+    json_of(chat(&app, &t, body).await, 200).await;
+    let seen = last_upstream_request(&app).await;
+    assert_eq!(seen["body"]["temperature"], 0.25);
+    assert_eq!(seen["body"]["user"], "u-1");
+}
+
+#[tokio::test]
+async fn an_unknown_model_is_404_model_not_found() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let body = json_of(
+        chat(&app, &t, TestApp::chat_body("gpt-nope", "x")).await,
+        404,
+    )
+    .await;
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(body["error"]["param"], "model");
+}
+
+#[tokio::test]
+async fn streams_pass_through_with_the_public_model_and_without_unasked_usage() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let mut body = TestApp::chat_body("fast", "stream me please");
+    body["stream"] = json!(true);
+    let response = chat(&app, &t, body.clone()).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert!(response.headers().contains_key("x-request-id"));
+    let events = sse_data(&response.text().await.unwrap());
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(chunks.len() >= 3, "{chunks:?}");
+    assert!(chunks.iter().all(|c| c["model"] == "fast"));
+    assert!(
+        chunks.iter().all(|c| c.get("usage").is_none()),
+        "usage not asked for: {chunks:?}"
+    );
+    // The upstream was asked for usage all the same.
+    let seen = last_upstream_request(&app).await;
+    assert_eq!(seen["body"]["stream_options"]["include_usage"], true);
+
+    body["stream_options"] = json!({"include_usage": true});
+    let events = sse_data(&chat(&app, &t, body).await.text().await.unwrap());
+    let last_chunk: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(last_chunk["choices"], json!([]));
+    assert!(last_chunk["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn echo_streams_too() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let mut body = TestApp::chat_body("echo", "one two three");
+    body["stream"] = json!(true);
+    let events = sse_data(&chat(&app, &t, body).await.text().await.unwrap());
+    let text: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "one two three");
+}
+
+#[tokio::test]
+async fn upstream_failures_are_502_without_the_upstreams_words() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let response = chat(&app, &t, TestApp::chat_body("fast", "mock:fail=500")).await;
+    let text = response.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["type"], "upstream_error", "{text}");
+    assert!(!text.contains("mock upstream internal detail"), "{text}");
+    assert!(!text.contains("127.0.0.1"), "{text}");
+    let mut streamed = TestApp::chat_body("fast", "mock:fail=503");
+    streamed["stream"] = json!(true);
+    let response = chat(&app, &t, streamed).await;
+    assert_eq!(response.status(), 502);
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_504() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    // "slow" goes through a provider with a 300 ms timeout.
+    let response = chat(&app, &t, TestApp::chat_body("slow", "mock:latency=2000")).await;
+    let body = json_of(response, 504).await;
+    assert_eq!(body["error"]["type"], "upstream_error");
+}
+
+#[tokio::test]
+async fn a_stream_cut_by_the_upstream_ends_with_an_error_event() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let mut body = TestApp::chat_body("fast", "mock:fail_after=2 mock:words=10");
+    body["stream"] = json!(true);
+    let response = chat(&app, &t, body).await;
+    assert_eq!(response.status(), 200);
+    let events = sse_data(&response.text().await.unwrap());
+    assert_ne!(events.last().unwrap(), "[DONE]");
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["type"], "upstream_error");
+}

@@ -1,0 +1,12 @@
+//! `/v1/models` and `/v1/chat/completions`.
+
+mod chat;
+mod models;
+
+/// The SSE `data:` payloads of a stream body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}

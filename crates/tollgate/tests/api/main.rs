@@ -1,0 +1,12 @@
+//! Black-box tests: a real server on a random port, a temporary SQLite database, the mock upstream.
+//! Folders mirror the routes.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failing step should stop the test"
+)]
+
+mod auth;
+mod errors;
+mod inference;
+mod management;
+mod operator;

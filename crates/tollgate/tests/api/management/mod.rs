@@ -1,0 +1,4 @@
+//! `/v1/organization/*`.
+
+mod api_keys;
+mod organization;

@@ -1,0 +1,3 @@
+//! `/operator/v1/*`.
+
+mod tenants;

@@ -1,0 +1,110 @@
+//! `/operator/v1/tenants`.
+
+use reqwest::Method;
+use serde_json::json;
+use tollgate_testkit::{TestApp, json_of};
+
+#[tokio::test]
+async fn creating_a_tenant_returns_its_first_objects_and_admin_key() {
+    let app = TestApp::start().await;
+    let created = json_of(
+        app.operator(Method::POST, "/operator/v1/tenants")
+            .json(&json!({"name": "Acme", "plan": "free", "owner_email": "  Ada@Acme.IO ", "owner_password": "long enough pw"}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    assert_eq!(created["tenant"]["object"], "organization");
+    assert!(
+        created["tenant"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("org_")
+    );
+    assert_eq!(created["tenant"]["plan"], "free");
+    assert_eq!(created["project"]["name"], "Default");
+    assert_eq!(created["project"]["region"], "global");
+    assert_eq!(created["owner"]["role"], "owner");
+    assert_eq!(created["owner"]["email"], "ada@acme.io");
+    assert!(created["owner"].get("password_hash").is_none());
+    assert_eq!(created["admin_key"]["object"], "organization.admin_api_key");
+    assert_eq!(created["admin_key"]["member_id"], created["owner"]["id"]);
+    let value = created["admin_key"]["value"].as_str().unwrap();
+    assert!(value.starts_with("sk_admin_"));
+    let text = created.to_string();
+    assert!(!text.contains("long enough pw") && !text.contains("argon2"));
+
+    let id = created["tenant"]["id"].as_str().unwrap();
+    let got = json_of(
+        app.operator(Method::GET, &format!("/operator/v1/tenants/{id}"))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(got, created["tenant"]);
+    let list = json_of(
+        app.operator(Method::GET, "/operator/v1/tenants")
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(list["data"][0], created["tenant"]);
+    json_of(
+        app.operator(Method::GET, "/operator/v1/tenants/org_nope")
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_tenant_requests_are_400_and_write_nothing() {
+    let app = TestApp::start().await;
+    for (body, param) in [
+        (
+            json!({"name": "A", "plan": "platinum", "owner_email": "a@b.c"}),
+            "plan",
+        ),
+        (
+            json!({"name": "A", "plan": "pro", "owner_email": "not-an-email"}),
+            "owner_email",
+        ),
+        (
+            json!({"name": "", "plan": "pro", "owner_email": "a@b.c"}),
+            "name",
+        ),
+        (
+            json!({"name": "A", "plan": "pro", "owner_email": "a@b.c", "owner_password": "short"}),
+            "owner_password",
+        ),
+        (json!({"name": "A", "plan": "pro"}), "owner_email"),
+    ] {
+        let r = json_of(
+            app.operator(Method::POST, "/operator/v1/tenants")
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+            400,
+        )
+        .await;
+        assert_eq!(r["error"]["param"], param, "{body}");
+    }
+    let list = json_of(
+        app.operator(Method::GET, "/operator/v1/tenants")
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(list["data"], json!([]));
+}
