@@ -175,6 +175,31 @@ impl TestApp {
         self.request(method, path).bearer_auth(key)
     }
 
+    /// `GET path` with `key`, sent.
+    pub async fn get(&self, path: &str, key: &str) -> Response {
+        self.with_key(Method::GET, path, key)
+            .send()
+            .await
+            .expect("send GET")
+    }
+
+    /// `POST path` with `key` and a JSON body, sent.
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> Response {
+        self.with_key(Method::POST, path, key)
+            .json(body)
+            .send()
+            .await
+            .expect("send POST")
+    }
+
+    /// `DELETE path` with `key`, sent.
+    pub async fn delete(&self, path: &str, key: &str) -> Response {
+        self.with_key(Method::DELETE, path, key)
+            .send()
+            .await
+            .expect("send DELETE")
+    }
+
     /// A request with the operator token.
     pub fn operator(&self, method: Method, path: &str) -> RequestBuilder {
         self.with_key(method, path, OPERATOR_TOKEN)

@@ -53,32 +53,30 @@ impl KeyStore for SqliteStore {
     }
 
     async fn get_key(&self, tenant_id: &str, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
-        sqlx::query(&format!(
-            "SELECT {cols} FROM api_keys k WHERE k.tenant_id = ? AND k.id = ?",
-            cols = *KEY_COLUMNS
-        ))
-        .bind(tenant_id)
-        .bind(key_id)
-        .fetch_optional(&self.pool)
+        rows::optional(
+            &self.pool,
+            sqlx::query(&format!(
+                "SELECT {cols} FROM api_keys k WHERE k.tenant_id = ? AND k.id = ?",
+                cols = *KEY_COLUMNS
+            ))
+            .bind(tenant_id)
+            .bind(key_id),
+            rows::key,
+        )
         .await
-        .map_err(db_error)?
-        .as_ref()
-        .map(rows::key)
-        .transpose()
     }
 
     async fn find_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
-        sqlx::query(&format!(
-            "SELECT {cols} FROM api_keys k WHERE k.id = ?",
-            cols = *KEY_COLUMNS
-        ))
-        .bind(key_id)
-        .fetch_optional(&self.pool)
+        rows::optional(
+            &self.pool,
+            sqlx::query(&format!(
+                "SELECT {cols} FROM api_keys k WHERE k.id = ?",
+                cols = *KEY_COLUMNS
+            ))
+            .bind(key_id),
+            rows::key,
+        )
         .await
-        .map_err(db_error)?
-        .as_ref()
-        .map(rows::key)
-        .transpose()
     }
 
     async fn list_keys(
@@ -118,16 +116,12 @@ impl KeyStore for SqliteStore {
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE tenant_id = ? AND id = ? \
              RETURNING {KEY_FIELDS}"
         );
-        sqlx::query(&sql)
-            .bind(at)
-            .bind(tenant_id)
-            .bind(key_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(rows::key)
-            .transpose()
+        rows::optional(
+            &self.pool,
+            sqlx::query(&sql).bind(at).bind(tenant_id).bind(key_id),
+            rows::key,
+        )
+        .await
     }
 
     async fn principal_by_digest(
@@ -142,13 +136,11 @@ impl KeyStore for SqliteStore {
              WHERE k.digest = ?",
             cols = *KEY_COLUMNS
         );
-        sqlx::query(&sql)
-            .bind(digest.as_bytes().as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(rows::principal)
-            .transpose()
+        rows::optional(
+            &self.pool,
+            sqlx::query(&sql).bind(digest.as_bytes().as_slice()),
+            rows::principal,
+        )
+        .await
     }
 }

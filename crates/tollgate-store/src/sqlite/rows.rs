@@ -4,7 +4,9 @@
 use super::db_error;
 use ipnet::IpNet;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Sqlite, SqlitePool};
 use std::sync::LazyLock;
 use tollgate_core::key::KeyDigest;
 use tollgate_core::ports::{Page, PageRequest, StoreError};
@@ -126,6 +128,21 @@ pub(super) fn principal(row: &SqliteRow) -> Result<Principal, StoreError> {
             .map(|r| Role::parse(&r).ok_or_else(|| corrupt("role", &r)))
             .transpose()?,
     })
+}
+
+/// Runs `query` for at most one row and decodes it.
+pub(super) async fn optional<'q, T>(
+    pool: &SqlitePool,
+    query: Query<'q, Sqlite, SqliteArguments<'q>>,
+    decode: fn(&SqliteRow) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    query
+        .fetch_optional(pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(decode)
+        .transpose()
 }
 
 /// Decodes rows fetched with `LIMIT page.limit + 1` into a page: the extra row only says that more follow.

@@ -54,14 +54,12 @@ impl TenantStore for SqliteStore {
     }
 
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
-        sqlx::query("SELECT * FROM tenants WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(rows::tenant)
-            .transpose()
+        rows::optional(
+            &self.pool,
+            sqlx::query("SELECT * FROM tenants WHERE id = ?").bind(id),
+            rows::tenant,
+        )
+        .await
     }
 
     async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>, StoreError> {
@@ -83,26 +81,23 @@ impl ProjectStore for SqliteStore {
         tenant_id: &str,
         project_id: &str,
     ) -> Result<Option<Project>, StoreError> {
-        sqlx::query("SELECT * FROM projects WHERE tenant_id = ? AND id = ?")
-            .bind(tenant_id)
-            .bind(project_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(rows::project)
-            .transpose()
+        rows::optional(
+            &self.pool,
+            sqlx::query("SELECT * FROM projects WHERE tenant_id = ? AND id = ?")
+                .bind(tenant_id)
+                .bind(project_id),
+            rows::project,
+        )
+        .await
     }
 
     async fn find_project(&self, project_id: &str) -> Result<Option<Project>, StoreError> {
-        sqlx::query("SELECT * FROM projects WHERE id = ?")
-            .bind(project_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(rows::project)
-            .transpose()
+        rows::optional(
+            &self.pool,
+            sqlx::query("SELECT * FROM projects WHERE id = ?").bind(project_id),
+            rows::project,
+        )
+        .await
     }
 }
 
@@ -113,14 +108,13 @@ impl MemberStore for SqliteStore {
         tenant_id: &str,
         member_id: &str,
     ) -> Result<Option<Member>, StoreError> {
-        sqlx::query("SELECT * FROM members WHERE tenant_id = ? AND id = ?")
-            .bind(tenant_id)
-            .bind(member_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(rows::member)
-            .transpose()
+        rows::optional(
+            &self.pool,
+            sqlx::query("SELECT * FROM members WHERE tenant_id = ? AND id = ?")
+                .bind(tenant_id)
+                .bind(member_id),
+            rows::member,
+        )
+        .await
     }
 }

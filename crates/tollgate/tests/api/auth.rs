@@ -106,32 +106,11 @@ async fn project_keys_work_as_bearer_or_x_api_key_but_not_both_different() {
 async fn each_key_kind_works_only_on_its_routes() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;
-    let (m, _) = error_of(
-        app.with_key(Method::GET, "/v1/models", &t.admin_key)
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
+    let (m, _) = error_of(app.get("/v1/models", &t.admin_key).await, 401).await;
     assert_eq!(m, "This route needs a project API key");
-    let (m, _) = error_of(
-        app.with_key(Method::GET, "/v1/organization", &t.project_key)
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
+    let (m, _) = error_of(app.get("/v1/organization", &t.project_key).await, 401).await;
     assert_eq!(m, "This route needs an admin API key");
-    let (m, _) = error_of(
-        app.with_key(Method::GET, "/operator/v1/tenants", &t.admin_key)
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
+    let (m, _) = error_of(app.get("/operator/v1/tenants", &t.admin_key).await, 401).await;
     assert!(m.contains("operator"), "{m}");
 }
 
@@ -149,14 +128,7 @@ async fn a_revoked_key_fails_on_its_very_next_request() {
         "/v1/organization/projects/{}/api_keys/{}",
         t.project_id, t.project_key_id
     );
-    let deleted = json_of(
-        app.with_key(Method::DELETE, &path, &t.admin_key)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let deleted = json_of(app.delete(&path, &t.admin_key).await, 200).await;
     assert_eq!(
         deleted,
         json!({"object": "organization.project.api_key.deleted", "id": t.project_key_id, "deleted": true})
@@ -178,37 +150,16 @@ async fn an_expired_key_fails_with_its_own_message() {
         )
         .await;
     let value = key["value"].as_str().unwrap();
-    assert_eq!(
-        app.with_key(Method::GET, "/v1/models", value)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/v1/models", value).await.status(), 200);
     app.clock.advance(60);
-    let (m, _) = error_of(
-        app.with_key(Method::GET, "/v1/models", value)
-            .send()
-            .await
-            .unwrap(),
-        401,
-    )
-    .await;
+    let (m, _) = error_of(app.get("/v1/models", value).await, 401).await;
     assert_eq!(m, "API key expired");
     let path = format!(
         "/v1/organization/projects/{}/api_keys/{}",
         t.project_id,
         key["id"].as_str().unwrap()
     );
-    let read = json_of(
-        app.with_key(Method::GET, &path, &t.admin_key)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let read = json_of(app.get(&path, &t.admin_key).await, 200).await;
     assert_eq!(read["status"], "expired");
 }
 
@@ -216,10 +167,7 @@ async fn an_expired_key_fails_with_its_own_message() {
 async fn the_operator_api_needs_the_token_and_is_off_without_one() {
     let app = TestApp::start().await;
     let (m, _) = error_of(
-        app.with_key(Method::GET, "/operator/v1/tenants", "wrong-token-value")
-            .send()
-            .await
-            .unwrap(),
+        app.get("/operator/v1/tenants", "wrong-token-value").await,
         401,
     )
     .await;

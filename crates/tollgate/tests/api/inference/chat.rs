@@ -1,16 +1,12 @@
 //! `POST /v1/chat/completions` through the echo model and the mock upstream.
 
 use super::sse_data;
-use reqwest::Method;
 use serde_json::{Value, json};
 use tollgate_testkit::{TestApp, TestTenant, json_of};
 
 async fn chat(app: &TestApp, t: &TestTenant, body: Value) -> reqwest::Response {
-    app.with_key(Method::POST, "/v1/chat/completions", &t.project_key)
-        .json(&body)
-        .send()
+    app.post("/v1/chat/completions", &t.project_key, &body)
         .await
-        .unwrap()
 }
 
 async fn last_upstream_request(app: &TestApp) -> Value {

@@ -71,14 +71,7 @@ async fn a_created_key_shows_its_value_once() {
         "{list}"
     );
     // And it works.
-    assert_eq!(
-        app.with_key(Method::GET, "/v1/models", value)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/v1/models", value).await.status(), 200);
 }
 
 #[tokio::test]
@@ -90,14 +83,7 @@ async fn keys_are_listed_oldest_first_with_cursor_pages_revoked_included() {
             .await;
     }
     let path = keys_path(&t.project_id);
-    let page1 = json_of(
-        app.with_key(Method::GET, &format!("{path}?limit=2"), &t.admin_key)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let page1 = json_of(app.get(&format!("{path}?limit=2"), &t.admin_key).await, 200).await;
     assert_eq!(page1["object"], "list");
     assert_eq!(page1["has_more"], true);
     let names: Vec<&str> = page1["data"]
@@ -110,14 +96,8 @@ async fn keys_are_listed_oldest_first_with_cursor_pages_revoked_included() {
     assert_eq!(page1["first_id"], page1["data"][0]["id"]);
     let after = page1["last_id"].as_str().unwrap();
     let page2 = json_of(
-        app.with_key(
-            Method::GET,
-            &format!("{path}?limit=2&after={after}"),
-            &t.admin_key,
-        )
-        .send()
-        .await
-        .unwrap(),
+        app.get(&format!("{path}?limit=2&after={after}"), &t.admin_key)
+            .await,
         200,
     )
     .await;
@@ -126,22 +106,8 @@ async fn keys_are_listed_oldest_first_with_cursor_pages_revoked_included() {
 
     // Revoke the first; it stays listed, as revoked.
     let delete = format!("{path}/{}", t.project_key_id);
-    json_of(
-        app.with_key(Method::DELETE, &delete, &t.admin_key)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
-    let all = json_of(
-        app.with_key(Method::GET, &path, &t.admin_key)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    json_of(app.delete(&delete, &t.admin_key).await, 200).await;
+    let all = json_of(app.get(&path, &t.admin_key).await, 200).await;
     let first = &all["data"][0];
     assert_eq!(first["status"], "revoked");
     assert!(first["revoked_at"].is_i64());
@@ -204,14 +170,7 @@ async fn another_tenants_projects_and_keys_are_404() {
         );
     }
     // B's key still works: nothing was revoked.
-    assert_eq!(
-        app.with_key(Method::GET, "/v1/models", &b.project_key)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/v1/models", &b.project_key).await.status(), 200);
 }
 
 #[tokio::test]
