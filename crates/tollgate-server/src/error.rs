@@ -103,7 +103,7 @@ pub enum ApiError {
     Upstream(#[from] ProviderError),
     /// 500 `api_error`: storage failed.
     #[error("storage: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// 500 `api_error`: anything else that is our fault.
     #[error("internal: {0}")]
     Internal(String),
@@ -214,6 +214,28 @@ impl ApiError {
                 code: code.map(str::to_owned),
                 details: None,
             },
+        }
+    }
+}
+
+/// Storage outcomes that are the client's business become their 4xx; the rest are ours (500).
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::LastOwner => Self::Conflict {
+                message: "This change would leave the organization without an owner; make another member an \
+                          owner first"
+                    .to_owned(),
+                code: Some("last_owner"),
+            },
+            StoreError::KeyLimitReached => {
+                Self::forbidden("The organization's plan allows no more active API keys")
+            }
+            StoreError::Conflict(_) => Self::Conflict {
+                message: "The request conflicts with an existing object".to_owned(),
+                code: None,
+            },
+            StoreError::Backend(_) => Self::Store(e),
         }
     }
 }

@@ -7,8 +7,10 @@
 
 use std::sync::Arc;
 use tollgate_core::key::KeyPrefixes;
-use tollgate_core::ports::{PageRequest, Store, StoreError};
+use tollgate_core::ports::{KeyLimit, KeyScope, PageRequest, Store, StoreError, TenantUpdate};
+use tollgate_core::role::Role;
 use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, NewTenant, ProjectStatus, TenantStatus};
+use tollgate_core::tenant::{Member, Project};
 
 struct Fixture {
     store: Arc<dyn Store>,
@@ -140,7 +142,7 @@ async fn another_tenants_objects_are_invisible() {
         .store
         .list_keys(
             &a.tenant.id,
-            &KeyOwner::Member(b.owner.id.clone()),
+            &KeyScope::Member(b.owner.id.clone()),
             &PageRequest {
                 after: None,
                 limit: 10,
@@ -181,7 +183,7 @@ async fn keys_round_trip_with_their_networks_and_models() {
     let t = new_tenant("Acme", 1);
     f.store.create_tenant(&t).await.unwrap();
     let key = project_key(&t, "ci", 2);
-    f.store.insert_key(&key).await.unwrap();
+    f.store.insert_key(&key, None).await.unwrap();
     assert_eq!(f.store.find_key(&key.id).await.unwrap(), Some(key.clone()));
     let principal = f
         .store
@@ -212,7 +214,7 @@ async fn revoking_keeps_the_first_time() {
     let t = new_tenant("Acme", 1);
     f.store.create_tenant(&t).await.unwrap();
     let key = project_key(&t, "ci", 2);
-    f.store.insert_key(&key).await.unwrap();
+    f.store.insert_key(&key, None).await.unwrap();
     let revoked = f
         .store
         .revoke_key(&t.tenant.id, &key.id, 50)
@@ -244,10 +246,10 @@ async fn lists_page_oldest_first_with_a_cursor() {
     let mut ids = Vec::new();
     for i in 0..5 {
         let key = project_key(&t, &format!("k{i}"), 10 + i);
-        f.store.insert_key(&key).await.unwrap();
+        f.store.insert_key(&key, None).await.unwrap();
         ids.push(key.id);
     }
-    let owner = KeyOwner::Project(t.project.id.clone());
+    let owner = KeyScope::Project(t.project.id.clone());
     let first = f
         .store
         .list_keys(
@@ -281,7 +283,7 @@ async fn lists_page_oldest_first_with_a_cursor() {
         .store
         .list_keys(
             &t.tenant.id,
-            &KeyOwner::Member(t.owner.id.clone()),
+            &KeyScope::Member(t.owner.id.clone()),
             &PageRequest {
                 after: None,
                 limit: 10,
@@ -336,4 +338,278 @@ async fn an_unsupported_url_is_a_clear_error() {
         panic!("mysql is not supported");
     };
     assert!(err.to_string().contains("sqlite://"), "{err}");
+}
+
+fn page(limit: u32) -> PageRequest {
+    PageRequest { after: None, limit }
+}
+
+#[tokio::test]
+async fn the_key_limit_counts_active_keys_of_active_projects() {
+    let f = sqlite().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    let limit = Some(KeyLimit {
+        max_active: 2,
+        now: 100,
+    });
+    let first = project_key(&t, "a", 10);
+    f.store.insert_key(&first, limit).await.unwrap();
+    let mut expiring = project_key(&t, "b", 10);
+    expiring.expires_at = Some(150);
+    f.store.insert_key(&expiring, limit).await.unwrap();
+    let third = project_key(&t, "c", 10);
+    let err = f.store.insert_key(&third, limit).await.unwrap_err();
+    assert!(matches!(err, StoreError::KeyLimitReached), "{err:?}");
+    assert_eq!(
+        f.store.find_key(&third.id).await.unwrap(),
+        None,
+        "nothing written"
+    );
+    // Admin keys and unlimited inserts are not counted against it.
+    f.store.insert_key(&third, None).await.unwrap();
+    // Expired and revoked keys free their slot.
+    let later = Some(KeyLimit {
+        max_active: 3,
+        now: 200,
+    });
+    f.store
+        .revoke_key(&t.tenant.id, &first.id, 120)
+        .await
+        .unwrap();
+    f.store
+        .insert_key(&project_key(&t, "d", 20), later)
+        .await
+        .unwrap();
+    f.store
+        .insert_key(&project_key(&t, "e", 20), later)
+        .await
+        .unwrap();
+    let err = f
+        .store
+        .insert_key(&project_key(&t, "f", 20), later)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::KeyLimitReached), "{err:?}");
+}
+
+#[tokio::test]
+async fn projects_are_created_listed_renamed_and_archived() {
+    let f = sqlite().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    let sandbox = Project {
+        id: "proj_sandbox".into(),
+        name: "Sandbox".into(),
+        ..t.project.clone()
+    };
+    f.store.create_project(&sandbox).await.unwrap();
+    let listed = f
+        .store
+        .list_projects(&t.tenant.id, &page(10))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 2);
+    let renamed = f
+        .store
+        .rename_project(&t.tenant.id, &sandbox.id, "Test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renamed.name, "Test");
+    let archived = f
+        .store
+        .archive_project(&t.tenant.id, &t.project.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(archived.status, ProjectStatus::Archived);
+    let principal = f
+        .store
+        .principal_by_digest(&project_key_in(&f, &t).await)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(principal.project_status, Some(ProjectStatus::Archived));
+    let other = new_tenant("Other", 2);
+    f.store.create_tenant(&other).await.unwrap();
+    assert_eq!(
+        f.store
+            .rename_project(&other.tenant.id, &sandbox.id, "x")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        f.store
+            .archive_project(&other.tenant.id, &sandbox.id)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn project_key_in(f: &Fixture, t: &NewTenant) -> tollgate_core::key::KeyDigest {
+    let key = project_key(t, "k", 5);
+    f.store.insert_key(&key, None).await.unwrap();
+    key.digest
+}
+
+fn member(t: &NewTenant, id: &str, email: &str, role: Role) -> Member {
+    Member {
+        id: id.into(),
+        email: email.into(),
+        role,
+        ..t.owner.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_last_owner_can_be_neither_demoted_nor_removed() {
+    let f = sqlite().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    let err = f
+        .store
+        .set_role(&t.tenant.id, &t.owner.id, Role::Admin)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LastOwner), "{err:?}");
+    let err = f
+        .store
+        .remove_member(&t.tenant.id, &t.owner.id, 5)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LastOwner), "{err:?}");
+    assert_eq!(
+        f.store
+            .get_member(&t.tenant.id, &t.owner.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .role,
+        Role::Owner
+    );
+    // With a second owner, the first may step down.
+    f.store
+        .add_member(&member(&t, "user_b", "b@x.io", Role::Owner))
+        .await
+        .unwrap();
+    let demoted = f
+        .store
+        .set_role(&t.tenant.id, &t.owner.id, Role::Member)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(demoted.role, Role::Member);
+    assert_eq!(
+        f.store
+            .set_role(&t.tenant.id, "user_missing", Role::Admin)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn removing_a_member_revokes_its_admin_keys_and_frees_its_email() {
+    let f = sqlite().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    let admin = member(&t, "user_admin", "admin@x.io", Role::Admin);
+    f.store.add_member(&admin).await.unwrap();
+    let duplicate = member(&t, "user_dup", "admin@x.io", Role::Member);
+    assert!(matches!(
+        f.store.add_member(&duplicate).await.unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    let (key, _) = ApiKey::issue(
+        &prefixes(),
+        &t.tenant.id,
+        KeyOwner::Member(admin.id.clone()),
+        KeySpec {
+            name: "script".into(),
+            ..KeySpec::default()
+        },
+        None,
+        3,
+    );
+    f.store.insert_key(&key, None).await.unwrap();
+    let removed = f
+        .store
+        .remove_member(&t.tenant.id, &admin.id, 9)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(removed.member, admin);
+    assert_eq!(removed.revoked, vec![key.digest]);
+    assert_eq!(
+        f.store.get_member(&t.tenant.id, &admin.id).await.unwrap(),
+        None
+    );
+    let principal = f
+        .store
+        .principal_by_digest(&key.digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(principal.key.revoked_at, Some(9));
+    assert_eq!(principal.role, None, "a removed member acts as nobody");
+    let members = f.store.list_members(&t.tenant.id, &page(10)).await.unwrap();
+    assert_eq!(members.items, vec![t.owner.clone()]);
+    // The email may join again, as a new member.
+    f.store.add_member(&duplicate).await.unwrap();
+    assert_eq!(
+        f.store
+            .remove_member(&t.tenant.id, &admin.id, 10)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn an_operator_changes_plan_and_status() {
+    let f = sqlite().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    let update = TenantUpdate {
+        plan: Some("enterprise".into()),
+        status: Some(TenantStatus::Suspended),
+    };
+    let changed = f
+        .store
+        .update_tenant(&t.tenant.id, &update)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (changed.plan.as_str(), changed.status),
+        ("enterprise", TenantStatus::Suspended)
+    );
+    let reactivate = TenantUpdate {
+        status: Some(TenantStatus::Active),
+        ..TenantUpdate::default()
+    };
+    let changed = f
+        .store
+        .update_tenant(&t.tenant.id, &reactivate)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (changed.plan.as_str(), changed.status),
+        ("enterprise", TenantStatus::Active)
+    );
+    let principal = f
+        .store
+        .principal_by_digest(&t.admin_key.digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(principal.tenant_plan, "enterprise");
+    assert_eq!(
+        f.store.update_tenant("org_missing", &update).await.unwrap(),
+        None
+    );
 }

@@ -7,5 +7,6 @@ pub mod store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use provider::{ChunkStream, Provider, ProviderError};
 pub use store::{
-    KeyStore, MemberStore, Page, PageRequest, ProjectStore, Store, StoreError, TenantStore,
+    KeyLimit, KeyScope, KeyStore, MemberStore, Page, PageRequest, ProjectStore, RemovedMember,
+    Store, StoreError, TenantStore, TenantUpdate,
 };

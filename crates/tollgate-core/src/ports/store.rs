@@ -4,7 +4,10 @@
 //! The domain generates ids and timestamps; a store writes what it is given and never invents either.
 
 use crate::key::KeyDigest;
-use crate::tenant::{ApiKey, KeyOwner, Member, NewTenant, Principal, Project, Tenant, Timestamp};
+use crate::role::Role;
+use crate::tenant::{
+    ApiKey, Member, NewTenant, Principal, Project, Tenant, TenantStatus, Timestamp,
+};
 use async_trait::async_trait;
 
 /// Why storage failed.
@@ -13,6 +16,12 @@ pub enum StoreError {
     /// A uniqueness rule was broken (e.g. the same email twice in a tenant).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The change would leave the tenant without an owner; nothing was changed.
+    #[error("the tenant would be left without an owner")]
+    LastOwner,
+    /// The tenant already has its plan's number of active project keys; nothing was written.
+    #[error("the active key limit is reached")]
+    KeyLimitReached,
     /// The backend failed; the detail is for logs.
     #[error("storage failed: {0}")]
     Backend(String),
@@ -36,6 +45,44 @@ pub struct Page<T> {
     pub has_more: bool,
 }
 
+/// What an operator changes on a tenant; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantUpdate {
+    /// A new plan name.
+    pub plan: Option<String>,
+    /// Suspend or reactivate.
+    pub status: Option<TenantStatus>,
+}
+
+/// Which keys to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyScope {
+    /// One project's keys.
+    Project(String),
+    /// One member's admin keys.
+    Member(String),
+    /// Every admin key of the tenant.
+    AdminKeys,
+}
+
+/// The plan's cap on a tenant's active project keys, checked in the same write as the insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLimit {
+    /// Active (neither revoked nor expired) keys of active projects allowed at once.
+    pub max_active: u32,
+    /// The time that decides which keys have expired.
+    pub now: Timestamp,
+}
+
+/// A member's removal: the member as it was and the digests of the admin keys it revoked (to drop from caches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedMember {
+    /// The member, before removal.
+    pub member: Member,
+    /// Digests of the admin keys revoked by the removal.
+    pub revoked: Vec<KeyDigest>,
+}
+
 /// Tenants.
 #[async_trait]
 pub trait TenantStore {
@@ -45,6 +92,12 @@ pub trait TenantStore {
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError>;
     /// Tenants, oldest first.
     async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>, StoreError>;
+    /// Changes a tenant's plan or status; `None` if no such tenant.
+    async fn update_tenant(
+        &self,
+        id: &str,
+        update: &TenantUpdate,
+    ) -> Result<Option<Tenant>, StoreError>;
 }
 
 /// Projects.
@@ -58,33 +111,77 @@ pub trait ProjectStore {
     ) -> Result<Option<Project>, StoreError>;
     /// A project by id alone, for operator tools (the CLI) that are not acting inside a tenant.
     async fn find_project(&self, project_id: &str) -> Result<Option<Project>, StoreError>;
+    /// Writes a new project.
+    async fn create_project(&self, project: &Project) -> Result<(), StoreError>;
+    /// A tenant's projects, oldest first, archived ones included.
+    async fn list_projects(
+        &self,
+        tenant_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Project>, StoreError>;
+    /// Renames a project; `None` if the tenant has no such project.
+    async fn rename_project(
+        &self,
+        tenant_id: &str,
+        project_id: &str,
+        name: &str,
+    ) -> Result<Option<Project>, StoreError>;
+    /// Archives a project (archiving twice is harmless); `None` if the tenant has no such project.
+    async fn archive_project(
+        &self,
+        tenant_id: &str,
+        project_id: &str,
+    ) -> Result<Option<Project>, StoreError>;
 }
 
 /// Members.
 #[async_trait]
 pub trait MemberStore {
-    /// One member of a tenant (`None` for another tenant's member).
+    /// One current member of a tenant (`None` for a removed member or another tenant's).
     async fn get_member(
         &self,
         tenant_id: &str,
         member_id: &str,
     ) -> Result<Option<Member>, StoreError>;
+    /// Adds a member; [`StoreError::Conflict`] if a current member has the same email.
+    async fn add_member(&self, member: &Member) -> Result<(), StoreError>;
+    /// A tenant's current members, oldest first.
+    async fn list_members(
+        &self,
+        tenant_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Member>, StoreError>;
+    /// Changes a member's role; [`StoreError::LastOwner`] if that would demote the last owner.
+    async fn set_role(
+        &self,
+        tenant_id: &str,
+        member_id: &str,
+        role: Role,
+    ) -> Result<Option<Member>, StoreError>;
+    /// Removes a member and revokes its admin keys at `at`, in one transaction; [`StoreError::LastOwner`] for the
+    /// last owner.
+    async fn remove_member(
+        &self,
+        tenant_id: &str,
+        member_id: &str,
+        at: Timestamp,
+    ) -> Result<Option<RemovedMember>, StoreError>;
 }
 
 /// API keys, project and admin.
 #[async_trait]
 pub trait KeyStore {
-    /// Writes a new key.
-    async fn insert_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    /// Writes a new key; with a `limit`, only if the tenant stays within it ([`StoreError::KeyLimitReached`]).
+    async fn insert_key(&self, key: &ApiKey, limit: Option<KeyLimit>) -> Result<(), StoreError>;
     /// One key of a tenant (`None` for another tenant's key).
     async fn get_key(&self, tenant_id: &str, key_id: &str) -> Result<Option<ApiKey>, StoreError>;
     /// A key by id alone, for operator tools (the CLI) that are not acting inside a tenant.
     async fn find_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError>;
-    /// A project's or member's keys, oldest first, revoked and expired ones included.
+    /// Keys in `scope`, oldest first, revoked and expired ones included.
     async fn list_keys(
         &self,
         tenant_id: &str,
-        owner: &KeyOwner,
+        scope: &KeyScope,
         page: &PageRequest,
     ) -> Result<Page<ApiKey>, StoreError>;
     /// Revokes a key at `at` (a key already revoked keeps its first time) and returns it; `None` if no such key.

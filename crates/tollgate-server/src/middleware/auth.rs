@@ -191,6 +191,20 @@ impl AdminKey {
     }
 }
 
+impl AdminKey {
+    /// 403 unless the member is an owner (members and other members' admin keys are the owners' to manage).
+    pub fn require_owner(&self) -> Result<(), ApiError> {
+        if self.role.can_manage_members() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "Only owners may do this; your role is {}",
+                self.role.as_str()
+            )))
+        }
+    }
+}
+
 /// A request made with the operator token.
 #[derive(Debug, Clone, Copy)]
 pub struct Operator;

@@ -1,5 +1,6 @@
 //! Issuing, finding and revoking keys.
 
+use super::excerpt;
 use crate::app::App;
 use crate::error::ApiError;
 use ipnet::IpNet;
@@ -7,7 +8,8 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tollgate_core::key::PlainKey;
-use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, Principal, Project, ProjectStatus};
+use tollgate_core::ports::{KeyLimit, StoreError};
+use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, Principal, ProjectStatus};
 
 /// The body of `POST /v1/organization/projects/{id}/api_keys` (and `tollgate key create`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -27,14 +29,6 @@ pub struct CreateProjectKey {
     /// Public model ids this key may use.
     #[serde(default)]
     pub models: Option<Vec<String>>,
-}
-
-/// A project of the tenant, or 404 (also for another tenant's project: existence is not leaked).
-pub async fn project(app: &App, tenant_id: &str, project_id: &str) -> Result<Project, ApiError> {
-    app.store
-        .get_project(tenant_id, project_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("project", project_id))
 }
 
 /// A key of this project, or 404.
@@ -64,7 +58,7 @@ fn parse_networks(entries: &[String]) -> Result<Vec<IpNet>, ApiError> {
                     ApiError::bad_request(
                         format!(
                             "allowed_ips: '{}' is not a CIDR such as 203.0.113.0/24",
-                            raw.chars().take(64).collect::<String>()
+                            excerpt(raw)
                         ),
                         Some("allowed_ips"),
                     )
@@ -75,13 +69,7 @@ fn parse_networks(entries: &[String]) -> Result<Vec<IpNet>, ApiError> {
 
 /// Checks a key request against the deployment and the tenant's plan and turns it into a `KeySpec`.
 fn validate(app: &App, tenant_plan: &str, input: CreateProjectKey) -> Result<KeySpec, ApiError> {
-    let name = input.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 256 {
-        return Err(ApiError::bad_request(
-            "name must be 1 to 256 characters",
-            Some("name"),
-        ));
-    }
+    let name = super::name(&input.name, "name")?;
     if input
         .description
         .as_ref()
@@ -118,7 +106,7 @@ fn validate(app: &App, tenant_plan: &str, input: CreateProjectKey) -> Result<Key
         return Err(ApiError::bad_request(
             format!(
                 "models: '{}' is not a model of this deployment",
-                unknown.chars().take(64).collect::<String>()
+                excerpt(unknown)
             ),
             Some("models"),
         ));
@@ -141,7 +129,7 @@ pub async fn create_project_key(
     input: CreateProjectKey,
     created_by: Option<String>,
 ) -> Result<(ApiKey, PlainKey), ApiError> {
-    let project = project(app, tenant_id, project_id).await?;
+    let project = super::projects::get(app, tenant_id, project_id).await?;
     if project.status == ProjectStatus::Archived {
         return Err(ApiError::bad_request(
             format!("Project '{project_id}' is archived; create keys in an active project"),
@@ -157,7 +145,21 @@ pub async fn create_project_key(
         created_by,
         app.clock.now(),
     );
-    app.store.insert_key(&key).await?;
+    let plan = app.plans.get(tenant_plan);
+    let limit = plan.and_then(|p| p.max_keys).map(|max_active| KeyLimit {
+        max_active,
+        now: app.clock.now(),
+    });
+    app.store
+        .insert_key(&key, limit)
+        .await
+        .map_err(|e| match (e, limit) {
+            (StoreError::KeyLimitReached, Some(limit)) => ApiError::forbidden(format!(
+                "The {tenant_plan} plan allows {} active API keys; revoke one or upgrade the plan",
+                limit.max_active
+            )),
+            (other, _) => other.into(),
+        })?;
     // A digest is unguessable, but make sure no earlier miss for it lingers in the negative cache.
     app.keys.invalidate(&key.digest);
     Ok((key, secret))

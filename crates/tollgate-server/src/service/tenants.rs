@@ -1,11 +1,13 @@
 //! Creating tenants.
 
+use super::excerpt;
+use super::members::hash_password;
 use crate::app::App;
 use crate::error::ApiError;
 use serde::Deserialize;
 use tollgate_core::key::PlainKey;
-use tollgate_core::password;
-use tollgate_core::tenant::{NewTenant, normalize_email};
+use tollgate_core::ports::TenantUpdate;
+use tollgate_core::tenant::{NewTenant, Tenant, TenantStatus, normalize_email};
 
 /// `POST /operator/v1/tenants` and `tollgate tenant create`.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,24 +27,8 @@ pub struct CreateTenant {
 /// Validates and writes a tenant with its Default project, owner and the owner's admin key (whose secret is
 /// returned this once).
 pub async fn create(app: &App, input: CreateTenant) -> Result<(NewTenant, PlainKey), ApiError> {
-    let name = input.name.trim();
-    if name.is_empty() || name.chars().count() > 256 {
-        return Err(ApiError::bad_request(
-            "name must be 1 to 256 characters",
-            Some("name"),
-        ));
-    }
-    if !app.plans.contains_key(&input.plan) {
-        let offered: Vec<&str> = app.plans.keys().map(String::as_str).collect();
-        return Err(ApiError::bad_request(
-            format!(
-                "Unknown plan '{}'; this deployment offers: {}",
-                truncate(&input.plan),
-                offered.join(", ")
-            ),
-            Some("plan"),
-        ));
-    }
+    let name = super::name(&input.name, "name")?;
+    known_plan(app, &input.plan)?;
     let email = normalize_email(&input.owner_email).ok_or_else(|| {
         ApiError::bad_request(
             "owner_email is not a valid email address",
@@ -51,17 +37,11 @@ pub async fn create(app: &App, input: CreateTenant) -> Result<(NewTenant, PlainK
     })?;
     let password_hash = match input.owner_password {
         None => None,
-        Some(pw) => Some(
-            // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-            tokio::task::spawn_blocking(move || password::hash(&pw))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-                .map_err(|e| ApiError::bad_request(e.to_string(), Some("owner_password")))?,
-        ),
+        Some(pw) => Some(hash_password(pw, "owner_password").await?),
     };
     let (tenant, secret) = NewTenant::build(
         &app.prefixes,
-        name.to_owned(),
+        name,
         input.plan,
         email,
         password_hash,
@@ -71,6 +51,57 @@ pub async fn create(app: &App, input: CreateTenant) -> Result<(NewTenant, PlainK
     Ok((tenant, secret))
 }
 
-fn truncate(s: &str) -> &str {
-    s.char_indices().nth(64).map_or(s, |(at, _)| &s[..at])
+/// 400 unless the deployment defines `plan`.
+fn known_plan(app: &App, plan: &str) -> Result<(), ApiError> {
+    if app.plans.contains_key(plan) {
+        return Ok(());
+    }
+    let offered: Vec<&str> = app.plans.keys().map(String::as_str).collect();
+    Err(ApiError::bad_request(
+        format!(
+            "Unknown plan '{}'; this deployment offers: {}",
+            excerpt(plan),
+            offered.join(", ")
+        ),
+        Some("plan"),
+    ))
+}
+
+/// `POST /operator/v1/tenants/{id}`: what may change.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    /// A plan the config defines.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// `active` or `suspended`.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// Changes a tenant's plan or status. Every cached key is forgotten, so the change holds from the next request.
+pub async fn update(app: &App, id: &str, input: UpdateTenant) -> Result<Tenant, ApiError> {
+    if let Some(plan) = &input.plan {
+        known_plan(app, plan)?;
+    }
+    let status = input
+        .status
+        .as_deref()
+        .map(|s| {
+            TenantStatus::parse(s).ok_or_else(|| {
+                ApiError::bad_request("status must be 'active' or 'suspended'", Some("status"))
+            })
+        })
+        .transpose()?;
+    let update = TenantUpdate {
+        plan: input.plan,
+        status,
+    };
+    let tenant = app
+        .store
+        .update_tenant(id, &update)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization", id))?;
+    app.keys.invalidate_all();
+    Ok(tenant)
 }

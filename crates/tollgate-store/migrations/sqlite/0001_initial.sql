@@ -26,8 +26,11 @@ CREATE TABLE members (
     role           TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member')),
     password_hash  TEXT,
     created_at     INTEGER NOT NULL,
-    UNIQUE (tenant_id, email)
+    removed_at     INTEGER              -- removed members stay, so their keys and history keep their owner
 );
+-- An email is unique among a tenant's current members; a removed member's email may be added again.
+CREATE UNIQUE INDEX members_email ON members (tenant_id, email) WHERE removed_at IS NULL;
+CREATE INDEX members_by_tenant ON members (tenant_id, id);
 
 -- One table for both kinds: a project key has project_id, an admin key has member_id, never both.
 -- `digest` is SHA-256 of the whole key; the key itself is never stored.

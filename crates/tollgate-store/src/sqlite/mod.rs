@@ -1,6 +1,8 @@
 //! SQLite: one file, WAL mode, `synchronous = FULL` (a committed charge survives power loss), foreign keys on.
 
 mod keys;
+mod members;
+mod projects;
 mod rows;
 mod tenants;
 

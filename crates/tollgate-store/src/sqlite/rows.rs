@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use sqlx::Row;
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Sqlite, SqlitePool};
+use sqlx::{Sqlite, SqliteExecutor, SqlitePool};
 use std::sync::LazyLock;
 use tollgate_core::key::KeyDigest;
 use tollgate_core::ports::{Page, PageRequest, StoreError};
@@ -131,13 +131,13 @@ pub(super) fn principal(row: &SqliteRow) -> Result<Principal, StoreError> {
 }
 
 /// Runs `query` for at most one row and decodes it.
-pub(super) async fn optional<'q, T>(
-    pool: &SqlitePool,
+pub(super) async fn optional<'e, 'q, T>(
+    db: impl SqliteExecutor<'e>,
     query: Query<'q, Sqlite, SqliteArguments<'q>>,
     decode: fn(&SqliteRow) -> Result<T, StoreError>,
 ) -> Result<Option<T>, StoreError> {
     query
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await
         .map_err(db_error)?
         .as_ref()
@@ -145,12 +145,15 @@ pub(super) async fn optional<'q, T>(
         .transpose()
 }
 
-/// Decodes rows fetched with `LIMIT page.limit + 1` into a page: the extra row only says that more follow.
-pub(super) fn page<T>(
-    rows: &[SqliteRow],
+/// Runs `query`, fetched with `LIMIT request.limit + 1` ([`fetch_limit`]), and decodes a page of it: the extra
+/// row only says that more follow.
+pub(super) async fn page<'q, T>(
+    pool: &SqlitePool,
+    query: Query<'q, Sqlite, SqliteArguments<'q>>,
     request: &PageRequest,
     decode: fn(&SqliteRow) -> Result<T, StoreError>,
 ) -> Result<Page<T>, StoreError> {
+    let rows = query.fetch_all(pool).await.map_err(db_error)?;
     let limit = request.limit as usize;
     let items = rows
         .iter()

@@ -1,11 +1,13 @@
-//! Tenants, projects and members.
+//! Tenants, created whole with their first project, owner and admin key.
 
 use super::keys::insert_key;
+use super::members::insert_member;
+use super::projects::insert_project;
 use super::rows::{self, fetch_limit};
 use super::{SqliteStore, db_error};
 use async_trait::async_trait;
-use tollgate_core::ports::{MemberStore, Page, PageRequest, ProjectStore, StoreError, TenantStore};
-use tollgate_core::tenant::{Member, NewTenant, Project, Tenant};
+use tollgate_core::ports::{Page, PageRequest, StoreError, TenantStore, TenantUpdate};
+use tollgate_core::tenant::{NewTenant, Tenant};
 
 #[async_trait]
 impl TenantStore for SqliteStore {
@@ -23,33 +25,9 @@ impl TenantStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        let p = &new.project;
-        sqlx::query(
-            "INSERT INTO projects (id, tenant_id, name, region, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&p.id)
-        .bind(&p.tenant_id)
-        .bind(&p.name)
-        .bind(&p.region)
-        .bind(p.status.as_str())
-        .bind(p.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let m = &new.owner;
-        sqlx::query(
-            "INSERT INTO members (id, tenant_id, email, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&m.id)
-        .bind(&m.tenant_id)
-        .bind(&m.email)
-        .bind(m.role.as_str())
-        .bind(&m.password_hash)
-        .bind(m.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        insert_key(&mut *tx, &new.admin_key).await?;
+        insert_project(&mut *tx, &new.project).await?;
+        insert_member(&mut *tx, &new.owner).await?;
+        insert_key(&mut *tx, &new.admin_key, None).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -63,58 +41,25 @@ impl TenantStore for SqliteStore {
     }
 
     async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>, StoreError> {
-        let found =
+        let query =
             sqlx::query("SELECT * FROM tenants WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2")
                 .bind(&page.after)
-                .bind(fetch_limit(page))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_error)?;
-        rows::page(&found, page, rows::tenant)
+                .bind(fetch_limit(page));
+        rows::page(&self.pool, query, page, rows::tenant).await
     }
-}
 
-#[async_trait]
-impl ProjectStore for SqliteStore {
-    async fn get_project(
+    async fn update_tenant(
         &self,
-        tenant_id: &str,
-        project_id: &str,
-    ) -> Result<Option<Project>, StoreError> {
-        rows::optional(
-            &self.pool,
-            sqlx::query("SELECT * FROM projects WHERE tenant_id = ? AND id = ?")
-                .bind(tenant_id)
-                .bind(project_id),
-            rows::project,
+        id: &str,
+        update: &TenantUpdate,
+    ) -> Result<Option<Tenant>, StoreError> {
+        let query = sqlx::query(
+            "UPDATE tenants SET plan = COALESCE(?, plan), status = COALESCE(?, status) WHERE id = ? \
+             RETURNING *",
         )
-        .await
-    }
-
-    async fn find_project(&self, project_id: &str) -> Result<Option<Project>, StoreError> {
-        rows::optional(
-            &self.pool,
-            sqlx::query("SELECT * FROM projects WHERE id = ?").bind(project_id),
-            rows::project,
-        )
-        .await
-    }
-}
-
-#[async_trait]
-impl MemberStore for SqliteStore {
-    async fn get_member(
-        &self,
-        tenant_id: &str,
-        member_id: &str,
-    ) -> Result<Option<Member>, StoreError> {
-        rows::optional(
-            &self.pool,
-            sqlx::query("SELECT * FROM members WHERE tenant_id = ? AND id = ?")
-                .bind(tenant_id)
-                .bind(member_id),
-            rows::member,
-        )
-        .await
+        .bind(&update.plan)
+        .bind(update.status.map(|s| s.as_str()))
+        .bind(id);
+        rows::optional(&self.pool, query, rows::tenant).await
     }
 }

@@ -1,5 +1,8 @@
 //! Management routes (`/v1/organization/*`), for admin keys: each acts in its own tenant only, and any id of
 //! another tenant answers 404.
 
+pub mod admin_api_keys;
 pub mod api_keys;
+pub mod members;
 pub mod organization;
+pub mod projects;

@@ -5,10 +5,10 @@ use crate::error::ApiError;
 use crate::extract::ListParams;
 use crate::middleware::auth::AdminKey;
 use crate::objects::{KeyObject, ListObject};
-use crate::service::keys::project;
+use crate::service::projects;
 use axum::Json;
 use axum::extract::{Path, State};
-use tollgate_core::tenant::KeyOwner;
+use tollgate_core::ports::KeyScope;
 
 /// Lists a project's keys.
 pub async fn handler(
@@ -17,10 +17,10 @@ pub async fn handler(
     Path(project_id): Path<String>,
     ListParams(page): ListParams,
 ) -> Result<Json<ListObject<KeyObject>>, ApiError> {
-    let project = project(&state, admin.tenant_id(), &project_id).await?;
+    let project = projects::get(&state, admin.tenant_id(), &project_id).await?;
     let keys = state
         .store
-        .list_keys(admin.tenant_id(), &KeyOwner::Project(project.id), &page)
+        .list_keys(admin.tenant_id(), &KeyScope::Project(project.id), &page)
         .await?;
     let now = state.clock.now();
     Ok(Json(ListObject::from_page(

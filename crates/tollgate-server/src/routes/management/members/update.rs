@@ -1,0 +1,22 @@
+//! `POST /v1/organization/members/{member_id}` `{"role"}`: owners only; the last owner cannot be demoted (409).
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::AppJson;
+use crate::middleware::auth::AdminKey;
+use crate::objects::MemberObject;
+use crate::service::members::{self, UpdateMember};
+use axum::Json;
+use axum::extract::{Path, State};
+
+/// Changes a member's role.
+pub async fn handler(
+    State(state): State<AppState>,
+    admin: AdminKey,
+    Path(member_id): Path<String>,
+    AppJson(input): AppJson<UpdateMember>,
+) -> Result<Json<MemberObject>, ApiError> {
+    admin.require_owner()?;
+    let member = members::set_role(&state, admin.tenant_id(), &member_id, input).await?;
+    Ok(Json(MemberObject::from(&member)))
+}

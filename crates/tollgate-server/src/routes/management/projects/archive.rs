@@ -1,0 +1,20 @@
+//! `POST /v1/organization/projects/{project_id}/archive`: the project's keys stop working at once.
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::middleware::auth::AdminKey;
+use crate::objects::ProjectObject;
+use crate::service::projects;
+use axum::Json;
+use axum::extract::{Path, State};
+
+/// Archives a project.
+pub async fn handler(
+    State(state): State<AppState>,
+    admin: AdminKey,
+    Path(project_id): Path<String>,
+) -> Result<Json<ProjectObject>, ApiError> {
+    admin.require_write()?;
+    let project = projects::archive(&state, admin.tenant_id(), &project_id).await?;
+    Ok(Json(ProjectObject::from(&project)))
+}
