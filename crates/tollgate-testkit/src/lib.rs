@@ -200,6 +200,15 @@ impl TestApp {
             .expect("send DELETE")
     }
 
+    /// `POST path` with the operator token and a JSON body, sent.
+    pub async fn operator_post(&self, path: &str, body: &Value) -> Response {
+        self.operator(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .expect("send POST")
+    }
+
     /// A request with the operator token.
     pub fn operator(&self, method: Method, path: &str) -> RequestBuilder {
         self.with_key(method, path, OPERATOR_TOKEN)
@@ -250,6 +259,32 @@ impl TestApp {
         .await
     }
 
+    /// Adds a member with `role` to `t` (as its owner) and gives it an admin key; returns the member's id and key.
+    pub async fn member(&self, t: &TestTenant, email: &str, role: &str) -> (String, String) {
+        let member = json_of(
+            self.post(
+                "/v1/organization/members",
+                &t.admin_key,
+                &json!({"email": email, "role": role}),
+            )
+            .await,
+            201,
+        )
+        .await;
+        let id = str_at(&member, &["id"]);
+        let key = json_of(
+            self.post(
+                "/v1/organization/admin_api_keys",
+                &t.admin_key,
+                &json!({"name": format!("{role} key"), "member_id": id}),
+            )
+            .await,
+            201,
+        )
+        .await;
+        (id, str_at(&key, &["value"]))
+    }
+
     /// A chat completion request body for `model` with one user message.
     pub fn chat_body(model: &str, text: &str) -> Value {
         json!({"model": model, "messages": [{"role": "user", "content": text}]})
@@ -262,6 +297,11 @@ pub async fn json_of(response: Response, status: u16) -> Value {
     let body = response.text().await.expect("body");
     assert_eq!(got, status, "unexpected status; body: {body}");
     serde_json::from_str(&body).expect("JSON body")
+}
+
+/// The `error` object of an error response, after checking its status.
+pub async fn error_of(response: Response, status: u16) -> Value {
+    json_of(response, status).await["error"].clone()
 }
 
 fn str_at(value: &Value, path: &[&str]) -> String {

@@ -2,6 +2,7 @@
 //! Folders mirror the routes.
 #![allow(
     clippy::unwrap_used,
+    clippy::panic,
     reason = "test helpers: a failing step should stop the test"
 )]
 

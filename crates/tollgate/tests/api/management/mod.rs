@@ -1,4 +1,9 @@
 //! `/v1/organization/*`.
 
+mod admin_api_keys;
 mod api_keys;
+mod isolation;
+mod members;
 mod organization;
+mod plans;
+mod projects;

@@ -108,3 +108,80 @@ async fn bad_tenant_requests_are_400_and_write_nothing() {
     .await;
     assert_eq!(list["data"], json!([]));
 }
+
+#[tokio::test]
+async fn a_suspended_tenant_is_refused_everywhere_until_reactivated() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let other = app.tenant("pro").await;
+    // Warm the cache with both kinds of key.
+    assert_eq!(app.get("/v1/models", &t.project_key).await.status(), 200);
+    assert_eq!(
+        app.get("/v1/organization", &t.admin_key).await.status(),
+        200
+    );
+    let path = format!("/operator/v1/tenants/{}", t.id);
+    let suspended = json_of(
+        app.operator_post(&path, &json!({"status": "suspended"}))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(suspended["status"], "suspended");
+    for response in [
+        app.get("/v1/models", &t.project_key).await,
+        app.post(
+            "/v1/chat/completions",
+            &t.project_key,
+            &TestApp::chat_body("echo", "hi"),
+        )
+        .await,
+        app.get("/v1/organization", &t.admin_key).await,
+    ] {
+        let err = tollgate_testkit::error_of(response, 403).await;
+        assert_eq!(err["type"], "permission_error");
+        assert!(
+            err["message"].as_str().unwrap().contains("suspended"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        app.get("/v1/models", &other.project_key).await.status(),
+        200,
+        "other tenants go on"
+    );
+    json_of(
+        app.operator_post(&path, &json!({"status": "active"})).await,
+        200,
+    )
+    .await;
+    assert_eq!(app.get("/v1/models", &t.project_key).await.status(), 200);
+}
+
+#[tokio::test]
+async fn tenant_updates_are_validated() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let path = format!("/operator/v1/tenants/{}", t.id);
+    let err = tollgate_testkit::error_of(
+        app.operator_post(&path, &json!({"plan": "platinum"})).await,
+        400,
+    )
+    .await;
+    assert_eq!(err["param"], "plan");
+    let err = tollgate_testkit::error_of(
+        app.operator_post(&path, &json!({"status": "gone"})).await,
+        400,
+    )
+    .await;
+    assert_eq!(err["param"], "status");
+    let unknown = app
+        .operator_post("/operator/v1/tenants/org_nope", &json!({"plan": "free"}))
+        .await;
+    tollgate_testkit::error_of(unknown, 404).await;
+    let got = json_of(app.operator(Method::GET, &path).send().await.unwrap(), 200).await;
+    assert_eq!(
+        (got["plan"].as_str(), got["status"].as_str()),
+        (Some("pro"), Some("active"))
+    );
+}
