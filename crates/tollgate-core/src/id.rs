@@ -13,6 +13,11 @@ pub const PROJECT_KEY: &str = "key_";
 /// Admin API keys.
 pub const ADMIN_KEY: &str = "admin_key_";
 
+/// Credit ledger entries.
+pub const LEDGER_ENTRY: &str = "ledg_";
+/// Usage rows (one per answered model call).
+pub const USAGE: &str = "use_";
+
 /// A new id with the given prefix.
 pub fn new_id(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + 32);

@@ -4,6 +4,8 @@
 //! - [`id`]: prefixed, time-ordered ids (`org_…`, `proj_…`, `key_…`).
 //! - [`key`]: the API key format: generation, checksum, digest; secrets that refuse to print.
 //! - [`tenant`]: tenants, projects, members, API keys and the principal a key authenticates as.
+//! - [`money`]: micro-cents in an `i64`, exact costs, exact decimal display.
+//! - [`credits`]: ledger entries, settlements, the hold policy, usage queries.
 //! - [`password`]: Argon2id hashes of member passwords.
 //! - [`role`]: owner ⊇ admin ⊇ member, and what each may do.
 //! - [`plan`]: plan tiers (key limits, rate limits, features).
@@ -11,8 +13,10 @@
 //! - [`ports`]: traits implemented outside the core: [`ports::Store`], [`ports::Provider`], [`ports::Clock`].
 
 pub mod catalog;
+pub mod credits;
 pub mod id;
 pub mod key;
+pub mod money;
 pub mod password;
 pub mod plan;
 pub mod ports;

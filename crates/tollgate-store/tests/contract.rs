@@ -6,7 +6,9 @@
 )]
 
 use std::sync::Arc;
+use tollgate_core::credits::{Balance, LedgerKind, Settlement, UsageGrouping, UsageQuery};
 use tollgate_core::key::KeyPrefixes;
+use tollgate_core::money::Micros;
 use tollgate_core::ports::{KeyLimit, KeyScope, PageRequest, Store, StoreError, TenantUpdate};
 use tollgate_core::role::Role;
 use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, NewTenant, ProjectStatus, TenantStatus};
@@ -612,4 +614,200 @@ async fn an_operator_changes_plan_and_status() {
         f.store.update_tenant("org_missing", &update).await.unwrap(),
         None
     );
+}
+
+fn settlement(t: &NewTenant, key: &ApiKey, model: &str, cost: i64, at: i64) -> Settlement {
+    Settlement {
+        request_id: format!("req_{at}_{cost}"),
+        tenant_id: t.tenant.id.clone(),
+        project_id: t.project.id.clone(),
+        key_id: key.id.clone(),
+        model: model.into(),
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        cost: Micros(cost),
+        at,
+    }
+}
+
+#[tokio::test]
+async fn grants_and_charges_keep_ledger_and_balance_in_step() {
+    let f = sqlite().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    assert_eq!(
+        f.store.balance(&t.tenant.id).await.unwrap(),
+        Balance::default()
+    );
+    assert_eq!(
+        f.store
+            .grant("org_missing", Micros(5), None, 2)
+            .await
+            .unwrap(),
+        None
+    );
+    let grant = f
+        .store
+        .grant(&t.tenant.id, Micros(1_000), Some("welcome"), 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (grant.kind, grant.amount, grant.balance_after),
+        (LedgerKind::Grant, Micros(1_000), Micros(1_000))
+    );
+    let key = project_key(&t, "k", 3);
+    f.store.insert_key(&key, None).await.unwrap();
+    let charged = f
+        .store
+        .settle(&[
+            settlement(&t, &key, "fast", 600, 10),
+            settlement(&t, &key, "echo", 0, 11),
+            settlement(&t, &key, "fast", 900, 12),
+        ])
+        .await
+        .unwrap();
+    // The third costs more than what is left: the balance stops at zero, never below.
+    assert_eq!(charged, vec![Micros(600), Micros(0), Micros(400)]);
+    let balance = f.store.balance(&t.tenant.id).await.unwrap();
+    assert_eq!(
+        balance,
+        Balance {
+            balance: Micros(0),
+            granted: Micros(1_000)
+        }
+    );
+    let ledger = f.store.ledger(&t.tenant.id, &page(10)).await.unwrap();
+    let amounts: Vec<(LedgerKind, i64, i64)> = ledger
+        .items
+        .iter()
+        .map(|e| (e.kind, e.amount.get(), e.balance_after.get()))
+        .collect();
+    assert_eq!(
+        amounts,
+        vec![
+            (LedgerKind::Charge, -400, 0),
+            (LedgerKind::Charge, -600, 400),
+            (LedgerKind::Grant, 1_000, 1_000)
+        ],
+        "newest first; a free request writes no entry"
+    );
+    let older = f
+        .store
+        .ledger(
+            &t.tenant.id,
+            &PageRequest {
+                after: Some(ledger.items[0].id.clone()),
+                limit: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(older.items[0].id, ledger.items[1].id);
+    assert!(older.has_more);
+    let used = f.store.find_key(&key.id).await.unwrap().unwrap();
+    assert_eq!(used.last_used_at, Some(12));
+}
+
+#[tokio::test]
+async fn usage_is_grouped_by_any_of_day_model_project_and_key() {
+    let f = sqlite().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    f.store
+        .grant(&t.tenant.id, Micros(1_000_000), None, 1)
+        .await
+        .unwrap();
+    let (a, b) = (project_key(&t, "a", 2), project_key(&t, "b", 2));
+    f.store.insert_key(&a, None).await.unwrap();
+    f.store.insert_key(&b, None).await.unwrap();
+    let day = 86_400;
+    f.store
+        .settle(&[
+            settlement(&t, &a, "fast", 100, day + 5),
+            settlement(&t, &a, "echo", 0, day + 6),
+            settlement(&t, &b, "fast", 200, 2 * day + 7),
+        ])
+        .await
+        .unwrap();
+    let query = |group: UsageGrouping, since: i64, until: i64| UsageQuery {
+        tenant_id: t.tenant.id.clone(),
+        project_id: None,
+        since,
+        until,
+        group,
+    };
+    let all = f
+        .store
+        .usage(&query(UsageGrouping::default(), 0, 10 * day))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        (
+            all[0].requests,
+            all[0].prompt_tokens,
+            all[0].completion_tokens,
+            all[0].cost
+        ),
+        (3, 30, 15, Micros(300))
+    );
+    assert_eq!(all[0].model, None);
+    let by_day_model = f
+        .store
+        .usage(&query(
+            UsageGrouping {
+                day: true,
+                model: true,
+                ..UsageGrouping::default()
+            },
+            0,
+            10 * day,
+        ))
+        .await
+        .unwrap();
+    let rows: Vec<(Option<i64>, Option<&str>, u64)> = by_day_model
+        .iter()
+        .map(|u| (u.day, u.model.as_deref(), u.requests))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (Some(day), Some("echo"), 1),
+            (Some(day), Some("fast"), 1),
+            (Some(2 * day), Some("fast"), 1)
+        ]
+    );
+    let by_key = f
+        .store
+        .usage(&query(
+            UsageGrouping {
+                key: true,
+                ..UsageGrouping::default()
+            },
+            0,
+            10 * day,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(by_key.len(), 2);
+    // The window is [since, until).
+    let window = f
+        .store
+        .usage(&query(UsageGrouping::default(), day + 6, 2 * day + 7))
+        .await
+        .unwrap();
+    assert_eq!(window[0].requests, 1);
+    assert!(
+        f.store
+            .usage(&query(UsageGrouping::default(), 0, day))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let other_project = UsageQuery {
+        project_id: Some("proj_other".into()),
+        ..query(UsageGrouping::default(), 0, 10 * day)
+    };
+    assert!(f.store.usage(&other_project).await.unwrap().is_empty());
 }

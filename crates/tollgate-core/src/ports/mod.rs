@@ -7,6 +7,6 @@ pub mod store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use provider::{ChunkStream, Provider, ProviderError};
 pub use store::{
-    KeyLimit, KeyScope, KeyStore, MemberStore, Page, PageRequest, ProjectStore, RemovedMember,
-    Store, StoreError, TenantStore, TenantUpdate,
+    CreditStore, KeyLimit, KeyScope, KeyStore, MemberStore, Page, PageRequest, ProjectStore,
+    RemovedMember, Store, StoreError, TenantStore, TenantUpdate, UsageStore,
 };

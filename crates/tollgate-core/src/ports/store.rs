@@ -3,7 +3,9 @@
 //! Split by resource so each backend (SQLite, PostgreSQL) implements small traits, and [`Store`] is all of them.
 //! The domain generates ids and timestamps; a store writes what it is given and never invents either.
 
+use crate::credits::{Balance, LedgerEntry, Settlement, UsageQuery, UsageTotals};
 use crate::key::KeyDigest;
+use crate::money::Micros;
 use crate::role::Role;
 use crate::tenant::{
     ApiKey, Member, NewTenant, Principal, Project, Tenant, TenantStatus, Timestamp,
@@ -198,10 +200,49 @@ pub trait KeyStore {
     ) -> Result<Option<Principal>, StoreError>;
 }
 
+/// Credits: the ledger and the balance kept in step with it.
+#[async_trait]
+pub trait CreditStore {
+    /// A tenant's balance (zero for a tenant never granted anything).
+    async fn balance(&self, tenant_id: &str) -> Result<Balance, StoreError>;
+    /// Adds a positive grant to the ledger and the balance, in one transaction; `None` if no such tenant.
+    async fn grant(
+        &self,
+        tenant_id: &str,
+        amount: Micros,
+        reason: Option<&str>,
+        at: Timestamp,
+    ) -> Result<Option<LedgerEntry>, StoreError>;
+    /// The ledger, newest first; `page.after` is the previous page's last (oldest) id.
+    async fn ledger(
+        &self,
+        tenant_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<LedgerEntry>, StoreError>;
+    /// Writes a batch of finished requests in one transaction: each one's usage row, its charge (never more than
+    /// the balance: the amount actually charged is returned, in order) and its key's `last_used_at`.
+    async fn settle(&self, batch: &[Settlement]) -> Result<Vec<Micros>, StoreError>;
+}
+
+/// Usage, aggregated.
+#[async_trait]
+pub trait UsageStore {
+    /// Totals per group of `query.group`, for answered requests in the window.
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageTotals>, StoreError>;
+}
+
 /// The whole system of record.
 #[async_trait]
 pub trait Store:
-    TenantStore + ProjectStore + MemberStore + KeyStore + Send + Sync + 'static
+    TenantStore
+    + ProjectStore
+    + MemberStore
+    + KeyStore
+    + CreditStore
+    + UsageStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

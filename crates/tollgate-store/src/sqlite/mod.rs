@@ -1,10 +1,12 @@
 //! SQLite: one file, WAL mode, `synchronous = FULL` (a committed charge survives power loss), foreign keys on.
 
+mod credits;
 mod keys;
 mod members;
 mod projects;
 mod rows;
 mod tenants;
+mod usage;
 
 use crate::OpenError;
 use async_trait::async_trait;

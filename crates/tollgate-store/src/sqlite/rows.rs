@@ -8,7 +8,9 @@ use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Sqlite, SqliteExecutor, SqlitePool};
 use std::sync::LazyLock;
+use tollgate_core::credits::{LedgerEntry, LedgerKind};
 use tollgate_core::key::KeyDigest;
+use tollgate_core::money::Micros;
 use tollgate_core::ports::{Page, PageRequest, StoreError};
 use tollgate_core::role::Role;
 use tollgate_core::tenant::{
@@ -108,6 +110,19 @@ pub(super) fn key(row: &SqliteRow) -> Result<ApiKey, StoreError> {
         models: models
             .map(|m| serde_json::from_str::<Vec<String>>(&m).map_err(|_| corrupt("models", &m)))
             .transpose()?,
+    })
+}
+
+pub(super) fn ledger_entry(row: &SqliteRow) -> Result<LedgerEntry, StoreError> {
+    let kind: String = get(row, "kind")?;
+    Ok(LedgerEntry {
+        id: get(row, "id")?,
+        tenant_id: get(row, "tenant_id")?,
+        kind: LedgerKind::parse(&kind).ok_or_else(|| corrupt("ledger kind", &kind))?,
+        amount: Micros(get(row, "amount_micros")?),
+        balance_after: Micros(get(row, "balance_after_micros")?),
+        reason: get(row, "reason")?,
+        created_at: get(row, "created_at")?,
     })
 }
 

@@ -1,0 +1,34 @@
+-- Credits and usage. Money is integer micro-cents (10^-6 cent). The ledger is append-only and is the truth; the
+-- balance row is kept in step with it in the same transaction, and can never go below zero.
+
+CREATE TABLE credit_balances (
+    tenant_id       TEXT PRIMARY KEY NOT NULL REFERENCES tenants (id),
+    balance_micros  INTEGER NOT NULL CHECK (balance_micros >= 0),
+    granted_micros  INTEGER NOT NULL  -- grants and adjustments alone, so a node can tell what changed elsewhere
+);
+
+CREATE TABLE ledger_entries (
+    id                    TEXT PRIMARY KEY NOT NULL,
+    tenant_id             TEXT NOT NULL REFERENCES tenants (id),
+    kind                  TEXT NOT NULL CHECK (kind IN ('grant', 'charge', 'adjustment')),
+    amount_micros         INTEGER NOT NULL,
+    balance_after_micros  INTEGER NOT NULL,
+    reason                TEXT,
+    created_at            INTEGER NOT NULL
+);
+CREATE INDEX ledger_by_tenant ON ledger_entries (tenant_id, id);
+
+-- One row per model call the provider answered.
+CREATE TABLE usage_records (
+    id                 TEXT PRIMARY KEY NOT NULL,
+    request_id         TEXT NOT NULL,
+    tenant_id          TEXT NOT NULL REFERENCES tenants (id),
+    project_id         TEXT NOT NULL,
+    key_id             TEXT NOT NULL,
+    model              TEXT NOT NULL,
+    prompt_tokens      INTEGER NOT NULL,
+    completion_tokens  INTEGER NOT NULL,
+    cost_micros        INTEGER NOT NULL,
+    created_at         INTEGER NOT NULL
+);
+CREATE INDEX usage_by_tenant_time ON usage_records (tenant_id, created_at);
