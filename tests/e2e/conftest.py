@@ -107,6 +107,12 @@ def tenant(server):
     )
     assert created.status_code == 201, created.text
     body = created.json()
+    granted = httpx.post(
+        f"{server}/operator/v1/tenants/{body['tenant']['id']}/credits",
+        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+        json={"amount_cents": 10_000, "reason": "e2e"},
+    )
+    assert granted.status_code == 200, granted.text
     admin_key = body["admin_key"]["value"]
     project_id = body["project"]["id"]
     key = new_project_key(server, admin_key, project_id, "e2e")

@@ -1,6 +1,7 @@
 //! `AppState`: everything a request needs, built once at start-up and shared behind one `Arc`.
 
 use crate::config::Config;
+use crate::credits::{Recorder, Wallets};
 use crate::key_cache::KeyCache;
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -30,6 +31,10 @@ pub struct App {
     pub keys: KeyCache,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Balances and holds in memory.
+    pub wallets: Arc<Wallets>,
+    /// Writes settlements in group commits.
+    pub recorder: Recorder,
 }
 
 /// A cheap handle on the [`App`], cloned into every request.
@@ -61,7 +66,7 @@ pub enum BuildError {
 }
 
 impl App {
-    /// Builds the providers, catalog and caches for `config`.
+    /// Builds the providers, catalog and caches for `config`, and starts the recorder (so it needs a Tokio runtime).
     pub fn build(
         config: Config,
         store: Arc<dyn Store>,
@@ -108,13 +113,15 @@ impl App {
         let plans = config.effective_plans();
         Ok(AppState(Arc::new(Self {
             config,
-            store,
             catalog: Catalog::new(models),
             providers,
             prefixes,
             plans,
             keys: KeyCache::new(),
             clock,
+            wallets: Wallets::new(),
+            recorder: Recorder::start(Arc::clone(&store)),
+            store,
         })))
     }
 }

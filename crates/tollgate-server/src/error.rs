@@ -4,6 +4,8 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde_json::value::RawValue;
+use tollgate_core::money::Micros;
 use tollgate_core::ports::{ProviderError, StoreError};
 use tollgate_openai::{ErrorBody, ErrorObject};
 
@@ -77,6 +79,14 @@ pub enum ApiError {
         code: Option<&'static str>,
         /// The request field at fault.
         param: Option<String>,
+    },
+    /// 402 `insufficient_balance`: the request's hold does not fit the available balance.
+    #[error("Your API balance is insufficient")]
+    InsufficientBalance {
+        /// The balance less other requests' holds.
+        available: Micros,
+        /// The hold this request needed.
+        cost: Micros,
     },
     /// 405 `invalid_request_error`.
     #[error("Method not allowed")]
@@ -171,6 +181,12 @@ impl ApiError {
             Self::NotFound { code, param, .. } => {
                 (StatusCode::NOT_FOUND, INVALID, param.clone(), *code)
             }
+            Self::InsufficientBalance { .. } => (
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_balance",
+                None,
+                None,
+            ),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, INVALID, None, None),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, INVALID, None, *code),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, INVALID, None, None),
@@ -203,6 +219,17 @@ impl ApiError {
         }
     }
 
+    /// The `details` object of errors that have one, money written as exact decimals.
+    fn details(&self) -> Option<Box<RawValue>> {
+        match self {
+            Self::InsufficientBalance { available, cost } => RawValue::from_string(format!(
+                r#"{{"balance_before_cents":{available},"cost_cents":{cost}}}"#
+            ))
+            .ok(),
+            _ => None,
+        }
+    }
+
     /// The error envelope for this error.
     pub fn body(&self) -> ErrorBody {
         let (_, kind, param, code) = self.parts();
@@ -212,7 +239,7 @@ impl ApiError {
                 kind: kind.to_owned(),
                 param,
                 code: code.map(str::to_owned),
-                details: None,
+                details: self.details(),
             },
         }
     }
@@ -278,6 +305,20 @@ mod tests {
             body,
             r#"{"error":{"message":"Invalid API key","type":"authentication_error","param":null,"code":null}}"#
         );
+    }
+
+    #[test]
+    fn the_402_body_has_exact_decimal_details() {
+        let e = ApiError::InsufficientBalance {
+            available: Micros(0),
+            cost: Micros(7_000_600),
+        };
+        let body = serde_json::to_string(&e.body()).unwrap();
+        assert_eq!(
+            body,
+            r#"{"error":{"message":"Your API balance is insufficient","type":"insufficient_balance","param":null,"code":null,"details":{"balance_before_cents":0,"cost_cents":7.0006}}}"#
+        );
+        assert_eq!(e.parts().0, StatusCode::PAYMENT_REQUIRED);
     }
 
     #[test]

@@ -10,11 +10,13 @@
 //! - [`service`]: the operations routes and the CLI share (create a tenant, issue and revoke keys).
 //! - [`extract`]: JSON and pagination extractors that fail with `ApiError`.
 //! - [`objects`]: the JSON objects of API.md.
+//! - [`credits`]: balances and holds in memory, and the group-committing recorder of charges and usage.
 //! - [`key_cache`]: authenticated keys in memory, invalidated on revocation.
 //! - [`error`]: `ApiError`, the one mapping from failures to HTTP.
 
 pub mod app;
 pub mod config;
+pub mod credits;
 pub mod error;
 pub mod extract;
 pub mod key_cache;

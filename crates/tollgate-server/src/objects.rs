@@ -2,7 +2,10 @@
 //! only in the response that creates a key.
 
 use serde::Serialize;
+use serde_json::value::RawValue;
+use tollgate_core::credits::{LedgerEntry, UsageTotals};
 use tollgate_core::key::PlainKey;
+use tollgate_core::money::Micros;
 use tollgate_core::ports::Page;
 use tollgate_core::tenant::{ApiKey, KeyOwner, Member, NewTenant, Project, Tenant, Timestamp};
 
@@ -210,6 +213,136 @@ impl CreatedTenant {
             project: ProjectObject::from(&new.project),
             owner: MemberObject::from(&new.owner),
             admin_key: KeyObject::with_secret(&new.admin_key, secret, now),
+        }
+    }
+}
+
+/// A `*_cents` JSON number, written as its exact decimal (at most 6 fraction digits; never a float artefact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cents(pub Micros);
+
+impl Serialize for Cents {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw = RawValue::from_string(self.0.to_string()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+/// `organization.credits.entry`.
+#[derive(Debug, Serialize)]
+pub struct LedgerEntryObject {
+    object: &'static str,
+    id: String,
+    kind: &'static str,
+    amount_cents: Cents,
+    balance_after_cents: Cents,
+    reason: Option<String>,
+    created_at: Timestamp,
+}
+
+impl From<&LedgerEntry> for LedgerEntryObject {
+    fn from(e: &LedgerEntry) -> Self {
+        Self {
+            object: "organization.credits.entry",
+            id: e.id.clone(),
+            kind: e.kind.as_str(),
+            amount_cents: Cents(e.amount),
+            balance_after_cents: Cents(e.balance_after),
+            reason: e.reason.clone(),
+            created_at: e.created_at,
+        }
+    }
+}
+
+/// `organization.credits`: the balance and a page of the ledger, newest first.
+#[derive(Debug, Serialize)]
+pub struct CreditsObject {
+    object: &'static str,
+    balance_cents: Cents,
+    ledger: ListObject<LedgerEntryObject>,
+}
+
+impl CreditsObject {
+    /// Renders a balance with a ledger page.
+    pub fn new(balance: Micros, ledger: &Page<LedgerEntry>) -> Self {
+        Self {
+            object: "organization.credits",
+            balance_cents: Cents(balance),
+            ledger: ListObject::from_page(ledger, |e| &e.id, |e| LedgerEntryObject::from(e)),
+        }
+    }
+}
+
+/// `organization.usage.result`: one group's totals; fields not grouped by are null.
+#[derive(Debug, Serialize)]
+pub struct UsageResultObject {
+    object: &'static str,
+    model: Option<String>,
+    project_id: Option<String>,
+    key_id: Option<String>,
+    requests: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cost_cents: Cents,
+}
+
+impl From<&UsageTotals> for UsageResultObject {
+    fn from(u: &UsageTotals) -> Self {
+        Self {
+            object: "organization.usage.result",
+            model: u.model.clone(),
+            project_id: u.project_id.clone(),
+            key_id: u.key_id.clone(),
+            requests: u.requests,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cost_cents: Cents(u.cost),
+        }
+    }
+}
+
+/// `bucket`: a time window's results.
+#[derive(Debug, Serialize)]
+pub struct UsageBucketObject {
+    object: &'static str,
+    start_time: Timestamp,
+    end_time: Timestamp,
+    results: Vec<UsageResultObject>,
+}
+
+impl UsageBucketObject {
+    /// A bucket for `[start_time, end_time)`.
+    pub fn new(
+        start_time: Timestamp,
+        end_time: Timestamp,
+        results: Vec<UsageResultObject>,
+    ) -> Self {
+        Self {
+            object: "bucket",
+            start_time,
+            end_time,
+            results,
+        }
+    }
+}
+
+/// `page` of usage buckets: every bucket in one page.
+#[derive(Debug, Serialize)]
+pub struct UsagePageObject {
+    object: &'static str,
+    data: Vec<UsageBucketObject>,
+    has_more: bool,
+    next_page: Option<String>,
+}
+
+impl UsagePageObject {
+    /// All buckets, in one page.
+    pub fn new(data: Vec<UsageBucketObject>) -> Self {
+        Self {
+            object: "page",
+            data,
+            has_more: false,
+            next_page: None,
         }
     }
 }

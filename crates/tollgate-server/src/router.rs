@@ -75,8 +75,14 @@ fn routes() -> Routes {
         "/v1/chat/completions",
         inference::chat::completions::handler,
     )
+    .get("/v1/usage", inference::usage::get::handler)
     // Management: admin keys.
     .get("/v1/organization", management::organization::get::handler)
+    .get(
+        "/v1/organization/credits",
+        management::credits::get::handler,
+    )
+    .get("/v1/organization/usage", management::usage::get::handler)
     .get(PROJECTS, projects::list::handler)
     .post(PROJECTS, projects::create::handler)
     .get(PROJECT, projects::get::handler)
@@ -103,6 +109,10 @@ fn routes() -> Routes {
     .post("/operator/v1/tenants", tenants::create::handler)
     .get("/operator/v1/tenants/{id}", tenants::get::handler)
     .post("/operator/v1/tenants/{id}", tenants::update::handler)
+    .post(
+        "/operator/v1/tenants/{id}/credits",
+        tenants::credits::handler,
+    )
 }
 
 /// Every route the router serves, in registration order.

@@ -209,13 +209,38 @@ impl TestApp {
             .expect("send POST")
     }
 
+    /// The server's current time.
+    pub fn clock_now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Grants `cents` to a tenant through the operator API; returns the credits object.
+    pub async fn grant(&self, tenant_id: &str, cents: i64) -> Value {
+        let path = format!("/operator/v1/tenants/{tenant_id}/credits");
+        json_of(
+            self.operator_post(&path, &json!({"amount_cents": cents, "reason": "test"}))
+                .await,
+            200,
+        )
+        .await
+    }
+
     /// A request with the operator token.
     pub fn operator(&self, method: Method, path: &str) -> RequestBuilder {
         self.with_key(method, path, OPERATOR_TOKEN)
     }
 
-    /// Creates a tenant on `plan` through the operator API, and a project key named "test" in its Default project.
+    /// Creates a tenant on `plan` with [`TestApp::CREDITS`] of credit, and a project key named "test" in its Default
+    /// project.
     pub async fn tenant(&self, plan: &str) -> TestTenant {
+        self.funded_tenant(plan, Self::CREDITS).await
+    }
+
+    /// The credit every [`TestApp::tenant`] starts with: 100 dollars, in cents.
+    pub const CREDITS: i64 = 10_000;
+
+    /// Creates a tenant on `plan` granted `cents` (none when 0), with a project key named "test".
+    pub async fn funded_tenant(&self, plan: &str, cents: i64) -> TestTenant {
         let created = json_of(
             self.operator(Method::POST, "/operator/v1/tenants")
                 .json(&json!({"name": "Test tenant", "plan": plan, "owner_email": "owner@example.com"}))
@@ -230,8 +255,12 @@ impl TestApp {
         let key = self
             .create_project_key(&admin_key, &project_id, json!({"name": "test"}))
             .await;
+        let id = str_at(&created, &["tenant", "id"]);
+        if cents > 0 {
+            self.grant(&id, cents).await;
+        }
         TestTenant {
-            id: str_at(&created, &["tenant", "id"]),
+            id,
             owner_id: str_at(&created, &["owner", "id"]),
             project_id,
             admin_key,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tollgate_core::ports::SystemClock;
 use tollgate_server::objects::{CreatedTenant, KeyObject};
-use tollgate_server::service::{keys, tenants};
+use tollgate_server::service::{credits, keys, tenants};
 use tollgate_server::{App, AppState, Config};
 
 /// Tollgate: API keys, tenants, credits and an OpenAI-compatible API in front of any model server.
@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Credit commands.
+    Credits {
+        #[command(subcommand)]
+        command: CreditsCommand,
+    },
     /// Project key commands.
     Key {
         #[command(subcommand)]
@@ -74,6 +79,22 @@ enum TenantCommand {
         /// The owner's dashboard password (prefer the environment variable: arguments show in `ps`).
         #[arg(long, env = "TOLLGATE_OWNER_PASSWORD", hide_env_values = true)]
         owner_password: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CreditsCommand {
+    /// Grant whole cents of credit to a tenant.
+    Grant {
+        /// The tenant (`org_…`).
+        #[arg(long)]
+        tenant: String,
+        /// Whole cents, positive.
+        #[arg(long)]
+        cents: i64,
+        /// Why, for the ledger.
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -159,6 +180,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     new.owner.email,
                     secret.expose_secret()
                 )
+            })
+        }
+        Command::Credits {
+            command:
+                CreditsCommand::Grant {
+                    tenant,
+                    cents,
+                    reason,
+                },
+        } => {
+            let app = app(config).await?;
+            let input = credits::Grant {
+                amount_cents: cents,
+                reason,
+            };
+            let object = credits::grant(&app, &tenant, input).await?;
+            print(cli.json, &object, || {
+                format!("granted {cents} cents to {tenant}")
             })
         }
         Command::Key {

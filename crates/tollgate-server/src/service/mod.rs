@@ -3,10 +3,12 @@
 //! through the store, and keep the key cache in step.
 
 pub mod admin_keys;
+pub mod credits;
 pub mod keys;
 pub mod members;
 pub mod projects;
 pub mod tenants;
+pub mod usage;
 
 use crate::error::ApiError;
 

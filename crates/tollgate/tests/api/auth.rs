@@ -187,14 +187,3 @@ async fn the_operator_api_needs_the_token_and_is_off_without_one() {
         "The operator API is disabled: set operator_token"
     );
 }
-
-trait ClockNow {
-    fn clock_now(&self) -> i64;
-}
-
-impl ClockNow for TestApp {
-    fn clock_now(&self) -> i64 {
-        use tollgate_core::ports::Clock;
-        self.clock.now()
-    }
-}

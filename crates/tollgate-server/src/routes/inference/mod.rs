@@ -1,4 +1,5 @@
-//! Inference routes, for project keys: the model catalog and chat completions.
+//! Inference routes, for project keys: the model catalog, chat completions, and the project's usage.
 
 pub mod chat;
 pub mod models;
+pub mod usage;

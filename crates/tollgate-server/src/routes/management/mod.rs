@@ -3,6 +3,8 @@
 
 pub mod admin_api_keys;
 pub mod api_keys;
+pub mod credits;
 pub mod members;
 pub mod organization;
 pub mod projects;
+pub mod usage;

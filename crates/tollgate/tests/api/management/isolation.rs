@@ -97,7 +97,7 @@ async fn every_management_route_hides_other_tenants_objects() {
     assert_eq!(walked.len(), management.len(), "each route once");
     assert_eq!(
         management.len(),
-        19,
+        21,
         "a new management route needs a case in this walk: {walked:?}"
     );
 

@@ -2,8 +2,10 @@
 
 mod admin_api_keys;
 mod api_keys;
+mod credits;
 mod isolation;
 mod members;
 mod organization;
 mod plans;
 mod projects;
+mod usage;

@@ -1,27 +1,43 @@
-//! `POST /v1/chat/completions`: route by public model id, forward with the upstream model name, answer with the
-//! public id. Streams pass through chunk by chunk; the upstream is always asked for usage, and usage is removed
-//! from what the client sees unless it asked for it.
+//! `POST /v1/chat/completions`: route by public model id, hold the worst-case cost, forward with the upstream model
+//! name, charge the actual cost from the provider's usage, answer with the public id.
+//!
+//! The upstream call runs in its own task, so a client that goes away does not cut it short: what the provider
+//! produces is charged, and the charge is durable before the response (or a stream's last event) is sent. Streams
+//! pass through chunk by chunk; the upstream is always asked for usage, and usage is removed from what the client
+//! sees unless it asked for it.
 
 use crate::app::AppState;
+use crate::credits::{Hold, HoldError};
 use crate::error::ApiError;
 use crate::extract::AppJson;
 use crate::middleware::auth::ProjectKey;
-use axum::Json;
+use crate::middleware::request_id::RequestId;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use std::convert::Infallible;
 use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tollgate_core::catalog::ModelSpec;
+use tollgate_core::credits::{Settlement, hold_for, prompt_upper_bound};
+use tollgate_core::money::cost;
 use tollgate_core::ports::ChunkStream;
-use tollgate_openai::{ChatCompletionChunk, ChatCompletionRequest};
+use tollgate_core::tenant::KeyOwner;
+use tollgate_openai::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
+
+/// Stream events buffered between the upstream and a slow client.
+const STREAM_BUFFER: usize = 32;
 
 /// Forwards a chat completion.
 pub async fn handler(
     State(state): State<AppState>,
     key: ProjectKey,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     AppJson(mut request): AppJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     if request.messages.is_empty() {
@@ -42,17 +58,60 @@ pub async fn handler(
             param: Some("model".to_owned()),
         });
     }
-    let provider = state.providers.get(&spec.provider).ok_or_else(|| {
+    let provider = Arc::clone(state.providers.get(&spec.provider).ok_or_else(|| {
         ApiError::Internal(format!(
             "no provider {:?} for model {:?}",
             spec.provider, spec.id
         ))
-    })?;
+    })?);
+    let principal = &key.0;
+    let tenant_id = principal.key.tenant_id.clone();
+    let hold = state
+        .wallets
+        .hold(state.store.as_ref(), &tenant_id, hold_for(&request, &spec))
+        .await
+        .map_err(|e| match e {
+            HoldError::Insufficient { available, cost } => {
+                ApiError::InsufficientBalance { available, cost }
+            }
+            HoldError::Store(e) => e.into(),
+        })?;
+    let bill = Bill {
+        state: state.clone(),
+        hold,
+        prompt_bound: prompt_upper_bound(&request),
+        settlement: Settlement {
+            request_id: request_id.to_str().unwrap_or_default().to_owned(),
+            tenant_id,
+            project_id: match &principal.key.owner {
+                KeyOwner::Project(p) => p.clone(),
+                KeyOwner::Member(_) => String::new(),
+            },
+            key_id: principal.key.id.clone(),
+            model: spec.id.clone(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cost: Default::default(),
+            at: 0,
+        },
+        spec: Arc::clone(&spec),
+    };
     request.model.clone_from(&spec.upstream_model);
 
     if !request.is_stream() {
-        let mut completion = provider.chat(request).await?;
-        completion.model.clone_from(&spec.id);
+        let answer = tokio::spawn(async move {
+            let mut completion = provider.chat(request).await?;
+            let (prompt, completion_tokens) = match &completion.usage {
+                Some(u) => (u.prompt_tokens, u.completion_tokens),
+                None => (bill.prompt_bound, output_bound(&completion)),
+            };
+            bill.settle(prompt, completion_tokens).await?;
+            completion.model.clone_from(&spec.id);
+            Ok::<_, ApiError>(completion)
+        });
+        let completion = answer
+            .await
+            .map_err(|e| ApiError::Internal(format!("chat task failed: {e}")))??;
         return Ok(Json(completion).into_response());
     }
     let client_wants_usage = request.wants_stream_usage();
@@ -60,8 +119,11 @@ pub async fn handler(
         .stream_options
         .get_or_insert_with(Default::default)
         .include_usage = Some(true);
+    // A failure before the first chunk is an HTTP error, and the hold is released: nothing was produced.
     let upstream = provider.chat_stream(request).await?;
-    let body = Body::from_stream(sse_events(upstream, spec.id.clone(), client_wants_usage));
+    let (events, body) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(pump(upstream, events, bill, client_wants_usage));
+    let body = Body::from_stream(ReceiverStream::new(body).map(Ok::<_, Infallible>));
     Ok((
         [
             (CONTENT_TYPE, "text/event-stream"),
@@ -70,6 +132,109 @@ pub async fn handler(
         body,
     )
         .into_response())
+}
+
+/// A request's hold and what its charge will be recorded as.
+struct Bill {
+    state: AppState,
+    spec: Arc<ModelSpec>,
+    hold: Hold,
+    prompt_bound: u64,
+    settlement: Settlement,
+}
+
+impl Bill {
+    /// Charges `prompt` and `completion` tokens: durable in the store, then applied to the wallet.
+    async fn settle(self, prompt: u64, completion: u64) -> Result<(), ApiError> {
+        let settlement = Settlement {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cost: cost(&self.spec, prompt, completion),
+            at: self.state.clock.now(),
+            ..self.settlement
+        };
+        let charged = self
+            .state
+            .recorder
+            .settle(settlement)
+            .await
+            .map_err(|e| ApiError::Store(e.into()))?;
+        self.hold.settle(charged);
+        Ok(())
+    }
+}
+
+/// Without reported usage, the output's bytes bound its tokens.
+fn output_bound(completion: &ChatCompletion) -> u64 {
+    completion
+        .choices
+        .iter()
+        .filter_map(|c| c.message.content.as_ref())
+        .map(|c| c.text().len() as u64)
+        .sum()
+}
+
+/// Whether a chunk carries generated text.
+fn has_content(chunk: &ChatCompletionChunk) -> bool {
+    chunk.choices.iter().any(|c| {
+        c.delta
+            .get("content")
+            .and_then(|v| v.as_str())
+            .is_some_and(|s| !s.is_empty())
+    })
+}
+
+/// Moves a stream from the upstream to the client, then settles it and sends the last event. When the client goes
+/// away the upstream is still read to its end, so what it produced is charged.
+async fn pump(
+    mut upstream: ChunkStream,
+    events: mpsc::Sender<Bytes>,
+    bill: Bill,
+    keep_usage: bool,
+) {
+    let model = bill.spec.id.clone();
+    let mut client = Some(events);
+    let mut usage = None;
+    let mut content_chunks = 0u64;
+    let ended = loop {
+        match upstream.next().await {
+            Some(Ok(chunk)) => {
+                if let Some(u) = &chunk.usage {
+                    usage = Some((u.prompt_tokens, u.completion_tokens));
+                }
+                content_chunks += u64::from(has_content(&chunk));
+                if let Some(chunk) = for_client(chunk, &model, keep_usage) {
+                    send(&mut client, event(&chunk)).await;
+                }
+            }
+            Some(Err(error)) => break Err(ApiError::Upstream(error)),
+            None => break Ok(()),
+        }
+    };
+    // Without a usage chunk (a broken stream), each content chunk counts as one token of output.
+    let produced =
+        usage.or_else(|| (content_chunks > 0).then_some((bill.prompt_bound, content_chunks)));
+    let settled = match produced {
+        Some((prompt, completion)) => bill.settle(prompt, completion).await,
+        None => Ok(()),
+    };
+    let last = match (ended, settled) {
+        (Ok(()), Ok(())) => Bytes::from_static(b"data: [DONE]\n\n"),
+        (Err(error), _) | (Ok(()), Err(error)) => {
+            tracing::warn!(%error, "stream ended early");
+            event(&error.body())
+        }
+    };
+    send(&mut client, last).await;
+}
+
+/// Sends an event to the client, forgetting the client once it has gone.
+async fn send(client: &mut Option<mpsc::Sender<Bytes>>, bytes: Bytes) {
+    if let Some(events) = client
+        && events.send(bytes).await.is_err()
+    {
+        *client = None;
+    }
 }
 
 /// One `data: …\n\n` event.
@@ -98,41 +263,9 @@ fn for_client(
     Some(chunk)
 }
 
-/// The client's event stream: rewritten chunks as they arrive, then `[DONE]`; on an upstream failure mid-stream,
-/// an error event in our shape and no `[DONE]`, so the client knows the answer is incomplete.
-fn sse_events(
-    upstream: ChunkStream,
-    model: String,
-    keep_usage: bool,
-) -> impl Stream<Item = Result<Bytes, Infallible>> {
-    futures::stream::unfold(Some(upstream), move |state| {
-        let model = model.clone();
-        async move {
-            let mut upstream = state?;
-            loop {
-                match upstream.next().await {
-                    Some(Ok(chunk)) => {
-                        if let Some(chunk) = for_client(chunk, &model, keep_usage) {
-                            return Some((Ok(event(&chunk)), Some(upstream)));
-                        }
-                    }
-                    Some(Err(error)) => {
-                        let api_error = ApiError::Upstream(error);
-                        tracing::warn!(error = %api_error, "upstream stream failed");
-                        return Some((Ok(event(&api_error.body())), None));
-                    }
-                    None => return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), None)),
-                }
-            }
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::stream;
-    use tollgate_core::ports::ProviderError;
     use tollgate_openai::Usage;
 
     fn chunk(choices: bool, usage: bool) -> ChatCompletionChunk {
@@ -144,44 +277,26 @@ mod tests {
         .unwrap()
     }
 
-    async fn collect(
-        items: Vec<Result<ChatCompletionChunk, ProviderError>>,
-        keep_usage: bool,
-    ) -> String {
-        let s: ChunkStream = Box::pin(stream::iter(items));
-        let parts: Vec<_> = sse_events(s, "fast".into(), keep_usage).collect().await;
-        parts
-            .into_iter()
-            .map(|b| String::from_utf8(b.unwrap().to_vec()).unwrap())
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn usage_is_stripped_unless_asked_and_model_is_public() {
-        let items = || {
-            vec![
-                Ok(chunk(true, false)),
-                Ok(chunk(true, true)),
-                Ok(chunk(false, true)),
-            ]
-        };
-        let out = collect(items(), false).await;
-        assert_eq!(out.matches("data: ").count(), 3, "{out}");
-        assert!(!out.contains("usage"), "{out}");
-        assert!(!out.contains("upstream-name") && out.contains("\"model\":\"fast\""));
-        assert!(out.ends_with("data: [DONE]\n\n"));
-        let kept = collect(items(), true).await;
-        assert_eq!(kept.matches("\"usage\"").count(), 2, "{kept}");
-    }
-
-    #[tokio::test]
-    async fn a_mid_stream_failure_ends_with_an_error_event_not_done() {
-        let out = collect(
-            vec![Ok(chunk(true, false)), Err(ProviderError::Timeout)],
-            false,
-        )
-        .await;
-        assert!(out.contains("\"type\":\"upstream_error\""), "{out}");
-        assert!(!out.contains("[DONE]"));
+    #[test]
+    fn usage_is_stripped_unless_asked_and_model_is_public() {
+        assert!(
+            for_client(chunk(false, true), "fast", false).is_none(),
+            "usage-only chunk dropped"
+        );
+        let kept = for_client(chunk(true, true), "fast", false).unwrap();
+        assert_eq!((kept.model.as_str(), kept.usage.is_none()), ("fast", true));
+        assert!(
+            for_client(chunk(false, true), "fast", true)
+                .unwrap()
+                .usage
+                .is_some()
+        );
+        assert!(
+            for_client(chunk(true, true), "fast", true)
+                .unwrap()
+                .usage
+                .is_some()
+        );
+        assert!(has_content(&chunk(true, false)) && !has_content(&chunk(false, true)));
     }
 }

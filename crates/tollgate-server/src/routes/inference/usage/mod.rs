@@ -1,0 +1,3 @@
+//! `/v1/usage`: the calling project's usage.
+
+pub mod get;

@@ -1,0 +1,3 @@
+//! `/v1/organization/credits`: the tenant's balance and ledger.
+
+pub mod get;

@@ -1,0 +1,3 @@
+//! `/v1/organization/usage`: the tenant's usage.
+
+pub mod get;

@@ -1,0 +1,123 @@
+//! Usage reports: `since`, `until` and `group_by` from the query string, totals from the store, buckets per UTC
+//! day or one for the whole window.
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::objects::{UsageBucketObject, UsagePageObject, UsageResultObject};
+use serde::Deserialize;
+use tollgate_core::credits::{UsageGrouping, UsageQuery};
+use tollgate_core::tenant::Timestamp;
+
+const DAY: i64 = 86_400;
+/// The default window: the last 30 days.
+const DEFAULT_WINDOW: i64 = 30 * DAY;
+/// The most daily buckets one report may have.
+const MAX_DAYS: i64 = 366;
+
+/// The raw query string (`?since=…&until=…&group_by=…`), parsed here so each bad value names its parameter.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UsageParams {
+    since: Option<String>,
+    until: Option<String>,
+    group_by: Option<String>,
+}
+
+fn seconds(raw: Option<&str>, param: &str, default: Timestamp) -> Result<Timestamp, ApiError> {
+    match raw {
+        None | Some("") => Ok(default),
+        Some(s) => s
+            .parse::<Timestamp>()
+            .ok()
+            .filter(|t| *t >= 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("{param} must be Unix seconds"), Some(param))
+            }),
+    }
+}
+
+fn grouping(raw: Option<&str>) -> Result<UsageGrouping, ApiError> {
+    let mut group = UsageGrouping::default();
+    for field in raw
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+    {
+        match field {
+            "day" => group.day = true,
+            "model" => group.model = true,
+            "project" => group.project = true,
+            "key" => group.key = true,
+            other => {
+                return Err(ApiError::bad_request(
+                    format!(
+                        "group_by: unknown field '{}'; use any of day, model, project, key",
+                        super::excerpt(other)
+                    ),
+                    Some("group_by"),
+                ));
+            }
+        }
+    }
+    Ok(group)
+}
+
+/// The usage of a tenant, or of one of its projects.
+pub async fn report(
+    app: &App,
+    tenant_id: &str,
+    project_id: Option<&str>,
+    params: &UsageParams,
+) -> Result<UsagePageObject, ApiError> {
+    // `until` is exclusive: by default the end of the current second, so what just happened is included.
+    let now = app.clock.now();
+    let until = seconds(params.until.as_deref(), "until", now + 1)?;
+    let since = seconds(
+        params.since.as_deref(),
+        "since",
+        until.saturating_sub(DEFAULT_WINDOW).max(0),
+    )?;
+    if since >= until {
+        return Err(ApiError::bad_request(
+            "since must be before until",
+            Some("since"),
+        ));
+    }
+    let group = grouping(params.group_by.as_deref())?;
+    let first_day = since - since.rem_euclid(DAY);
+    if group.day && (until - first_day) > MAX_DAYS * DAY {
+        return Err(ApiError::bad_request(
+            format!("grouped by day, a report covers at most {MAX_DAYS} days"),
+            Some("since"),
+        ));
+    }
+    let totals = app
+        .store
+        .usage(&UsageQuery {
+            tenant_id: tenant_id.to_owned(),
+            project_id: project_id.map(str::to_owned),
+            since,
+            until,
+            group,
+        })
+        .await?;
+    if !group.day {
+        let results = totals.iter().map(UsageResultObject::from).collect();
+        return Ok(UsagePageObject::new(vec![UsageBucketObject::new(
+            since, until, results,
+        )]));
+    }
+    let buckets = (0..)
+        .map(|n| first_day + n * DAY)
+        .take_while(|day| *day < until)
+        .map(|day| {
+            let results = totals
+                .iter()
+                .filter(|t| t.day == Some(day))
+                .map(UsageResultObject::from)
+                .collect();
+            UsageBucketObject::new(day.max(since), (day + DAY).min(until), results)
+        })
+        .collect();
+    Ok(UsagePageObject::new(buckets))
+}
