@@ -1,0 +1,244 @@
+//! A charge that was acknowledged survives `kill -9`: the real binary, a real SQLite file, the mock upstream as a
+//! process. Requests are in flight when the server is killed; after a restart on the same database, every answered
+//! request is in the ledger and the usage, none twice, and ledger and balance agree.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test setup: a failing step should stop the test"
+)]
+
+use serde_json::{Value, json};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+const OPERATOR: &str = "crash-test-operator";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(args: &[&str], config: Option<&Path>) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(config) = config {
+        command
+            .arg("--config")
+            .arg(config)
+            .env("TOLLGATE_OPERATOR_TOKEN", OPERATOR);
+    }
+    command.spawn().expect("start tollgate")
+}
+
+async fn wait_healthy(http: &reqwest::Client, url: &str) {
+    for _ in 0..400 {
+        if http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{url} did not become healthy");
+}
+
+async fn json(response: reqwest::Response, status: u16) -> Value {
+    let got = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(got, status, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn acknowledged_charges_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mock_port, port) = (free_port(), free_port());
+    let mut mock = spawn(
+        &[
+            "mock-upstream",
+            "--listen",
+            &format!("127.0.0.1:{mock_port}"),
+        ],
+        None,
+    );
+    let config = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+listen = "127.0.0.1:{port}"
+database_url = "sqlite://{}/data/tollgate.db"
+
+[[providers]]
+id = "mock"
+kind = "openai"
+base_url = "http://127.0.0.1:{mock_port}/v1"
+
+[[models]]
+id = "fast"
+provider = "mock"
+upstream_model = "mock-model"
+input_cents_per_million_tokens = 15
+output_cents_per_million_tokens = 60
+"#,
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut server = spawn(&["serve"], Some(&config));
+    wait_healthy(&http, &format!("http://127.0.0.1:{mock_port}/healthz")).await;
+    wait_healthy(&http, &format!("{base}/healthz")).await;
+
+    let created = json(
+        http.post(format!("{base}/operator/v1/tenants"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"name": "Crash", "plan": "pro", "owner_email": "c@example.com"}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let tenant = created["tenant"]["id"].as_str().unwrap().to_owned();
+    let admin = created["admin_key"]["value"].as_str().unwrap().to_owned();
+    let project = created["project"]["id"].as_str().unwrap();
+    json(
+        http.post(format!("{base}/operator/v1/tenants/{tenant}/credits"))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"amount_cents": 100}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let key = json(
+        http.post(format!(
+            "{base}/v1/organization/projects/{project}/api_keys"
+        ))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "load"}))
+        .send()
+        .await
+        .unwrap(),
+        201,
+    )
+    .await["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // 8 workers send requests back to back (each waits 20 ms upstream); the server dies after 40 answers.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let body = json!({"model": "fast", "messages": [{"role": "user", "content": "mock:latency=20 crash"}]});
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url, key, body) = (
+                http.clone(),
+                format!("{base}/v1/chat/completions"),
+                key.clone(),
+                body.clone(),
+            );
+            let (answered, sent) = (Arc::clone(&answered), Arc::clone(&sent));
+            tokio::spawn(async move {
+                loop {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    let Ok(response) = http.post(&url).bearer_auth(&key).json(&body).send().await
+                    else {
+                        return; // the server is gone
+                    };
+                    assert_eq!(response.status(), 200);
+                    // Answered means the whole body arrived.
+                    if response.bytes().await.is_err() {
+                        return;
+                    }
+                    answered.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    while answered.load(Ordering::SeqCst) < 40 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    server.kill().unwrap(); // SIGKILL: no drain, no shutdown hook
+    server.wait().unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let (answered, sent) = (answered.load(Ordering::SeqCst), sent.load(Ordering::SeqCst));
+
+    let mut server = spawn(&["serve"], Some(&config));
+    wait_healthy(&http, &format!("{base}/healthz")).await;
+    let usage = json(
+        http.get(format!("{base}/v1/organization/usage"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let recorded = usage["data"][0]["results"][0]["requests"].as_u64().unwrap() as usize;
+    assert!(
+        recorded >= answered,
+        "{answered} answered but only {recorded} recorded"
+    );
+    assert!(
+        recorded <= sent,
+        "{recorded} recorded of {sent} sent: something was counted twice"
+    );
+    let credits = json(
+        http.get(format!("{base}/v1/organization/credits?limit=100"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    // Each request cost 2×15 + 9×60 = 570 µ¢; the ledger holds one charge per recorded request.
+    let mut charges = 0;
+    let mut page = credits.clone();
+    loop {
+        let entries = page["ledger"]["data"].as_array().unwrap().clone();
+        charges += entries.iter().filter(|e| e["kind"] == "charge").count();
+        if !page["ledger"]["has_more"].as_bool().unwrap() {
+            break;
+        }
+        let after = page["ledger"]["last_id"].as_str().unwrap();
+        let url = format!("{base}/v1/organization/credits?limit=100&after={after}");
+        page = json(http.get(url).bearer_auth(&admin).send().await.unwrap(), 200).await;
+    }
+    assert_eq!(charges, recorded);
+    let expected = (100_000_000 - 570 * recorded as i64) as f64 / 1e6;
+    assert_eq!(credits["balance_cents"].as_f64().unwrap(), expected);
+    // Holds of the killed requests did not survive: the whole balance is available again.
+    let after_restart = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after_restart.status(), 200);
+
+    server.kill().unwrap();
+    mock.kill().unwrap();
+    let _ = (server.wait(), mock.wait());
+}
