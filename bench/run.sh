@@ -64,6 +64,11 @@ created="$(curl -fs -X POST "http://127.0.0.1:$PORT/operator/v1/tenants" \
   -d '{"name":"Bench","plan":"enterprise","owner_email":"bench@example.com"}')"
 admin="$(echo "$created" | json_field 'd["admin_key"]["value"]')"
 project="$(echo "$created" | json_field 'd["project"]["id"]')"
+tenant="$(echo "$created" | json_field 'd["tenant"]["id"]')"
+# Enough credit that no request is refused: every request is held, charged and recorded as in production.
+curl -fs -X POST "http://127.0.0.1:$PORT/operator/v1/tenants/$tenant/credits" \
+  -H "Authorization: Bearer bench-operator-token" -H "Content-Type: application/json" \
+  -d '{"amount_cents":100000000,"reason":"bench"}' >/dev/null
 key="$(curl -fs -X POST "http://127.0.0.1:$PORT/v1/organization/projects/$project/api_keys" \
   -H "Authorization: Bearer $admin" -H "Content-Type: application/json" -d '{"name":"bench"}' \
   | json_field 'd["value"]')"

@@ -85,3 +85,22 @@ def test_a_revoked_key_fails_on_its_next_request(server, tenant):
     with pytest.raises(openai.AuthenticationError) as err:
         c.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
     assert "API key revoked" in str(err.value)
+
+
+def test_an_unfunded_tenant_gets_a_402_the_sdk_can_read(server):
+    from conftest import OPERATOR_TOKEN
+
+    created = httpx.post(
+        f"{server}/operator/v1/tenants",
+        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+        json={"name": "Broke", "plan": "free", "owner_email": "broke@example.com"},
+    ).json()
+    key = new_project_key(server, created["admin_key"]["value"], created["project"]["id"], "broke")
+    c = openai.OpenAI(base_url=f"{server}/v1", api_key=key["value"], max_retries=0)
+    with pytest.raises(openai.APIStatusError) as err:
+        c.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.status_code == 402
+    assert err.value.body["type"] == "insufficient_balance"
+    assert err.value.body["details"]["balance_before_cents"] == 0
+    # The free model still answers.
+    assert c.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])

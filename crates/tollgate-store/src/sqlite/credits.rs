@@ -4,14 +4,16 @@
 use super::rows::{self, fetch_limit};
 use super::{SqliteStore, db_error};
 use async_trait::async_trait;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use std::collections::BTreeMap;
 use tollgate_core::credits::{Balance, LedgerEntry, LedgerKind, Settlement};
 use tollgate_core::id;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{CreditStore, Page, PageRequest, StoreError};
 use tollgate_core::tenant::Timestamp;
 
-/// Moves `amount` into or out of the tenant's balance and appends the ledger entry, inside `tx`.
+/// Adds a grant or adjustment to the tenant's balance (and to what it was granted) and appends its ledger entry,
+/// inside `tx`. Charges go through [`settle_batch`].
 async fn append(
     tx: &mut Transaction<'_, Sqlite>,
     tenant_id: &str,
@@ -20,20 +22,11 @@ async fn append(
     reason: Option<&str>,
     at: Timestamp,
 ) -> Result<LedgerEntry, StoreError> {
-    // A charge only ever meets an existing row (it is never above the balance); SQLite checks an upsert's insert
-    // values against the CHECK before it sees the conflict, so a charge is a plain update.
-    let query = if kind == LedgerKind::Charge {
-        sqlx::query(
-            "UPDATE credit_balances SET balance_micros = balance_micros + ?2 WHERE tenant_id = ?1 \
-             RETURNING balance_micros",
-        )
-    } else {
-        sqlx::query(
-            "INSERT INTO credit_balances (tenant_id, balance_micros, granted_micros) VALUES (?1, ?2, ?2) \
-             ON CONFLICT (tenant_id) DO UPDATE SET balance_micros = balance_micros + ?2, \
-             granted_micros = granted_micros + ?2 RETURNING balance_micros",
-        )
-    };
+    let query = sqlx::query(
+        "INSERT INTO credit_balances (tenant_id, balance_micros, granted_micros) VALUES (?1, ?2, ?2) \
+         ON CONFLICT (tenant_id) DO UPDATE SET balance_micros = balance_micros + ?2, \
+         granted_micros = granted_micros + ?2 RETURNING balance_micros",
+    );
     let balance_after: i64 = query
         .bind(tenant_id)
         .bind(amount.get())
@@ -67,6 +60,9 @@ async fn append(
     Ok(entry)
 }
 
+/// Rows per multi-row `INSERT`, well under SQLite's limit of bound variables.
+const ROWS_PER_INSERT: usize = 200;
+
 /// The tenant's balance inside `tx` (zero without a row).
 async fn balance_in(
     tx: &mut Transaction<'_, Sqlite>,
@@ -82,55 +78,106 @@ async fn balance_in(
         .map(Option::unwrap_or_default)
 }
 
-/// Settles one request inside `tx`; returns what was charged.
-async fn settle_one(
+/// Settles a batch inside `tx` with a handful of statements whatever its size: one balance read and write per
+/// tenant, multi-row inserts for ledger and usage, one `last_used_at` write per key. Returns what each request was
+/// charged, in order.
+async fn settle_batch(
     tx: &mut Transaction<'_, Sqlite>,
-    s: &Settlement,
-) -> Result<Micros, StoreError> {
-    // Holds make a charge above the balance impossible; if an estimate was ever short, the balance stops at zero.
-    let charged = if s.cost > Micros::ZERO {
-        let balance = balance_in(tx, &s.tenant_id).await?;
-        let charged = s.cost.min(balance);
-        if charged > Micros::ZERO {
-            append(
-                tx,
-                &s.tenant_id,
-                LedgerKind::Charge,
-                Micros(-charged.get()),
-                Some(&s.request_id),
-                s.at,
-            )
-            .await?;
+    batch: &[Settlement],
+) -> Result<Vec<Micros>, StoreError> {
+    let mut balances: BTreeMap<&str, (Micros, bool)> = BTreeMap::new();
+    for s in batch {
+        if s.cost > Micros::ZERO && !balances.contains_key(s.tenant_id.as_str()) {
+            balances.insert(&s.tenant_id, (balance_in(tx, &s.tenant_id).await?, false));
         }
-        charged
-    } else {
-        Micros::ZERO
-    };
-    sqlx::query(
-        "INSERT INTO usage_records (id, request_id, tenant_id, project_id, key_id, model, prompt_tokens, \
-         completion_tokens, cost_micros, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(id::new_id(id::USAGE))
-    .bind(&s.request_id)
-    .bind(&s.tenant_id)
-    .bind(&s.project_id)
-    .bind(&s.key_id)
-    .bind(&s.model)
-    .bind(i64::try_from(s.prompt_tokens).unwrap_or(i64::MAX))
-    .bind(i64::try_from(s.completion_tokens).unwrap_or(i64::MAX))
-    .bind(charged.get())
-    .bind(s.at)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
-    sqlx::query(
-        "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
-    )
-    .bind(s.at)
-    .bind(&s.key_id)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
+    }
+    let mut charged = Vec::with_capacity(batch.len());
+    let mut ledger = Vec::new();
+    for s in batch {
+        // Holds make a charge above the balance impossible; if an estimate was ever short, the balance stops at
+        // zero.
+        let charge = match balances.get_mut(s.tenant_id.as_str()) {
+            Some((balance, changed)) if s.cost > Micros::ZERO => {
+                let charge = s.cost.min(*balance);
+                if charge > Micros::ZERO {
+                    *balance = balance.minus(charge);
+                    *changed = true;
+                    ledger.push(LedgerEntry {
+                        id: id::new_id(id::LEDGER_ENTRY),
+                        tenant_id: s.tenant_id.clone(),
+                        kind: LedgerKind::Charge,
+                        amount: Micros(-charge.get()),
+                        balance_after: *balance,
+                        reason: Some(s.request_id.clone()),
+                        created_at: s.at,
+                    });
+                }
+                charge
+            }
+            _ => Micros::ZERO,
+        };
+        charged.push(charge);
+    }
+    for (tenant_id, (balance, changed)) in &balances {
+        if *changed {
+            sqlx::query("UPDATE credit_balances SET balance_micros = ? WHERE tenant_id = ?")
+                .bind(balance.get())
+                .bind(tenant_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        }
+    }
+    for rows in ledger.chunks(ROWS_PER_INSERT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO ledger_entries (id, tenant_id, kind, amount_micros, balance_after_micros, reason, created_at) ",
+        );
+        insert.push_values(rows, |mut row, e| {
+            row.push_bind(&e.id)
+                .push_bind(&e.tenant_id)
+                .push_bind(e.kind.as_str())
+                .push_bind(e.amount.get())
+                .push_bind(e.balance_after.get())
+                .push_bind(&e.reason)
+                .push_bind(e.created_at);
+        });
+        insert.build().execute(&mut **tx).await.map_err(db_error)?;
+    }
+    let settled: Vec<(&Settlement, Micros)> = batch.iter().zip(charged.iter().copied()).collect();
+    for rows in settled.chunks(ROWS_PER_INSERT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO usage_records (id, request_id, tenant_id, project_id, key_id, model, prompt_tokens, \
+             completion_tokens, cost_micros, created_at) ",
+        );
+        insert.push_values(rows, |mut row, (s, charge)| {
+            row.push_bind(id::new_id(id::USAGE))
+                .push_bind(&s.request_id)
+                .push_bind(&s.tenant_id)
+                .push_bind(&s.project_id)
+                .push_bind(&s.key_id)
+                .push_bind(&s.model)
+                .push_bind(i64::try_from(s.prompt_tokens).unwrap_or(i64::MAX))
+                .push_bind(i64::try_from(s.completion_tokens).unwrap_or(i64::MAX))
+                .push_bind(charge.get())
+                .push_bind(s.at);
+        });
+        insert.build().execute(&mut **tx).await.map_err(db_error)?;
+    }
+    let mut last_used: BTreeMap<&str, Timestamp> = BTreeMap::new();
+    for s in batch {
+        let at = last_used.entry(&s.key_id).or_insert(s.at);
+        *at = (*at).max(s.at);
+    }
+    for (key_id, at) in last_used {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+        )
+        .bind(at)
+        .bind(key_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    }
     Ok(charged)
 }
 
@@ -194,15 +241,15 @@ impl CreditStore for SqliteStore {
     }
 
     async fn settle(&self, batch: &[Settlement]) -> Result<Vec<Micros>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;
-        let mut charged = Vec::with_capacity(batch.len());
-        for s in batch {
-            charged.push(settle_one(&mut tx, s).await?);
-        }
+        let charged = settle_batch(&mut tx, batch).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(charged)
     }
