@@ -10,6 +10,7 @@
 //! | `mock:words=N` | reply with exactly `N` words |
 //! | `mock:chunks=N` | stream the reply in `N` content chunks |
 //! | `mock:fail_after=N` | stream `N` content chunks, then cut the connection without `[DONE]` |
+//! | `mock:chunk_delay=MS` | wait `MS` before each streamed content chunk |
 //!
 //! `GET /mock/requests/last` returns the last chat request's headers and body, so tests can see what an upstream
 //! received.
@@ -160,6 +161,7 @@ struct Knobs {
     words: Option<usize>,
     chunks: Option<usize>,
     fail_after: Option<usize>,
+    chunk_delay_ms: Option<u64>,
 }
 
 impl Knobs {
@@ -176,6 +178,7 @@ impl Knobs {
                 "words" => k.words = value.parse().ok(),
                 "chunks" => k.chunks = value.parse().ok(),
                 "fail_after" => k.fail_after = value.parse().ok(),
+                "chunk_delay" => k.chunk_delay_ms = value.parse().ok(),
                 _ => {}
             }
         }
@@ -366,7 +369,14 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
             Err(std::io::Error::other("mock: connection cut on request"))
         })
     });
-    let body = futures::stream::iter(frames).chain(futures::stream::iter(cut).flatten());
+    let delay = Duration::from_millis(knobs.chunk_delay_ms.unwrap_or(0));
+    let frames = futures::stream::iter(frames).then(move |frame| async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        frame
+    });
+    let body = frames.chain(futures::stream::iter(cut).flatten());
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -420,5 +430,6 @@ mod tests {
             (Some(503), Some(20), Some(3), Some(2), Some(1))
         );
         assert!(Knobs::parse("mock:fail=abc").fail.is_none());
+        assert_eq!(Knobs::parse("mock:chunk_delay=15").chunk_delay_ms, Some(15));
     }
 }

@@ -233,3 +233,48 @@ async fn the_balance_never_goes_below_zero_under_concurrent_requests() {
     assert_eq!(charges, n);
     assert!(after["balance_cents"].as_f64().unwrap() >= 0.0);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_is_charged_for_what_the_upstream_produced() {
+    let app = TestApp::start().await;
+    let t = app.funded_tenant("pro", 10).await;
+    // Nine content chunks, 100 ms apart: the client reads the first event and hangs up.
+    let mut body = TestApp::chat_body("fast", "mock:chunk_delay=100 mock:chunks=9");
+    body["stream"] = json!(true);
+    let mut response = chat(&app, &t, body).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.chunk().await.unwrap().is_some());
+    drop(response);
+    // The upstream is read to its end and its usage charged: 2 prompt words × 15 + 9 × 60 = 570 µ¢.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = credits(&app, &t).await.1;
+        if text.contains(r#""kind":"charge""#) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(text.contains(r#""amount_cents":-0.00057,"#), "{text}");
+}
+
+#[tokio::test]
+async fn a_stream_the_upstream_cuts_is_charged_for_the_output_it_produced() {
+    let app = TestApp::start().await;
+    let t = app.funded_tenant("pro", 10).await;
+    let text = "mock:fail_after=2 mock:words=10";
+    let mut body = TestApp::chat_body("fast", text);
+    body["stream"] = json!(true);
+    let events = chat(&app, &t, body).await.text().await.unwrap();
+    assert!(
+        events.contains("upstream_error") && !events.contains("[DONE]"),
+        "{events}"
+    );
+    // No usage chunk came: the prompt is charged at its bound (31 bytes + 4 + 3 = 38 tokens × 15) and each of
+    // the 2 content chunks as one token of output (× 60): 690 µ¢.
+    let (_, credits_text) = credits(&app, &t).await;
+    assert!(
+        credits_text.contains(r#""amount_cents":-0.00069,"#),
+        "{credits_text}"
+    );
+    assert_eq!(text.len(), 31);
+}
