@@ -269,6 +269,17 @@ impl TestApp {
         }
     }
 
+    /// Creates a project through the management API and returns its object.
+    pub async fn create_project(&self, admin_key: &str, name: &str) -> Value {
+        let body = json!({ "name": name });
+        json_of(
+            self.post("/v1/organization/projects", admin_key, &body)
+                .await,
+            201,
+        )
+        .await
+    }
+
     /// Creates a project key through the management API and returns its object (with `value`).
     pub async fn create_project_key(
         &self,

@@ -56,6 +56,10 @@ async fn wait_healthy(http: &reqwest::Client, url: &str) {
     panic!("{url} did not become healthy");
 }
 
+async fn get(http: &reqwest::Client, url: String, key: &str) -> Value {
+    json(http.get(url).bearer_auth(key).send().await.unwrap(), 200).await
+}
+
 async fn json(response: reqwest::Response, status: u16) -> Value {
     let got = response.status().as_u16();
     let text = response.text().await.unwrap();
@@ -186,15 +190,7 @@ output_cents_per_million_tokens = 60
 
     let mut server = spawn(&["serve"], Some(&config));
     wait_healthy(&http, &format!("{base}/healthz")).await;
-    let usage = json(
-        http.get(format!("{base}/v1/organization/usage"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let usage = get(&http, format!("{base}/v1/organization/usage"), &admin).await;
     let recorded = usage["data"][0]["results"][0]["requests"].as_u64().unwrap() as usize;
     assert!(
         recorded >= answered,
@@ -204,13 +200,10 @@ output_cents_per_million_tokens = 60
         recorded <= sent,
         "{recorded} recorded of {sent} sent: something was counted twice"
     );
-    let credits = json(
-        http.get(format!("{base}/v1/organization/credits?limit=100"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap(),
-        200,
+    let credits = get(
+        &http,
+        format!("{base}/v1/organization/credits?limit=100"),
+        &admin,
     )
     .await;
     // Each request cost 2×15 + 9×60 = 570 µ¢; the ledger holds one charge per recorded request.
@@ -224,7 +217,7 @@ output_cents_per_million_tokens = 60
         }
         let after = page["ledger"]["last_id"].as_str().unwrap();
         let url = format!("{base}/v1/organization/credits?limit=100&after={after}");
-        page = json(http.get(url).bearer_auth(&admin).send().await.unwrap(), 200).await;
+        page = get(&http, url, &admin).await;
     }
     assert_eq!(charges, recorded);
     let expected = (100_000_000 - 570 * recorded as i64) as f64 / 1e6;

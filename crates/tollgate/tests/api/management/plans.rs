@@ -48,16 +48,7 @@ async fn the_key_limit_is_a_403_naming_the_plan_and_nothing_is_created() {
     let list = json_of(app.get(&keys, &t.admin_key).await, 200).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
     // Keys in other projects count too.
-    let sandbox = json_of(
-        app.post(
-            "/v1/organization/projects",
-            &t.admin_key,
-            &json!({"name": "S"}),
-        )
-        .await,
-        201,
-    )
-    .await;
+    let sandbox = app.create_project(&t.admin_key, "S").await;
     let other = format!(
         "/v1/organization/projects/{}/api_keys",
         sandbox["id"].as_str().unwrap()

@@ -11,16 +11,7 @@ async fn usage(app: &TestApp, path: &str, key: &str) -> Value {
 async fn usage_is_reported_per_group_for_the_tenant_and_per_project() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;
-    let sandbox = json_of(
-        app.post(
-            "/v1/organization/projects",
-            &t.admin_key,
-            &json!({"name": "S"}),
-        )
-        .await,
-        201,
-    )
-    .await;
+    let sandbox = app.create_project(&t.admin_key, "S").await;
     let sandbox_key = app
         .create_project_key(
             &t.admin_key,
