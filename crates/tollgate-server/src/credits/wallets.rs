@@ -3,9 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tollgate_core::credits::Balance;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{Store, StoreError};
+
+/// Before refusing a hold, a wallet re-reads the store for grants made elsewhere, at most this often.
+const REREAD_AFTER: Duration = Duration::from_secs(1);
 
 /// A tenant's money as this node sees it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -16,6 +20,8 @@ struct Wallet {
     granted: Micros,
     /// Held by requests in flight.
     held: Micros,
+    /// When the store was last read for this wallet.
+    read_at: Option<Instant>,
 }
 
 impl Wallet {
@@ -25,6 +31,7 @@ impl Wallet {
 
     /// Takes in grants made since this wallet last looked (never charges: only this node charges).
     fn catch_up(&mut self, stored: Balance) {
+        self.read_at = Some(Instant::now());
         if stored.granted > self.granted {
             self.balance = self.balance.plus(stored.granted.minus(self.granted));
             self.granted = stored.granted;
@@ -75,6 +82,7 @@ impl Wallets {
                 balance: stored.balance,
                 granted: stored.granted,
                 held: Micros::ZERO,
+                read_at: None,
             })
             .catch_up(stored);
         Ok(())
@@ -112,6 +120,8 @@ impl Wallets {
         }
         match self.try_hold(tenant_id, cost) {
             Some(Ok(())) => return Ok(held()),
+            // A tenant that keeps asking with too little balance does not turn every refusal into a store read.
+            Some(Err(refused)) if self.read_recently(tenant_id) => return Err(refused),
             Some(Err(_)) | None => self.refresh(store, tenant_id).await?,
         }
         match self.try_hold(tenant_id, cost) {
@@ -121,6 +131,13 @@ impl Wallets {
                 "wallet vanished".to_owned(),
             ))),
         }
+    }
+
+    fn read_recently(&self, tenant_id: &str) -> bool {
+        self.with(tenant_id, |w| {
+            w.read_at.is_some_and(|at| at.elapsed() < REREAD_AFTER)
+        })
+        .unwrap_or(false)
     }
 
     /// The tenant's balance less holds in flight, as this node sees it.
@@ -181,6 +198,7 @@ mod tests {
                 balance: Micros(balance),
                 granted: Micros(balance),
                 held: Micros::ZERO,
+                read_at: None,
             },
         );
         w

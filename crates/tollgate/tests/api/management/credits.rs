@@ -278,3 +278,27 @@ async fn a_stream_the_upstream_cuts_is_charged_for_the_output_it_produced() {
     );
     assert_eq!(text.len(), 31);
 }
+
+#[tokio::test]
+async fn credits_granted_by_another_process_are_picked_up() {
+    use tollgate_core::money::Micros;
+    let app = TestApp::start().await;
+    let t = app.funded_tenant("pro", 0).await;
+    error_of(chat(&app, &t, TestApp::chat_body("fast", "hi")).await, 402).await;
+    // The CLI writes to the same database, behind the server's back.
+    let now = app.clock_now();
+    app.state
+        .store
+        .grant(&t.id, Micros(1_000_000), Some("cli"), now)
+        .await
+        .unwrap()
+        .unwrap();
+    // A refusal re-reads the store at most once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(
+        chat(&app, &t, TestApp::chat_body("fast", "hi"))
+            .await
+            .status(),
+        200
+    );
+}
