@@ -1,0 +1,116 @@
+//! The command line against a temporary SQLite database: the same rules as the HTTP API, objects as JSON.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test setup: a failing step should stop the test"
+)]
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tollgate(db_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .env(
+            "TOLLGATE_DATABASE_URL",
+            format!("sqlite://{}/t.db", db_dir.display()),
+        )
+        .env_remove("TOLLGATE_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn json(db_dir: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = tollgate(db_dir, &all);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn tenants_credits_and_keys_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(json(d, &["migrate"])["applied"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        json(d, &["migrate"])["applied"],
+        0,
+        "running it again is harmless"
+    );
+
+    let created = json(
+        d,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Acme",
+            "--plan",
+            "pro",
+            "--owner-email",
+            "o@acme.io",
+        ],
+    );
+    let tenant = created["tenant"]["id"].as_str().unwrap();
+    let project = created["project"]["id"].as_str().unwrap();
+    assert!(
+        created["admin_key"]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("sk_admin_")
+    );
+
+    let credits = json(
+        d,
+        &[
+            "credits", "grant", "--tenant", tenant, "--cents", "1500", "--reason", "welcome",
+        ],
+    );
+    assert_eq!(credits["balance_cents"], 1500);
+    assert_eq!(credits["ledger"]["data"][0]["reason"], "welcome");
+
+    let key = json(d, &["key", "create", "--project", project, "--name", "ci"]);
+    let value = key["value"].as_str().unwrap();
+    let id = key["id"].as_str().unwrap();
+    let found = json(d, &["key", "lookup", value]);
+    assert_eq!(
+        (found["tenant_id"].as_str(), found["key"]["status"].as_str()),
+        (Some(tenant), Some("active"))
+    );
+    assert_eq!(json(d, &["key", "revoke", id])["status"], "revoked");
+    assert_eq!(
+        json(d, &["key", "lookup", value])["key"]["status"],
+        "revoked"
+    );
+
+    // Mistakes are errors with a message and a failing exit code, not panics.
+    for bad in [
+        vec!["credits", "grant", "--tenant", tenant, "--cents", "0"],
+        vec!["credits", "grant", "--tenant", "org_nope", "--cents", "5"],
+        vec![
+            "tenant",
+            "create",
+            "--name",
+            "X",
+            "--plan",
+            "platinum",
+            "--owner-email",
+            "x@y.io",
+        ],
+        vec!["key", "create", "--project", "proj_nope", "--name", "x"],
+        vec!["key", "lookup", "sk_live_not-a-key"],
+    ] {
+        let out = tollgate(d, &bad);
+        assert!(!out.status.success(), "{bad:?} succeeded");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.is_empty() && !stderr.contains("panicked"),
+            "{bad:?}: {stderr}"
+        );
+    }
+}
