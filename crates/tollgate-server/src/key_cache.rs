@@ -13,7 +13,10 @@ use tollgate_core::ports::{Store, StoreError};
 use tollgate_core::tenant::Principal;
 
 const CAPACITY: u64 = 100_000;
-const KNOWN_TTL: Duration = Duration::from_secs(30);
+/// How long a change made outside this process (a `tollgate key revoke` from the CLI) can go unseen: one store
+/// read per active key per period is cheap, and 5 s bounds the window of a revoked key.
+const KNOWN_TTL: Duration = Duration::from_secs(5);
+/// Unknown digests stay unknown longer: new keys have fresh random digests that were never cached as unknown.
 const UNKNOWN_TTL: Duration = Duration::from_secs(30);
 
 /// Cached principals and known-unknown digests. Cheap to share behind `Arc`; moka's caches lock internally per
