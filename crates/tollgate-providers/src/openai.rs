@@ -27,7 +27,8 @@ pub enum OpenAiProviderError {
 #[derive(Debug, Clone)]
 pub struct OpenAiProvider {
     client: reqwest::Client,
-    chat_url: String,
+    /// Parsed once: parsing (with IDNA) per request showed in profiles.
+    chat_url: reqwest::Url,
     authorization: Option<HeaderValue>,
     timeout: Duration,
 }
@@ -61,7 +62,11 @@ impl OpenAiProvider {
             .map_err(|e| OpenAiProviderError::Client(e.to_string()))?;
         Ok(Self {
             client,
-            chat_url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            chat_url: reqwest::Url::parse(&format!(
+                "{}/chat/completions",
+                base_url.trim_end_matches('/')
+            ))
+            .map_err(|_| OpenAiProviderError::BaseUrl)?,
             authorization,
             timeout,
         })
@@ -72,7 +77,7 @@ impl OpenAiProvider {
         request: &ChatCompletionRequest,
         whole_body_timeout: bool,
     ) -> Result<reqwest::Response, ProviderError> {
-        let mut builder = self.client.post(&self.chat_url).json(request);
+        let mut builder = self.client.post(self.chat_url.clone()).json(request);
         if let Some(auth) = &self.authorization {
             builder = builder.header(AUTHORIZATION, auth.clone());
         }
@@ -188,7 +193,7 @@ mod tests {
             Err(OpenAiProviderError::ApiKey)
         ));
         let p = OpenAiProvider::new("http://127.0.0.1:9/v1/", None, t).unwrap();
-        assert_eq!(p.chat_url, "http://127.0.0.1:9/v1/chat/completions");
+        assert_eq!(p.chat_url.as_str(), "http://127.0.0.1:9/v1/chat/completions");
     }
 
     #[tokio::test]
