@@ -193,7 +193,10 @@ mod tests {
             Err(OpenAiProviderError::ApiKey)
         ));
         let p = OpenAiProvider::new("http://127.0.0.1:9/v1/", None, t).unwrap();
-        assert_eq!(p.chat_url.as_str(), "http://127.0.0.1:9/v1/chat/completions");
+        assert_eq!(
+            p.chat_url.as_str(),
+            "http://127.0.0.1:9/v1/chat/completions"
+        );
     }
 
     #[tokio::test]
