@@ -13,6 +13,9 @@ const DAY: i64 = 86_400;
 const DEFAULT_WINDOW: i64 = 30 * DAY;
 /// The most daily buckets one report may have.
 const MAX_DAYS: i64 = 366;
+/// The latest instant a window may name: 9999-12-31T23:59:59Z + 1 s. Far past any real usage, and small enough that
+/// every sum below stays far from `i64::MAX`.
+const MAX_TIMESTAMP: Timestamp = 253_402_300_800;
 
 /// The raw query string (`?since=…&until=…&group_by=…`), parsed here so each bad value names its parameter.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -22,15 +25,20 @@ pub struct UsageParams {
     group_by: Option<String>,
 }
 
+/// A window bound: Unix seconds from 0 to [`MAX_TIMESTAMP`]; anything else (negative, past the year 9999, past
+/// `i64`, not a number) is a 400 naming the parameter.
 fn seconds(raw: Option<&str>, param: &str, default: Timestamp) -> Result<Timestamp, ApiError> {
     match raw {
         None | Some("") => Ok(default),
         Some(s) => s
             .parse::<Timestamp>()
             .ok()
-            .filter(|t| *t >= 0)
+            .filter(|t| (0..=MAX_TIMESTAMP).contains(t))
             .ok_or_else(|| {
-                ApiError::bad_request(format!("{param} must be Unix seconds"), Some(param))
+                ApiError::bad_request(
+                    format!("{param} must be Unix seconds from 0 to {MAX_TIMESTAMP}"),
+                    Some(param),
+                )
             }),
     }
 }
@@ -71,7 +79,11 @@ pub async fn report(
 ) -> Result<UsagePageObject, ApiError> {
     // `until` is exclusive: by default the end of the current second, so what just happened is included.
     let now = app.clock.now();
-    let until = seconds(params.until.as_deref(), "until", now + 1)?;
+    let until = seconds(
+        params.until.as_deref(),
+        "until",
+        now.saturating_add(1).clamp(1, MAX_TIMESTAMP),
+    )?;
     let since = seconds(
         params.since.as_deref(),
         "since",
@@ -84,8 +96,11 @@ pub async fn report(
         ));
     }
     let group = grouping(params.group_by.as_deref())?;
+    // Both bounds are validated to [0, MAX_TIMESTAMP], so this arithmetic cannot overflow; the day count bounds the
+    // bucket loop below.
     let first_day = since - since.rem_euclid(DAY);
-    if group.day && (until - first_day) > MAX_DAYS * DAY {
+    let days = (until - first_day + DAY - 1) / DAY;
+    if group.day && days > MAX_DAYS {
         return Err(ApiError::bad_request(
             format!("grouped by day, a report covers at most {MAX_DAYS} days"),
             Some("since"),
@@ -107,9 +122,8 @@ pub async fn report(
             since, until, results,
         )]));
     }
-    let buckets = (0..)
+    let buckets = (0..days)
         .map(|n| first_day + n * DAY)
-        .take_while(|day| *day < until)
         .map(|day| {
             let results = totals
                 .iter()

@@ -187,3 +187,43 @@ async fn daily_buckets_cover_the_window_and_parameters_are_checked() {
     )
     .await;
 }
+
+/// A window at the edge of `i64` once pinned a worker and grew memory without bound: every such bound is a quick 400
+/// naming its parameter, on both usage routes, and the server keeps answering.
+#[tokio::test]
+async fn windows_at_the_edge_of_i64_are_refused_quickly() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let max = i64::MAX;
+    let cases = [
+        (format!("until={max}&group_by=day"), "until"),
+        (format!("until={max}"), "until"),
+        (
+            format!("since={}&until={max}&group_by=day", max - 86_400),
+            "until",
+        ),
+        (format!("since={max}"), "since"),
+        ("until=9223372036854775808&group_by=day".to_owned(), "until"),
+        ("since=-9223372036854775808".to_owned(), "since"),
+        ("since=-1&group_by=day".to_owned(), "since"),
+        ("until=253402300801".to_owned(), "until"),
+    ];
+    for (query, param) in &cases {
+        for (path, key) in [
+            ("/v1/organization/usage", &t.admin_key),
+            ("/v1/usage", &t.project_key),
+        ] {
+            let err = error_of(app.get(&format!("{path}?{query}"), key).await, 400).await;
+            assert_eq!(err["param"], *param, "{path}?{query}: {err}");
+            assert_eq!(err["type"], "invalid_request_error");
+        }
+    }
+    // The latest accepted bound still answers, with one bucket per day of a year-long window at most.
+    let last = 253_402_300_800_i64;
+    let path = format!(
+        "/v1/organization/usage?group_by=day&since={}&until={last}",
+        last - 3 * 86_400
+    );
+    let daily = usage(&app, &path, &t.admin_key).await;
+    assert_eq!(daily["data"].as_array().unwrap().len(), 3, "{daily}");
+}
