@@ -25,6 +25,8 @@ pub struct ModelSpec {
     pub output_cents_per_million_tokens: u64,
     /// Output held when a request sets no maximum.
     pub max_output_tokens: u64,
+    /// Input held per image part; `None`: the model takes no images (a request with one is refused).
+    pub max_image_tokens: Option<u64>,
     /// Shown as `created` in `/v1/models` (when the deployment loaded it).
     pub created: i64,
 }
@@ -39,6 +41,7 @@ impl ModelSpec {
             input_cents_per_million_tokens: 0,
             output_cents_per_million_tokens: 0,
             max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
+            max_image_tokens: None,
             created,
         }
     }

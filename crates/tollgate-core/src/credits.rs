@@ -2,9 +2,10 @@
 //! queries.
 
 use crate::catalog::ModelSpec;
-use crate::money::{Micros, cost};
+use crate::money::{Micros, checked_cost};
 use crate::tenant::Timestamp;
-use tollgate_openai::ChatCompletionRequest;
+use serde_json::Value;
+use tollgate_openai::{ChatCompletionRequest, MessageContent};
 
 /// What moved money.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,8 +63,9 @@ pub struct LedgerEntry {
 pub struct Balance {
     /// The sum of the ledger.
     pub balance: Micros,
-    /// The sum of grants and adjustments alone: what changes it did not come from charges.
-    pub granted: Micros,
+    /// Bumped by every change to the balance (grant, charge, adjustment), by whichever process made it: of two
+    /// readings, the higher version is the newer, so a node never applies a stale one over a fresh one.
+    pub version: i64,
 }
 
 /// A request the provider answered: its usage row, and its charge against the tenant.
@@ -89,33 +91,143 @@ pub struct Settlement {
     pub at: Timestamp,
 }
 
-/// An upper bound of a request's prompt tokens without a tokenizer: every token of a byte-level BPE is at least one
-/// byte, so the UTF-8 length of the text bounds it; 4 more per message and 3 for the reply's priming cover the chat
-/// template. Non-text parts (images, tools) are not counted; their cost is charged from the provider's usage.
-pub fn prompt_upper_bound(request: &ChatCompletionRequest) -> u64 {
-    let text: usize = request
-        .messages
-        .iter()
-        .map(|m| m.content.as_ref().map_or(0, |c| c.text().len()) + 4)
-        .sum();
-    text as u64 + 3
+/// Tokens of chat template a message may add beyond its own JSON (role markers, separators).
+const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 4;
+/// Tokens that prime the reply.
+const TEMPLATE_TOKENS_PER_REQUEST: u64 = 3;
+
+/// A request's worst case: what it may be billed as input and output, and what that costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldEstimate {
+    /// An upper bound of the prompt tokens the upstream may bill.
+    pub prompt_tokens: u64,
+    /// The most output tokens the request may produce, over all its choices.
+    pub output_tokens: u64,
+    /// Their cost: the amount held.
+    pub cost: Micros,
 }
 
-/// The output tokens a request may produce: its own cap, else the model's.
-pub fn output_cap(request: &ChatCompletionRequest, model: &ModelSpec) -> u64 {
-    request
-        .max_completion_tokens
-        .or(request.max_tokens)
-        .unwrap_or(model.max_output_tokens)
+/// Why a request's worst case cannot be held: each is the client's mistake (400) and names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EstimateError {
+    /// `n` is 0 or over the deployment's maximum.
+    #[error("n must be an integer from 1 to {max}")]
+    Choices {
+        /// `max_choices`.
+        max: u64,
+    },
+    /// An image part for a model that declares no image worst case.
+    #[error("The model `{model}` does not accept image input")]
+    ImagesNotAccepted {
+        /// Public model id.
+        model: String,
+        /// Where the image is, e.g. `messages[0].content[1]`.
+        param: String,
+    },
+    /// A content part whose cost cannot be bounded before the call (audio, files…).
+    #[error("Content parts of type '{kind}' are not supported by this deployment")]
+    UnsupportedPart {
+        /// The part's `type` (cut to 32 characters).
+        kind: String,
+        /// Where it is.
+        param: String,
+    },
+    /// The worst case does not fit in money arithmetic: an absurd output cap or `n`.
+    #[error("{param} is too large: the request's worst-case cost cannot be represented")]
+    TooLarge {
+        /// `max_completion_tokens`, `max_tokens` or `n`.
+        param: &'static str,
+    },
 }
 
-/// The worst-case cost held before a request is forwarded.
-pub fn hold_for(request: &ChatCompletionRequest, model: &ModelSpec) -> Micros {
-    cost(
-        model,
-        prompt_upper_bound(request),
-        output_cap(request, model),
-    )
+impl EstimateError {
+    /// The request field at fault.
+    pub fn param(&self) -> String {
+        match self {
+            Self::Choices { .. } => "n".to_owned(),
+            Self::ImagesNotAccepted { param, .. } | Self::UnsupportedPart { param, .. } => {
+                param.clone()
+            }
+            Self::TooLarge { param } => (*param).to_owned(),
+        }
+    }
+}
+
+/// Counts the image parts of a request, refusing parts whose cost cannot be bounded. Text parts (`text`,
+/// `refusal`) are bounded by their bytes in the body; every other part type is refused.
+fn image_parts(request: &ChatCompletionRequest, model: &ModelSpec) -> Result<u64, EstimateError> {
+    let mut images = 0u64;
+    for (m, message) in request.messages.iter().enumerate() {
+        let Some(MessageContent::Parts(parts)) = &message.content else {
+            continue;
+        };
+        for (p, part) in parts.iter().enumerate() {
+            let param = || format!("messages[{m}].content[{p}]");
+            match part.get("type").and_then(Value::as_str) {
+                Some("text" | "refusal") => {}
+                Some("image_url") if model.max_image_tokens.is_some() => images += 1,
+                Some("image_url") => {
+                    return Err(EstimateError::ImagesNotAccepted {
+                        model: model.id.clone(),
+                        param: param(),
+                    });
+                }
+                other => {
+                    return Err(EstimateError::UnsupportedPart {
+                        kind: other.unwrap_or("").chars().take(32).collect(),
+                        param: param(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(images)
+}
+
+/// The output cap a request asks for (`max_completion_tokens`, else `max_tokens`, else the model's), and the field
+/// it came from.
+fn output_cap(request: &ChatCompletionRequest, model: &ModelSpec) -> (u64, &'static str) {
+    match (request.max_completion_tokens, request.max_tokens) {
+        (Some(cap), _) => (cap, "max_completion_tokens"),
+        (None, Some(cap)) => (cap, "max_tokens"),
+        (None, None) => (model.max_output_tokens, "n"),
+    }
+}
+
+/// The worst case held before a request is forwarded, with no tokenizer.
+///
+/// Input: every token of a byte-level BPE is at least one byte, so the raw body's length (`body_bytes`) bounds what
+/// the upstream may bill as input, whatever the body carries (messages, tools and their schemas, `response_format`,
+/// tool-call arguments); the chat template adds at most a few tokens per message and per request, and each image part
+/// is held at the model's `max_image_tokens`. Output: the cap (`max_completion_tokens`, else `max_tokens`, else the
+/// model's `max_output_tokens`) for each of the `n` choices. All arithmetic is checked.
+pub fn estimate(
+    request: &ChatCompletionRequest,
+    body_bytes: usize,
+    model: &ModelSpec,
+    max_choices: u64,
+) -> Result<HoldEstimate, EstimateError> {
+    let n = request.n.unwrap_or(1);
+    if n == 0 || n > max_choices {
+        return Err(EstimateError::Choices { max: max_choices });
+    }
+    let images = image_parts(request, model)?;
+    let (cap, cap_field) = output_cap(request, model);
+    let too_large = EstimateError::TooLarge { param: cap_field };
+    let messages = request.messages.len() as u64;
+    let prompt_tokens = images
+        .checked_mul(model.max_image_tokens.unwrap_or(0))
+        .and_then(|t| t.checked_add(body_bytes as u64))
+        .and_then(|t| t.checked_add(messages.checked_mul(TEMPLATE_TOKENS_PER_MESSAGE)?))
+        .and_then(|t| t.checked_add(TEMPLATE_TOKENS_PER_REQUEST))
+        .ok_or(EstimateError::TooLarge { param: "messages" })?;
+    let output_tokens = cap.checked_mul(n).ok_or(too_large.clone())?;
+    let cost = checked_cost(model, prompt_tokens, output_tokens).ok_or(too_large)?;
+    Ok(HoldEstimate {
+        prompt_tokens,
+        output_tokens,
+        cost,
+    })
 }
 
 /// Which fields usage is grouped by.
@@ -175,32 +287,111 @@ mod tests {
         serde_json::from_value(json).unwrap()
     }
 
-    #[test]
-    fn the_hold_is_the_prompt_bound_plus_the_output_cap() {
-        let model = ModelSpec {
+    fn model() -> ModelSpec {
+        ModelSpec {
             input_cents_per_million_tokens: 10,
             output_cents_per_million_tokens: 100,
             max_output_tokens: 50,
+            max_image_tokens: Some(1000),
             ..ModelSpec::echo(0)
-        };
-        // "hello" is 5 bytes: 5 + 4 + 3 = 12 prompt tokens at most.
-        let plain = request(
-            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hello"}]}),
-        );
-        assert_eq!(prompt_upper_bound(&plain), 12);
-        assert_eq!(hold_for(&plain, &model), Micros(12 * 10 + 50 * 100));
-        let capped = request(serde_json::json!({"model": "m", "max_tokens": 7,
-            "messages": [{"role": "user", "content": "hello"}]}));
-        assert_eq!(hold_for(&capped, &model), Micros(12 * 10 + 7 * 100));
-        let newer = request(
+        }
+    }
+
+    /// The estimate of `json`, with its serialised length as the body length.
+    fn estimated(json: serde_json::Value) -> Result<HoldEstimate, EstimateError> {
+        let body = serde_json::to_vec(&json).unwrap();
+        estimate(&request(json), body.len(), &model(), 8)
+    }
+
+    #[test]
+    fn the_hold_is_the_body_bound_plus_the_output_cap_per_choice() {
+        let json =
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hello"}]});
+        let body = serde_json::to_vec(&json).unwrap().len() as u64;
+        let plain = estimated(json).unwrap();
+        assert_eq!(plain.prompt_tokens, body + 4 + 3);
+        assert_eq!(plain.output_tokens, 50, "the model's cap without one asked");
+        assert_eq!(plain.cost, Micros(((body + 7) * 10 + 50 * 100) as i64));
+        let capped = estimated(serde_json::json!({"model": "m", "max_tokens": 7,
+            "messages": [{"role": "user", "content": "hello"}]}))
+        .unwrap();
+        assert_eq!(capped.output_tokens, 7);
+        let newer = estimated(
             serde_json::json!({"model": "m", "max_tokens": 7, "max_completion_tokens": 3,
             "messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .unwrap();
+        assert_eq!(newer.output_tokens, 3);
+        let many = estimated(serde_json::json!({"model": "m", "max_tokens": 7, "n": 8,
+            "messages": [{"role": "user", "content": "hello"}]}))
+        .unwrap();
+        assert_eq!(many.output_tokens, 56, "every choice is held");
+    }
+
+    #[test]
+    fn everything_the_body_carries_counts_as_input() {
+        let schema = "x".repeat(5_000);
+        let with_tools = estimated(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "description": schema}}]}),
+        )
+        .unwrap();
+        assert!(with_tools.prompt_tokens > 5_000, "{with_tools:?}");
+        let image = estimated(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/b.png"}}]}]}),
+        )
+        .unwrap();
+        assert!(
+            image.prompt_tokens > 2_000,
+            "two images at 1000 each: {image:?}"
         );
-        assert_eq!(output_cap(&newer, &model), 3);
-        // Multi-byte text counts its bytes: "日本" is 6 bytes.
-        let cjk = request(
-            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "日本"}]}),
+    }
+
+    #[test]
+    fn what_cannot_be_bounded_is_refused_naming_the_field() {
+        let text_only = ModelSpec {
+            max_image_tokens: None,
+            ..model()
+        };
+        let image = request(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]}),
         );
-        assert_eq!(prompt_upper_bound(&cjk), 13);
+        let err = estimate(&image, 100, &text_only, 8).unwrap_err();
+        assert_eq!(err.param(), "messages[0].content[0]");
+        let audio = estimated(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(audio, EstimateError::UnsupportedPart { .. }),
+            "{audio:?}"
+        );
+        for n in [0, 9] {
+            let err = estimated(serde_json::json!({"model": "m", "n": n,
+                "messages": [{"role": "user", "content": "x"}]}))
+            .unwrap_err();
+            assert_eq!(err, EstimateError::Choices { max: 8 });
+        }
+        for (field, value) in [
+            ("max_tokens", u64::MAX),
+            ("max_completion_tokens", u64::MAX / 2),
+            ("max_tokens", 1 << 60),
+        ] {
+            let err = estimated(serde_json::json!({"model": "m", field: value,
+                "messages": [{"role": "user", "content": "x"}]}))
+            .unwrap_err();
+            assert_eq!(err.param(), field, "{value}");
+        }
+        let err = estimated(
+            serde_json::json!({"model": "m", "n": 8, "max_tokens": u64::MAX / 4,
+            "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .unwrap_err();
+        assert_eq!(err.param(), "max_tokens");
     }
 }

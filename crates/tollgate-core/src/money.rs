@@ -54,11 +54,18 @@ impl fmt::Display for Micros {
     }
 }
 
-/// What `prompt` input and `completion` output tokens of `model` cost, exactly.
-pub fn cost(model: &ModelSpec, prompt: u64, completion: u64) -> Micros {
+/// What `prompt` input and `completion` output tokens of `model` cost, exactly; `None` past `i64::MAX` micro-cents.
+pub fn checked_cost(model: &ModelSpec, prompt: u64, completion: u64) -> Option<Micros> {
+    // u64 × u64 fits a u128, and so does the sum of two such products.
     let input = u128::from(prompt) * u128::from(model.input_cents_per_million_tokens);
     let output = u128::from(completion) * u128::from(model.output_cents_per_million_tokens);
-    Micros(i64::try_from(input + output).unwrap_or(i64::MAX))
+    i64::try_from(input + output).ok().map(Micros)
+}
+
+/// What `prompt` input and `completion` output tokens of `model` cost, exactly, saturating at `i64::MAX` (reported
+/// usage is never trusted past the hold anyway).
+pub fn cost(model: &ModelSpec, prompt: u64, completion: u64) -> Micros {
+    checked_cost(model, prompt, completion).unwrap_or(Micros(i64::MAX))
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub struct ChatCompletionRequest {
     /// Output cap (preferred over `max_tokens`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u64>,
+    /// How many choices to generate (default 1); each is held for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u64>,
     /// Every other field, passed through untouched.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -6,7 +6,8 @@ use crate::key_cache::KeyCache;
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio_util::task::TaskTracker;
 use tollgate_core::catalog::{Catalog, ECHO_PROVIDER, ModelSpec};
 use tollgate_core::key::KeyPrefixes;
 use tollgate_core::plan::Plans;
@@ -35,6 +36,9 @@ pub struct App {
     pub wallets: Arc<Wallets>,
     /// Writes settlements in group commits.
     pub recorder: Recorder,
+    /// Work a request starts that must finish even if its client leaves (upstream calls, stream pumps): shutdown
+    /// waits for it before flushing the recorder.
+    pub tasks: TaskTracker,
 }
 
 /// A cheap handle on the [`App`], cloned into every request.
@@ -106,11 +110,13 @@ impl App {
                     input_cents_per_million_tokens: m.input_cents_per_million_tokens,
                     output_cents_per_million_tokens: m.output_cents_per_million_tokens,
                     max_output_tokens: m.max_output_tokens,
+                    max_image_tokens: m.max_image_tokens,
                     created: now,
                 })
                 .collect()
         };
         let plans = config.effective_plans();
+        let wallets = Wallets::new();
         Ok(AppState(Arc::new(Self {
             config,
             catalog: Catalog::new(models),
@@ -119,9 +125,29 @@ impl App {
             plans,
             keys: KeyCache::new(),
             clock,
-            wallets: Wallets::new(),
-            recorder: Recorder::start(Arc::clone(&store)),
+            recorder: Recorder::start(Arc::clone(&store), Arc::clone(&wallets)),
+            wallets,
             store,
+            tasks: TaskTracker::new(),
         })))
+    }
+
+    /// Finishes what requests started, after the server has stopped serving: waits for request tasks (upstream
+    /// calls, stream pumps), then has the recorder write every settlement still queued, all within `timeout`.
+    pub async fn close(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        self.tasks.close();
+        if tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "shutdown timeout: request tasks still running are cut short"
+            );
+        }
+        self.recorder
+            .close(deadline.saturating_duration_since(Instant::now()))
+            .await;
     }
 }

@@ -12,6 +12,10 @@ use tollgate_core::plan::{Plans, default_plans};
 
 /// Default `max_body_bytes`: 10 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// Default `max_choices`.
+pub const DEFAULT_MAX_CHOICES: u64 = 8;
+/// The largest `max_choices` a deployment may set (OpenAI's own limit).
+pub const MAX_MAX_CHOICES: u64 = 128;
 /// Default upstream timeout.
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
 
@@ -72,6 +76,8 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     /// Plan tiers; empty means free, pro and enterprise as documented.
     pub plans: Plans,
+    /// The largest `n` (choices per chat completion) accepted; each choice is held for.
+    pub max_choices: u64,
 }
 
 impl Default for Config {
@@ -88,6 +94,7 @@ impl Default for Config {
             providers: Vec::new(),
             models: Vec::new(),
             plans: Plans::new(),
+            max_choices: DEFAULT_MAX_CHOICES,
         }
     }
 }
@@ -133,6 +140,9 @@ pub struct ModelConfig {
     /// Held when a request sets no maximum.
     #[serde(default = "default_max_output_tokens")]
     pub max_output_tokens: u64,
+    /// Input tokens held per image part; absent: the model takes no images (400).
+    #[serde(default)]
+    pub max_image_tokens: Option<u64>,
 }
 
 fn default_max_output_tokens() -> u64 {
@@ -185,6 +195,12 @@ impl Config {
         self.key_prefixes()?;
         if self.max_body_bytes == 0 {
             return Err(invalid("max_body_bytes", "must be at least 1"));
+        }
+        if !(1..=MAX_MAX_CHOICES).contains(&self.max_choices) {
+            return Err(invalid(
+                "max_choices",
+                format!("must be from 1 to {MAX_MAX_CHOICES}"),
+            ));
         }
         if self.operator_token.as_deref().is_some_and(|t| t.len() < 8) {
             return Err(invalid("operator_token", "must be at least 8 characters"));

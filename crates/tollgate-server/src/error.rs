@@ -111,6 +111,9 @@ pub enum ApiError {
     /// 502 or 504 `upstream_error`.
     #[error("upstream: {0}")]
     Upstream(#[from] ProviderError),
+    /// 503 `service_unavailable`: the store cannot be written or reached for now; nothing was executed or charged.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// 500 `api_error`: storage failed.
     #[error("storage: {0}")]
     Store(StoreError),
@@ -197,6 +200,12 @@ impl ApiError {
             Self::Upstream(ProviderError::Failed(_)) => {
                 (StatusCode::BAD_GATEWAY, "upstream_error", None, None)
             }
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                None,
+                None,
+            ),
             Self::Store(_) | Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "api_error", None, None)
             }
@@ -211,6 +220,10 @@ impl ApiError {
             }
             Self::Upstream(ProviderError::Failed(_)) => {
                 "The model provider failed to answer".to_owned()
+            }
+            Self::Unavailable(_) => {
+                "The service cannot record usage right now; nothing was executed or charged. Retry shortly"
+                    .to_owned()
             }
             Self::Store(_) | Self::Internal(_) => {
                 "The server had an error while processing your request".to_owned()
@@ -262,6 +275,7 @@ impl From<StoreError> for ApiError {
                 message: "The request conflicts with an existing object".to_owned(),
                 code: None,
             },
+            StoreError::Unavailable(detail) => Self::Unavailable(detail),
             StoreError::Backend(_) => Self::Store(e),
         }
     }
@@ -289,6 +303,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if matches!(self, Self::Unavailable(_)) {
+            // The recorder retries the store at least once a second.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

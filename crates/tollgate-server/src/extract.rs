@@ -21,6 +21,25 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        SizedJson::from_request(request, state)
+            .await
+            .map(|json| Self(json.value))
+    }
+}
+
+/// A JSON body parsed into `T`, with the body's length in bytes (an upper bound of its tokens, for holds).
+#[derive(Debug, Clone)]
+pub struct SizedJson<T> {
+    /// The parsed body.
+    pub value: T,
+    /// Bytes of the raw body.
+    pub bytes: usize,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for SizedJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let is_json = request
             .headers()
             .get(CONTENT_TYPE)
@@ -45,7 +64,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
         if !bytes.is_empty() && is_json != Some(true) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        parse_json(&bytes).map(Self)
+        parse_json(&bytes).map(|value| Self {
+            value,
+            bytes: bytes.len(),
+        })
     }
 }
 

@@ -668,15 +668,17 @@ async fn grants_and_charges_keep_ledger_and_balance_in_step() {
         .await
         .unwrap();
     // The third costs more than what is left: the balance stops at zero, never below.
-    assert_eq!(charged, vec![Micros(600), Micros(0), Micros(400)]);
+    assert_eq!(charged.charged, vec![Micros(600), Micros(0), Micros(400)]);
     let balance = f.store.balance(&t.tenant.id).await.unwrap();
     assert_eq!(
         balance,
         Balance {
             balance: Micros(0),
-            granted: Micros(1_000)
-        }
+            version: 2
+        },
+        "one version for the grant, one for the batch"
     );
+    assert_eq!(charged.balances, vec![(t.tenant.id.clone(), balance)]);
     let ledger = f.store.ledger(&t.tenant.id, &page(10)).await.unwrap();
     let amounts: Vec<(LedgerKind, i64, i64)> = ledger
         .items

@@ -131,6 +131,7 @@ fn model(id: &str, provider: &str, input: u64, output: u64) -> ModelConfig {
         input_cents_per_million_tokens: input,
         output_cents_per_million_tokens: output,
         max_output_tokens: 4096,
+        max_image_tokens: None,
     }
 }
 

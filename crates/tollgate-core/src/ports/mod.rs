@@ -8,5 +8,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use provider::{ChunkStream, Provider, ProviderError};
 pub use store::{
     CreditStore, KeyLimit, KeyScope, KeyStore, MemberStore, Page, PageRequest, ProjectStore,
-    RemovedMember, Store, StoreError, TenantStore, TenantUpdate, UsageStore,
+    RemovedMember, SettledBatch, Store, StoreError, TenantStore, TenantUpdate, UsageStore,
 };

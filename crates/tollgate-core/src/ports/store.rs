@@ -24,9 +24,30 @@ pub enum StoreError {
     /// The tenant already has its plan's number of active project keys; nothing was written.
     #[error("the active key limit is reached")]
     KeyLimitReached,
-    /// The backend failed; the detail is for logs.
+    /// The backend cannot be written or reached for now (locked, disk full, read-only, connection lost): the
+    /// same call may succeed later. The detail is for logs.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed for good on this input; the detail is for logs.
     #[error("storage failed: {0}")]
     Backend(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// What a settled batch did: each request's charge, in order, and the balance of every tenant it charged, as of
+/// its commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SettledBatch {
+    /// The amount charged to each settlement of the batch, in order.
+    pub charged: Vec<Micros>,
+    /// `(tenant_id, balance)` after the commit, for each tenant whose balance changed.
+    pub balances: Vec<(String, Balance)>,
 }
 
 /// Cursor pagination: items after the id `after`, at most `limit` of them.
@@ -220,8 +241,9 @@ pub trait CreditStore {
         page: &PageRequest,
     ) -> Result<Page<LedgerEntry>, StoreError>;
     /// Writes a batch of finished requests in one transaction: each one's usage row, its charge (never more than
-    /// the balance: the amount actually charged is returned, in order) and its key's `last_used_at`.
-    async fn settle(&self, batch: &[Settlement]) -> Result<Vec<Micros>, StoreError>;
+    /// the balance: the amount actually charged is returned, in order) and its key's `last_used_at`. All or
+    /// nothing: on an error nothing of the batch is written.
+    async fn settle(&self, batch: &[Settlement]) -> Result<SettledBatch, StoreError>;
 }
 
 /// Usage, aggregated.

@@ -1,29 +1,47 @@
 //! The group-committing recorder: finished requests queue here, and one task writes whatever has queued in one
-//! store transaction, then tells each request its charge. A request answers only after its batch committed, so an
-//! acknowledged charge survives a crash; under load many requests share one commit (one fsync).
+//! store transaction, applies the tenants' new balances to their wallets, then tells each request its charge. A
+//! request answers only after its batch committed, so an acknowledged charge survives a crash; under load many
+//! requests share one commit (one fsync).
+//!
+//! A settlement is work the upstream already did, so the recorder never drops one while the store may recover:
+//! - a batch the store cannot take *now* (locked, full, read-only, unreachable) is retried, with backoff, until it
+//!   commits; meanwhile [`Recorder::is_writable`] is false, so new paid requests are refused instead of served
+//!   free;
+//! - a batch that fails for good is split, each settlement retried alone, so one bad settlement fails alone;
+//! - on shutdown, [`Recorder::close`] stops new settlements, and writes every queued one before it returns (bounded
+//!   by a deadline, after which what is left is logged by request id).
 
+use crate::credits::Wallets;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::TaskTracker;
 use tollgate_core::credits::Settlement;
 use tollgate_core::money::Micros;
-use tollgate_core::ports::{Store, StoreError};
+use tollgate_core::ports::{SettledBatch, Store, StoreError};
 
 /// The most settlements written in one transaction.
 const MAX_BATCH: usize = 512;
 /// Settlements waiting for the writer before senders wait too.
 const QUEUE: usize = 8_192;
+/// The first wait before retrying a store that could not be written.
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+/// The longest wait between two retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 struct Job {
     settlement: Settlement,
-    done: oneshot::Sender<Result<Micros, String>>,
+    done: oneshot::Sender<Result<Micros, RecordError>>,
 }
 
 /// Why a settlement was not recorded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RecordError {
-    /// The store failed the batch.
+    /// The store refused this settlement for good (it failed on its own, outside any batch).
     #[error("recording failed: {0}")]
-    Store(String),
+    Failed(String),
     /// The recorder has stopped (the server is shutting down).
     #[error("the recorder has stopped")]
     Stopped,
@@ -31,14 +49,29 @@ pub enum RecordError {
 
 impl From<RecordError> for StoreError {
     fn from(e: RecordError) -> Self {
-        StoreError::Backend(e.to_string())
+        match e {
+            RecordError::Failed(detail) => StoreError::Backend(detail),
+            RecordError::Stopped => StoreError::Unavailable(e.to_string()),
+        }
     }
+}
+
+/// State shared by the handles and the writer task.
+#[derive(Debug)]
+struct Shared {
+    /// False from a failed write until the next commit.
+    writable: AtomicBool,
 }
 
 /// A handle on the recorder task; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    /// Set to the deadline by [`Recorder::close`].
+    closing: Arc<watch::Sender<Option<Instant>>>,
+    /// The writer task.
+    task: TaskTracker,
 }
 
 impl std::fmt::Debug for Job {
@@ -50,45 +83,225 @@ impl std::fmt::Debug for Job {
 }
 
 impl Recorder {
-    /// Starts the writer task on the current runtime; it ends when every handle is dropped.
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    /// Starts the writer task on the current runtime.
+    pub fn start(store: Arc<dyn Store>, wallets: Arc<Wallets>) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(store, queue));
-        Self { jobs }
+        let shared = Arc::new(Shared {
+            writable: AtomicBool::new(true),
+        });
+        let (closing, deadline) = watch::channel(None);
+        let task = TaskTracker::new();
+        let writer = Writer {
+            store,
+            wallets,
+            shared: Arc::clone(&shared),
+            queue,
+            deadline,
+            pending: VecDeque::new(),
+        };
+        task.spawn(writer.run());
+        task.close();
+        Self {
+            jobs,
+            shared,
+            closing: Arc::new(closing),
+            task,
+        }
     }
 
-    /// Records a finished request and waits until it is durable; returns the amount charged.
+    /// Records a finished request and waits until it is durable; returns the amount charged. While the store
+    /// cannot be written this waits: the settlement is retried until it commits or the recorder is closed.
     pub async fn settle(&self, settlement: Settlement) -> Result<Micros, RecordError> {
         let (done, committed) = oneshot::channel();
         self.jobs
             .send(Job { settlement, done })
             .await
             .map_err(|_| RecordError::Stopped)?;
-        committed
-            .await
-            .map_err(|_| RecordError::Stopped)?
-            .map_err(RecordError::Store)
+        committed.await.map_err(|_| RecordError::Stopped)?
+    }
+
+    /// Whether the last write succeeded: when false, the store cannot be written for now and new paid requests
+    /// must be refused.
+    pub fn is_writable(&self) -> bool {
+        self.shared.writable.load(Ordering::Acquire)
+    }
+
+    /// Stops taking settlements and writes every one already queued, retrying for at most `timeout`; returns once
+    /// the writer has finished.
+    pub async fn close(&self, timeout: Duration) {
+        self.closing.send_replace(Some(Instant::now() + timeout));
+        self.task.wait().await;
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    // `recv_many` waits for one job, then takes every job already queued: the group in group commit.
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (settlements, waiting): (Vec<Settlement>, Vec<_>) =
-            batch.drain(..).map(|j| (j.settlement, j.done)).unzip();
-        match store.settle(&settlements).await {
-            Ok(charged) => {
-                for (done, charged) in waiting.into_iter().zip(charged) {
-                    let _ = done.send(Ok(charged));
+/// The writer task's state.
+struct Writer {
+    store: Arc<dyn Store>,
+    wallets: Arc<Wallets>,
+    shared: Arc<Shared>,
+    queue: mpsc::Receiver<Job>,
+    deadline: watch::Receiver<Option<Instant>>,
+    /// Taken from the queue, not yet written (oldest first).
+    pending: VecDeque<Job>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if !self.fill().await {
+                return;
+            }
+            let take = self.pending.len().min(MAX_BATCH);
+            let batch: Vec<Job> = self.pending.drain(..take).collect();
+            match self.write(batch).await {
+                Ok(()) => {
+                    self.shared.writable.store(true, Ordering::Release);
+                    backoff = FIRST_BACKOFF;
+                }
+                Err(error) => {
+                    if self.shared.writable.swap(false, Ordering::AcqRel) {
+                        tracing::error!(%error, pending = self.pending.len(),
+                            "the store cannot record charges; retrying, and refusing new paid requests meanwhile");
+                    }
+                    if !self.pause(backoff).await {
+                        self.give_up();
+                        return;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+    }
+
+    /// Waits for work when there is none, then takes whatever else is queued. False when the recorder is closed
+    /// and nothing is left.
+    async fn fill(&mut self) -> bool {
+        if self.pending.is_empty() {
+            let mut got = Vec::new();
+            loop {
+                tokio::select! {
+                    n = self.queue.recv_many(&mut got, MAX_BATCH) => {
+                        if n == 0 {
+                            return false;
+                        }
+                        break;
+                    }
+                    // Closing: refuse new settlements; what is queued still arrives through `recv_many`.
+                    Ok(()) = self.deadline.changed() => self.queue.close(),
+                }
+            }
+            self.pending.extend(got);
+        }
+        while self.pending.len() < MAX_BATCH {
+            match self.queue.try_recv() {
+                Ok(job) => self.pending.push_back(job),
+                Err(_) => break,
+            }
+        }
+        true
+    }
+
+    /// Writes `batch`; what could not be written for now goes back to the front of `pending` (error returned).
+    /// A batch that fails for good is retried one settlement at a time, so only a bad one fails.
+    async fn write(&mut self, batch: Vec<Job>) -> Result<(), StoreError> {
+        let settlements: Vec<Settlement> = batch.iter().map(|j| j.settlement.clone()).collect();
+        let error = match self.store.settle(&settlements).await {
+            Ok(settled) => {
+                self.commit(batch, settled);
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        if error.is_transient() {
+            self.requeue(batch);
+            return Err(error);
+        }
+        if batch.len() > 1 {
+            tracing::warn!(%error, requests = batch.len(), "a batch of settlements failed; writing each alone");
+        }
+        let mut jobs = batch.into_iter();
+        while let Some(job) = jobs.next() {
+            if let Err((job, error)) = self.write_alone(job).await {
+                // The store became unavailable: this job and the rest wait, in order.
+                self.requeue(std::iter::once(job).chain(jobs).collect());
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one settlement; one the store refuses for good fails alone (logged), one it cannot take now comes
+    /// back with the error.
+    async fn write_alone(&mut self, job: Job) -> Result<(), (Job, StoreError)> {
+        match self
+            .store
+            .settle(std::slice::from_ref(&job.settlement))
+            .await
+        {
+            Ok(settled) => {
+                self.commit(vec![job], settled);
+                Ok(())
+            }
+            Err(error) if error.is_transient() => Err((job, error)),
             Err(error) => {
-                tracing::error!(%error, requests = waiting.len(), "recording a batch of settlements failed");
-                for done in waiting {
-                    let _ = done.send(Err(error.to_string()));
-                }
+                let s = &job.settlement;
+                tracing::error!(%error, request_id = %s.request_id, tenant_id = %s.tenant_id,
+                    cost_cents = %s.cost, "a settlement failed on its own: not recorded");
+                let _ = job.done.send(Err(RecordError::Failed(error.to_string())));
+                Ok(())
             }
+        }
+    }
+
+    /// Applies a committed batch: the new balances first, then each request learns its charge (and releases its
+    /// hold), so a wallet never shows the money both held and unspent.
+    fn commit(&self, batch: Vec<Job>, settled: SettledBatch) {
+        let at = Instant::now();
+        for (tenant_id, balance) in &settled.balances {
+            self.wallets.observe(tenant_id, *balance, at);
+        }
+        for (job, charged) in batch.into_iter().zip(settled.charged) {
+            let _ = job.done.send(Ok(charged));
+        }
+    }
+
+    /// Puts a batch back at the front of `pending`, in order.
+    fn requeue(&mut self, batch: Vec<Job>) {
+        for job in batch.into_iter().rev() {
+            self.pending.push_front(job);
+        }
+    }
+
+    /// Waits `backoff` before the next attempt; false once the close deadline has passed.
+    async fn pause(&mut self, backoff: Duration) -> bool {
+        let deadline = *self.deadline.borrow();
+        match deadline {
+            Some(deadline) if Instant::now() >= deadline => false,
+            Some(deadline) => {
+                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+                true
+            }
+            None => {
+                tokio::time::sleep(backoff).await;
+                true
+            }
+        }
+    }
+
+    /// The close deadline passed with the store still unwritable: name every settlement that is lost.
+    fn give_up(&mut self) {
+        self.queue.close();
+        while let Ok(job) = self.queue.try_recv() {
+            self.pending.push_back(job);
+        }
+        for job in self.pending.drain(..) {
+            let s = &job.settlement;
+            tracing::error!(request_id = %s.request_id, tenant_id = %s.tenant_id, cost_cents = %s.cost,
+                prompt_tokens = s.prompt_tokens, completion_tokens = s.completion_tokens,
+                "shutting down with the store unwritable: this settlement was not recorded");
+            let _ = job.done.send(Err(RecordError::Stopped));
         }
     }
 }

@@ -1,5 +1,11 @@
 //! Per-tenant balances and holds in memory. A hold takes a request's worst-case cost out of what other requests
-//! may hold; settling it applies the actual charge and frees the rest; dropping it unsettled frees it all.
+//! may hold; settling or dropping it gives the hold back, and the charge reaches the wallet as the store's new
+//! balance, observed by the recorder right after the commit.
+//!
+//! The balance a wallet shows is always a reading of the store (never this node's own arithmetic), tagged with the
+//! store's version of that balance: a reading is applied only if it is newer than the one the wallet has. So a
+//! charge is never counted twice (once as arithmetic, once in a reading) nor lost to a stale reading, and money
+//! spent or taken away elsewhere (an adjustment, another process) shows here within [`REREAD_AFTER`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -8,33 +14,32 @@ use tollgate_core::credits::Balance;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{Store, StoreError};
 
-/// Before refusing a hold, a wallet re-reads the store for grants made elsewhere, at most this often.
-const REREAD_AFTER: Duration = Duration::from_secs(1);
+/// A wallet whose last reading is older than this is re-read from the store before its next hold, so changes made
+/// elsewhere are seen within this time. Every settled batch is also a reading, so a busy tenant costs no extra reads.
+pub const REREAD_AFTER: Duration = Duration::from_secs(1);
 
 /// A tenant's money as this node sees it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Wallet {
-    /// The ledger's sum, as of the last charge this node settled or grant it saw.
-    balance: Micros,
-    /// Grants and adjustments seen so far (to pick up those made elsewhere).
-    granted: Micros,
-    /// Held by requests in flight.
+    /// The store's balance as of the newest reading.
+    balance: Balance,
+    /// Held by requests in flight on this node.
     held: Micros,
     /// When the store was last read for this wallet.
-    read_at: Option<Instant>,
+    read_at: Instant,
 }
 
 impl Wallet {
+    /// Balance less holds, never below zero (money taken away elsewhere can leave holds above the balance).
     fn available(&self) -> Micros {
-        self.balance.minus(self.held)
+        self.balance.balance.minus(self.held).max(Micros::ZERO)
     }
 
-    /// Takes in grants made since this wallet last looked (never charges: only this node charges).
-    fn catch_up(&mut self, stored: Balance) {
-        self.read_at = Some(Instant::now());
-        if stored.granted > self.granted {
-            self.balance = self.balance.plus(stored.granted.minus(self.granted));
-            self.granted = stored.granted;
+    /// Applies a reading of the store if it is newer than what the wallet has.
+    fn observe(&mut self, stored: Balance, at: Instant) {
+        if stored.version >= self.balance.version {
+            self.balance = stored;
+            self.read_at = self.read_at.max(at);
         }
     }
 }
@@ -72,19 +77,31 @@ impl Wallets {
         wallets.get_mut(tenant_id).map(f)
     }
 
+    /// Applies a reading of the tenant's balance taken at `at` (a settled batch's, or a read of the store),
+    /// creating the wallet if this node has none yet.
+    pub fn observe(&self, tenant_id: &str, stored: Balance, at: Instant) {
+        let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+        match wallets.get_mut(tenant_id) {
+            Some(wallet) => wallet.observe(stored, at),
+            None => {
+                wallets.insert(
+                    tenant_id.to_owned(),
+                    Wallet {
+                        balance: stored,
+                        held: Micros::ZERO,
+                        read_at: at,
+                    },
+                );
+            }
+        }
+    }
+
     /// Brings the tenant's wallet up to date with the store (loading it the first time).
     pub async fn refresh(&self, store: &dyn Store, tenant_id: &str) -> Result<(), StoreError> {
+        // The time is taken before the read: the reading is at least this fresh.
+        let at = Instant::now();
         let stored = store.balance(tenant_id).await?;
-        let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
-        wallets
-            .entry(tenant_id.to_owned())
-            .or_insert_with(|| Wallet {
-                balance: stored.balance,
-                granted: stored.granted,
-                held: Micros::ZERO,
-                read_at: None,
-            })
-            .catch_up(stored);
+        self.observe(tenant_id, stored, at);
         Ok(())
     }
 
@@ -100,8 +117,14 @@ impl Wallets {
         })
     }
 
-    /// Holds `cost` against the tenant's available balance. A zero hold (a free model) is never refused. Before
-    /// refusing, the wallet looks for grants made elsewhere.
+    /// Whether the tenant's wallet exists and was read within [`REREAD_AFTER`].
+    fn is_fresh(&self, tenant_id: &str) -> bool {
+        self.with(tenant_id, |w| w.read_at.elapsed() < REREAD_AFTER)
+            .unwrap_or(false)
+    }
+
+    /// Holds `cost` against the tenant's available balance. A zero hold (a free model) is never refused. A wallet
+    /// not read within [`REREAD_AFTER`] is re-read first, so a balance that went down elsewhere is not trusted.
     pub async fn hold(
         self: &Arc<Self>,
         store: &dyn Store,
@@ -118,11 +141,8 @@ impl Wallets {
         if cost <= Micros::ZERO {
             return Ok(held());
         }
-        match self.try_hold(tenant_id, cost) {
-            Some(Ok(())) => return Ok(held()),
-            // A tenant that keeps asking with too little balance does not turn every refusal into a store read.
-            Some(Err(refused)) if self.read_recently(tenant_id) => return Err(refused),
-            Some(Err(_)) | None => self.refresh(store, tenant_id).await?,
+        if !self.is_fresh(tenant_id) {
+            self.refresh(store, tenant_id).await?;
         }
         match self.try_hold(tenant_id, cost) {
             Some(Ok(())) => Ok(held()),
@@ -133,21 +153,14 @@ impl Wallets {
         }
     }
 
-    fn read_recently(&self, tenant_id: &str) -> bool {
-        self.with(tenant_id, |w| {
-            w.read_at.is_some_and(|at| at.elapsed() < REREAD_AFTER)
-        })
-        .unwrap_or(false)
-    }
-
     /// The tenant's balance less holds in flight, as this node sees it.
     pub fn available(&self, tenant_id: &str) -> Option<Micros> {
         self.with(tenant_id, |w| w.available())
     }
 }
 
-/// A request's hold. Settle it with the amount actually charged; dropped unsettled (a refused or failed request),
-/// it is released whole.
+/// A request's hold. Release it once its charge is durable (the recorder has already applied the new balance);
+/// dropped (a refused or failed request), it is released all the same.
 #[derive(Debug)]
 pub struct Hold {
     wallets: Arc<Wallets>,
@@ -162,12 +175,12 @@ impl Hold {
         self.amount
     }
 
-    /// Applies a charge the store has made durable, and releases the hold.
-    pub fn settle(mut self, charged: Micros) {
-        self.close(charged);
+    /// Gives the hold back.
+    pub fn release(mut self) {
+        self.close();
     }
 
-    fn close(&mut self, charged: Micros) {
+    fn close(&mut self) {
         if !self.open {
             return;
         }
@@ -175,14 +188,13 @@ impl Hold {
         let amount = self.amount;
         self.wallets.with(&self.tenant_id, |w| {
             w.held = w.held.minus(amount);
-            w.balance = w.balance.minus(charged);
         });
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.close(Micros::ZERO);
+        self.close();
     }
 }
 
@@ -190,31 +202,33 @@ impl Drop for Hold {
 mod tests {
     use super::*;
 
+    fn reading(balance: i64, version: i64) -> Balance {
+        Balance {
+            balance: Micros(balance),
+            version,
+        }
+    }
+
     fn wallets(balance: i64) -> Arc<Wallets> {
         let w = Wallets::new();
-        w.wallets.lock().unwrap().insert(
-            "t".into(),
-            Wallet {
-                balance: Micros(balance),
-                granted: Micros(balance),
-                held: Micros::ZERO,
-                read_at: None,
-            },
-        );
+        w.observe("t", reading(balance, 1), Instant::now());
         w
     }
 
-    #[test]
-    fn holds_take_settle_and_release_exactly() {
-        let w = wallets(100);
-        let a = w.try_hold("t", Micros(60)).unwrap();
-        assert!(a.is_ok());
-        let guard = Hold {
-            wallets: Arc::clone(&w),
+    fn hold(w: &Arc<Wallets>, amount: i64) -> Hold {
+        w.try_hold("t", Micros(amount)).unwrap().unwrap();
+        Hold {
+            wallets: Arc::clone(w),
             tenant_id: "t".into(),
-            amount: Micros(60),
+            amount: Micros(amount),
             open: true,
-        };
+        }
+    }
+
+    #[test]
+    fn holds_take_and_release_exactly() {
+        let w = wallets(100);
+        let a = hold(&w, 60);
         assert!(matches!(
             w.try_hold("t", Micros(50)),
             Some(Err(HoldError::Insufficient {
@@ -227,37 +241,37 @@ mod tests {
             Some(Micros(40)),
             "a refusal takes nothing"
         );
-        guard.settle(Micros(25));
+        // The recorder applies the committed balance first, then the request releases its hold.
+        w.observe("t", reading(75, 2), Instant::now());
+        assert_eq!(w.available("t"), Some(Micros(15)));
+        a.release();
         assert_eq!(w.available("t"), Some(Micros(75)));
-        let dropped = Hold {
-            wallets: Arc::clone(&w),
-            tenant_id: "t".into(),
-            amount: Micros(0),
-            open: true,
-        };
-        drop(dropped);
-        assert_eq!(w.available("t"), Some(Micros(75)));
+        drop(hold(&w, 10));
+        assert_eq!(
+            w.available("t"),
+            Some(Micros(75)),
+            "a dropped hold is given back"
+        );
     }
 
     #[test]
-    fn grants_made_elsewhere_are_added_once() {
+    fn a_balance_that_went_down_elsewhere_is_taken_and_stale_readings_are_ignored() {
         let w = wallets(100);
-        w.with("t", |wallet| {
-            wallet.balance = Micros(70); // a charge this node made
-            wallet.catch_up(Balance {
-                balance: Micros(170),
-                granted: Micros(200),
-            });
-            assert_eq!(wallet.balance, Micros(170));
-            wallet.catch_up(Balance {
-                balance: Micros(170),
-                granted: Micros(200),
-            });
-            assert_eq!(
-                wallet.balance,
-                Micros(170),
-                "the same grant is not added twice"
-            );
-        });
+        let a = hold(&w, 30);
+        // Another process (or an adjustment) took 90 away: the reading is newer, so it wins.
+        w.observe("t", reading(10, 5), Instant::now());
+        assert_eq!(w.available("t"), Some(Micros(0)));
+        assert!(matches!(
+            w.try_hold("t", Micros(1)),
+            Some(Err(HoldError::Insufficient { .. }))
+        ));
+        // A read that started before that change and finished after it must not bring the money back.
+        w.observe("t", reading(100, 4), Instant::now());
+        assert_eq!(w.available("t"), Some(Micros(0)));
+        a.release();
+        assert_eq!(w.available("t"), Some(Micros(10)));
+        // A grant made elsewhere shows the same way.
+        w.observe("t", reading(1_010, 6), Instant::now());
+        assert_eq!(w.available("t"), Some(Micros(1_010)));
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use tollgate_core::credits::{Balance, LedgerEntry, LedgerKind, Settlement};
 use tollgate_core::id;
 use tollgate_core::money::Micros;
-use tollgate_core::ports::{CreditStore, Page, PageRequest, StoreError};
+use tollgate_core::ports::{CreditStore, Page, PageRequest, SettledBatch, StoreError};
 use tollgate_core::tenant::Timestamp;
 
 /// Adds a grant or adjustment to the tenant's balance (and to what it was granted) and appends its ledger entry,
@@ -25,7 +25,7 @@ async fn append(
     let query = sqlx::query(
         "INSERT INTO credit_balances (tenant_id, balance_micros, granted_micros) VALUES (?1, ?2, ?2) \
          ON CONFLICT (tenant_id) DO UPDATE SET balance_micros = balance_micros + ?2, \
-         granted_micros = granted_micros + ?2 RETURNING balance_micros",
+         granted_micros = granted_micros + ?2, version = version + 1 RETURNING balance_micros",
     );
     let balance_after: i64 = query
         .bind(tenant_id)
@@ -67,25 +67,34 @@ const ROWS_PER_INSERT: usize = 200;
 async fn balance_in(
     tx: &mut Transaction<'_, Sqlite>,
     tenant_id: &str,
-) -> Result<Micros, StoreError> {
-    let row = sqlx::query("SELECT balance_micros FROM credit_balances WHERE tenant_id = ?")
-        .bind(tenant_id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db_error)?;
-    row.map(|r| r.try_get(0).map(Micros).map_err(db_error))
+) -> Result<Balance, StoreError> {
+    let row =
+        sqlx::query("SELECT balance_micros, version FROM credit_balances WHERE tenant_id = ?")
+            .bind(tenant_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)?;
+    row.map(|r| balance_of(&r))
         .transpose()
         .map(Option::unwrap_or_default)
 }
 
+/// A `(balance_micros, version)` row.
+fn balance_of(row: &sqlx::sqlite::SqliteRow) -> Result<Balance, StoreError> {
+    Ok(Balance {
+        balance: Micros(row.try_get(0).map_err(db_error)?),
+        version: row.try_get(1).map_err(db_error)?,
+    })
+}
+
 /// Settles a batch inside `tx` with a handful of statements whatever its size: one balance read and write per
 /// tenant, multi-row inserts for ledger and usage, one `last_used_at` write per key. Returns what each request was
-/// charged, in order.
+/// charged, in order, and the new balances.
 async fn settle_batch(
     tx: &mut Transaction<'_, Sqlite>,
     batch: &[Settlement],
-) -> Result<Vec<Micros>, StoreError> {
-    let mut balances: BTreeMap<&str, (Micros, bool)> = BTreeMap::new();
+) -> Result<SettledBatch, StoreError> {
+    let mut balances: BTreeMap<&str, (Balance, bool)> = BTreeMap::new();
     for s in batch {
         if s.cost > Micros::ZERO && !balances.contains_key(s.tenant_id.as_str()) {
             balances.insert(&s.tenant_id, (balance_in(tx, &s.tenant_id).await?, false));
@@ -94,10 +103,11 @@ async fn settle_batch(
     let mut charged = Vec::with_capacity(batch.len());
     let mut ledger = Vec::new();
     for s in batch {
-        // Holds make a charge above the balance impossible; if an estimate was ever short, the balance stops at
-        // zero.
+        // Holds make a charge above the balance impossible on one node; if another process spent the money
+        // meanwhile, the balance stops at zero and the caller sees the charge fall short of the cost.
         let charge = match balances.get_mut(s.tenant_id.as_str()) {
-            Some((balance, changed)) if s.cost > Micros::ZERO => {
+            Some((stored, changed)) if s.cost > Micros::ZERO => {
+                let balance = &mut stored.balance;
                 let charge = s.cost.min(*balance);
                 if charge > Micros::ZERO {
                     *balance = balance.minus(charge);
@@ -118,14 +128,20 @@ async fn settle_batch(
         };
         charged.push(charge);
     }
-    for (tenant_id, (balance, changed)) in &balances {
+    let mut after = Vec::new();
+    for (tenant_id, (stored, changed)) in &mut balances {
         if *changed {
-            sqlx::query("UPDATE credit_balances SET balance_micros = ? WHERE tenant_id = ?")
-                .bind(balance.get())
-                .bind(tenant_id)
-                .execute(&mut **tx)
-                .await
-                .map_err(db_error)?;
+            stored.version += 1;
+            sqlx::query(
+                "UPDATE credit_balances SET balance_micros = ?, version = ? WHERE tenant_id = ?",
+            )
+            .bind(stored.balance.get())
+            .bind(stored.version)
+            .bind(tenant_id)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            after.push(((*tenant_id).to_owned(), *stored));
         }
     }
     for rows in ledger.chunks(ROWS_PER_INSERT) {
@@ -178,26 +194,24 @@ async fn settle_batch(
         .await
         .map_err(db_error)?;
     }
-    Ok(charged)
+    Ok(SettledBatch {
+        charged,
+        balances: after,
+    })
 }
 
 #[async_trait]
 impl CreditStore for SqliteStore {
     async fn balance(&self, tenant_id: &str) -> Result<Balance, StoreError> {
-        let row = sqlx::query(
-            "SELECT balance_micros, granted_micros FROM credit_balances WHERE tenant_id = ?",
-        )
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_error)?;
-        let Some(row) = row else {
-            return Ok(Balance::default());
-        };
-        Ok(Balance {
-            balance: Micros(row.try_get(0).map_err(db_error)?),
-            granted: Micros(row.try_get(1).map_err(db_error)?),
-        })
+        let row =
+            sqlx::query("SELECT balance_micros, version FROM credit_balances WHERE tenant_id = ?")
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error)?;
+        row.map(|r| balance_of(&r))
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 
     async fn grant(
@@ -240,12 +254,12 @@ impl CreditStore for SqliteStore {
         rows::page(&self.pool, query, page, rows::ledger_entry).await
     }
 
-    async fn settle(&self, batch: &[Settlement]) -> Result<Vec<Micros>, StoreError> {
+    async fn settle(&self, batch: &[Settlement]) -> Result<SettledBatch, StoreError> {
         if batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(SettledBatch::default());
         }
         let mut tx = self
-            .pool
+            .settler
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error)?;

@@ -23,11 +23,18 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 const MAX_CONNECTIONS: u32 = 8;
 /// How long a writer waits for the write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The settlement writer waits less: its caller (the recorder) retries with backoff and refuses new paid requests
+/// meanwhile, so a long wait here would only delay noticing that the store cannot be written.
+const SETTLE_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Reads and management writes.
     pool: SqlitePool,
+    /// One connection of its own for settlements, so that key-cache misses and management calls, which anyone with
+    /// a well-formed key can cause, can never take every connection from the writer that records charges.
+    settler: SqlitePool,
 }
 
 impl SqliteStore {
@@ -45,14 +52,24 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| OpenError::Open(format!("cannot create {}: {e}", dir.display())))?;
         }
-        // An in-memory database exists per connection, so it must be exactly one.
+        // An in-memory database exists per connection, so it must be exactly one, shared by reads and settlements.
         let in_memory = url.contains(":memory:");
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { MAX_CONNECTIONS })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| OpenError::Open(e.to_string()))?;
-        Ok(Self { pool })
+        let settler = if in_memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .connect_with(options.busy_timeout(SETTLE_BUSY_TIMEOUT))
+                .await
+                .map_err(|e| OpenError::Open(e.to_string()))?
+        };
+        Ok(Self { pool, settler })
     }
 
     /// Applies pending migrations; returns how many ran.
@@ -97,12 +114,33 @@ impl Store for SqliteStore {
     }
 }
 
-/// A database error as the domain sees it: a broken uniqueness rule is a conflict, anything else a backend failure.
+/// SQLite's primary result codes that mean "not now" rather than "not this": BUSY, LOCKED, READONLY, IOERR, FULL,
+/// CANTOPEN, PROTOCOL (<https://www.sqlite.org/rescode.html>).
+const TRANSIENT_CODES: [i64; 7] = [5, 6, 8, 10, 13, 14, 15];
+
+/// A database error as the domain sees it: a broken uniqueness rule is a conflict; a locked, full, read-only or
+/// unreachable database is unavailable (retrying may succeed); anything else is a backend failure.
 fn db_error(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(db.message().to_owned())
         }
+        sqlx::Error::Database(db) => {
+            // sqlx reports SQLite's extended result code; its low byte is the primary code.
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .map(|c| c & 0xff);
+            if primary.is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
+                StoreError::Unavailable(e.to_string())
+            } else {
+                StoreError::Backend(e.to_string())
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Backend(e.to_string()),
     }
 }

@@ -3,6 +3,7 @@
 
 use futures::future::join_all;
 use serde_json::{Value, json};
+use tollgate_core::money::Micros;
 use tollgate_mock::MockConfig;
 use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
 
@@ -125,15 +126,19 @@ async fn plain_and_streamed_requests_are_charged_exactly() {
 async fn a_request_whose_hold_does_not_fit_is_402_before_the_upstream_is_called() {
     let app = TestApp::start().await;
     let t = app.funded_tenant("pro", 1).await;
-    // Hold: "hi" bounds the prompt at 2 + 4 + 3 = 9 tokens × 15 = 135 µ¢, plus 20 000 output tokens × 60.
+    // Hold: the body's bytes + 4 per message + 3 bound the prompt (× 15), plus 20 000 output tokens × 60.
     let mut big = TestApp::chat_body("fast", "hi");
     big["max_tokens"] = json!(20_000);
+    let prompt_bound = serde_json::to_vec(&big).unwrap().len() as i64 + 4 + 3;
     let response = chat(&app, &t, big).await;
     assert_eq!(response.status(), 402);
     let text = response.text().await.unwrap();
+    let held = Micros(prompt_bound * 15 + 20_000 * 60);
     assert_eq!(
         text,
-        r#"{"error":{"message":"Your API balance is insufficient","type":"insufficient_balance","param":null,"code":null,"details":{"balance_before_cents":1,"cost_cents":1.200135}}}"#
+        format!(
+            r#"{{"error":{{"message":"Your API balance is insufficient","type":"insufficient_balance","param":null,"code":null,"details":{{"balance_before_cents":1,"cost_cents":{held}}}}}}}"#
+        )
     );
     let seen = app
         .http
@@ -264,24 +269,24 @@ async fn a_stream_the_upstream_cuts_is_charged_for_the_output_it_produced() {
     let text = "mock:fail_after=2 mock:words=10";
     let mut body = TestApp::chat_body("fast", text);
     body["stream"] = json!(true);
+    let prompt_bound = serde_json::to_vec(&body).unwrap().len() as i64 + 4 + 3;
     let events = chat(&app, &t, body).await.text().await.unwrap();
     assert!(
         events.contains("upstream_error") && !events.contains("[DONE]"),
         "{events}"
     );
-    // No usage chunk came: the prompt is charged at its bound (31 bytes + 4 + 3 = 38 tokens × 15) and each of
-    // the 2 content chunks as one token of output (× 60): 690 µ¢.
+    // No usage chunk came: the prompt is charged at its bound (the body's bytes + 4 + 3 tokens × 15) and each of
+    // the 2 content chunks as one token of output (× 60).
     let (_, credits_text) = credits(&app, &t).await;
+    let charged = Micros(prompt_bound * 15 + 2 * 60);
     assert!(
-        credits_text.contains(r#""amount_cents":-0.00069,"#),
-        "{credits_text}"
+        credits_text.contains(&format!(r#""amount_cents":-{charged},"#)),
+        "{charged}: {credits_text}"
     );
-    assert_eq!(text.len(), 31);
 }
 
 #[tokio::test]
 async fn credits_granted_by_another_process_are_picked_up() {
-    use tollgate_core::money::Micros;
     let app = TestApp::start().await;
     let t = app.funded_tenant("pro", 0).await;
     error_of(chat(&app, &t, TestApp::chat_body("fast", "hi")).await, 402).await;

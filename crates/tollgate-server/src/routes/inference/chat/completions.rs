@@ -9,7 +9,7 @@
 use crate::app::AppState;
 use crate::credits::{Hold, HoldError};
 use crate::error::ApiError;
-use crate::extract::AppJson;
+use crate::extract::SizedJson;
 use crate::middleware::auth::ProjectKey;
 use crate::middleware::request_id::RequestId;
 use axum::body::Body;
@@ -24,9 +24,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tollgate_core::catalog::ModelSpec;
-use tollgate_core::credits::{Settlement, hold_for, prompt_upper_bound};
+use tollgate_core::credits::{HoldEstimate, Settlement, estimate};
 use tollgate_core::money::cost;
-use tollgate_core::ports::ChunkStream;
+use tollgate_core::ports::{ChunkStream, StoreError};
 use tollgate_core::tenant::KeyOwner;
 use tollgate_openai::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
 
@@ -38,7 +38,10 @@ pub async fn handler(
     State(state): State<AppState>,
     key: ProjectKey,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    AppJson(mut request): AppJson<ChatCompletionRequest>,
+    SizedJson {
+        value: mut request,
+        bytes,
+    }: SizedJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     if request.messages.is_empty() {
         return Err(ApiError::bad_request(
@@ -64,11 +67,19 @@ pub async fn handler(
             spec.provider, spec.id
         ))
     })?);
+    let worst = estimate(&request, bytes, &spec, state.config.max_choices)
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some(&e.param())))?;
+    // What the upstream does must be recorded: while the store cannot be written, serve nothing.
+    if !state.recorder.is_writable() {
+        return Err(ApiError::Unavailable(
+            "the recorder cannot write to the store".to_owned(),
+        ));
+    }
     let principal = &key.0;
     let tenant_id = principal.key.tenant_id.clone();
     let hold = state
         .wallets
-        .hold(state.store.as_ref(), &tenant_id, hold_for(&request, &spec))
+        .hold(state.store.as_ref(), &tenant_id, worst.cost)
         .await
         .map_err(|e| match e {
             HoldError::Insufficient { available, cost } => {
@@ -79,7 +90,7 @@ pub async fn handler(
     let bill = Bill {
         state: state.clone(),
         hold,
-        prompt_bound: prompt_upper_bound(&request),
+        worst,
         settlement: Settlement {
             request_id: request_id.to_str().unwrap_or_default().to_owned(),
             tenant_id,
@@ -99,11 +110,11 @@ pub async fn handler(
     request.model.clone_from(&spec.upstream_model);
 
     if !request.is_stream() {
-        let answer = tokio::spawn(async move {
+        let answer = state.tasks.spawn(async move {
             let mut completion = provider.chat(request).await?;
             let (prompt, completion_tokens) = match &completion.usage {
                 Some(u) => (u.prompt_tokens, u.completion_tokens),
-                None => (bill.prompt_bound, output_bound(&completion)),
+                None => (bill.worst.prompt_tokens, output_bound(&completion)),
             };
             bill.settle(prompt, completion_tokens).await?;
             completion.model.clone_from(&spec.id);
@@ -122,7 +133,9 @@ pub async fn handler(
     // A failure before the first chunk is an HTTP error, and the hold is released: nothing was produced.
     let upstream = provider.chat_stream(request).await?;
     let (events, body) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(pump(upstream, events, bill, client_wants_usage));
+    state
+        .tasks
+        .spawn(pump(upstream, events, bill, client_wants_usage));
     let body = Body::from_stream(ReceiverStream::new(body).map(Ok::<_, Infallible>));
     Ok((
         [
@@ -139,27 +152,52 @@ struct Bill {
     state: AppState,
     spec: Arc<ModelSpec>,
     hold: Hold,
-    prompt_bound: u64,
+    worst: HoldEstimate,
     settlement: Settlement,
 }
 
 impl Bill {
-    /// Charges `prompt` and `completion` tokens: durable in the store, then applied to the wallet.
+    /// Records `prompt` and `completion` tokens as the provider reported them, and charges their cost up to the
+    /// hold: durable in the store (the recorder then applies the new balance), then the hold is released.
     async fn settle(self, prompt: u64, completion: u64) -> Result<(), ApiError> {
+        let cost = cost(&self.spec, prompt, completion);
+        let held = self.hold.amount();
+        if cost > held {
+            // The upstream ignored the caps it was sent: the customer pays what it agreed to, and we say so.
+            tracing::warn!(
+                request_id = %self.settlement.request_id,
+                tenant_id = %self.settlement.tenant_id,
+                key_id = %self.settlement.key_id,
+                model = %self.spec.id,
+                prompt_tokens = prompt,
+                completion_tokens = completion,
+                held_prompt_tokens = self.worst.prompt_tokens,
+                held_output_tokens = self.worst.output_tokens,
+                cost_cents = %cost,
+                held_cents = %held,
+                shortfall_cents = %cost.minus(held),
+                "the upstream reported more usage than the hold allowed; charged the hold"
+            );
+        }
         let settlement = Settlement {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            cost: cost(&self.spec, prompt, completion),
+            cost: cost.min(held),
             at: self.state.clock.now(),
             ..self.settlement
         };
+        let (request_id, owed) = (settlement.request_id.clone(), settlement.cost);
         let charged = self
             .state
             .recorder
             .settle(settlement)
             .await
-            .map_err(|e| ApiError::Store(e.into()))?;
-        self.hold.settle(charged);
+            .map_err(|e| ApiError::from(StoreError::from(e)))?;
+        if charged < owed {
+            tracing::warn!(%request_id, charged_cents = %charged, owed_cents = %owed,
+                "the balance could not cover the charge: it was spent elsewhere meanwhile");
+        }
+        self.hold.release();
         Ok(())
     }
 }
@@ -212,8 +250,8 @@ async fn pump(
         }
     };
     // Without a usage chunk (a broken stream), each content chunk counts as one token of output.
-    let produced =
-        usage.or_else(|| (content_chunks > 0).then_some((bill.prompt_bound, content_chunks)));
+    let produced = usage
+        .or_else(|| (content_chunks > 0).then_some((bill.worst.prompt_tokens, content_chunks)));
     let settled = match produced {
         Some((prompt, completion)) => bill.settle(prompt, completion).await,
         None => Ok(()),
