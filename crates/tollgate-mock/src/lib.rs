@@ -11,6 +11,9 @@
 //! | `mock:chunks=N` | stream the reply in `N` content chunks |
 //! | `mock:fail_after=N` | stream `N` content chunks, then cut the connection without `[DONE]` |
 //! | `mock:chunk_delay=MS` | wait `MS` before each streamed content chunk |
+//! | `mock:ignore_caps=1` | ignore `max_tokens` / `max_completion_tokens`, as a misbehaving upstream would |
+//!
+//! `n` is honoured: `n` identical choices, and usage counts the output of all of them.
 //!
 //! `GET /mock/requests/last` returns the last chat request's headers and body, so tests can see what an upstream
 //! received.
@@ -162,6 +165,7 @@ struct Knobs {
     chunks: Option<usize>,
     fail_after: Option<usize>,
     chunk_delay_ms: Option<u64>,
+    ignore_caps: bool,
 }
 
 impl Knobs {
@@ -179,6 +183,7 @@ impl Knobs {
                 "chunks" => k.chunks = value.parse().ok(),
                 "fail_after" => k.fail_after = value.parse().ok(),
                 "chunk_delay" => k.chunk_delay_ms = value.parse().ok(),
+                "ignore_caps" => k.ignore_caps = value == "1",
                 _ => {}
             }
         }
@@ -297,7 +302,14 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
     let cap = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|f| request.get(*f).and_then(Value::as_u64))
-        .and_then(|c| usize::try_from(c).ok());
+        .and_then(|c| usize::try_from(c).ok())
+        .filter(|_| !knobs.ignore_caps);
+    let n = request
+        .get("n")
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(1)
+        .max(1);
     let finish = match cap {
         Some(cap) if words.len() > cap => {
             words.truncate(cap);
@@ -311,10 +323,11 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
         .map(|c| text_of(c).split_whitespace().count())
         .sum::<usize>()
         .max(1);
+    let completion_tokens = words.len() * n;
     let usage = json!({
         "prompt_tokens": prompt_tokens,
-        "completion_tokens": words.len(),
-        "total_tokens": prompt_tokens + words.len(),
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
     });
     let id = format!(
         "chatcmpl-mock-{}",
@@ -323,10 +336,15 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
     let created = now();
 
     if request.get("stream").and_then(Value::as_bool) != Some(true) {
+        let choices: Vec<Value> = (0..n)
+            .map(|index| {
+                json!({"index": index, "message": {"role": "assistant", "content": words.join(" ")},
+                       "logprobs": null, "finish_reason": finish})
+            })
+            .collect();
         return Json(json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.join(" ")},
-                         "logprobs": null, "finish_reason": finish}],
+            "choices": choices,
             "usage": usage,
         }))
         .into_response();
@@ -338,8 +356,11 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
         .unwrap_or(false);
     let chunks = knobs.chunks.unwrap_or(s.config.stream_chunks).max(1);
     let chunk = |delta: Value, finish: Option<&str>| {
+        let choices: Vec<Value> = (0..n)
+            .map(|index| json!({"index": index, "delta": delta, "finish_reason": finish}))
+            .collect();
         json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+               "choices": choices})
     };
     let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
     events.extend(

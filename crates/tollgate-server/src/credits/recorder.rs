@@ -305,3 +305,92 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+    use sqlx::sqlite::SqliteConnection;
+    use tollgate_core::key::KeyPrefixes;
+    use tollgate_core::tenant::NewTenant;
+
+    fn settlement(t: &NewTenant, request_id: &str, cost: i64) -> Settlement {
+        Settlement {
+            request_id: request_id.to_owned(),
+            tenant_id: t.tenant.id.clone(),
+            project_id: t.project.id.clone(),
+            key_id: t.admin_key.id.clone(),
+            model: "fast".to_owned(),
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            cost: Micros(cost),
+            at: 10,
+        }
+    }
+
+    /// One settlement the store refuses for good fails alone; the others of its batch are recorded.
+    #[tokio::test]
+    async fn a_bad_settlement_fails_alone_and_the_rest_of_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        let store = tollgate_store::connect(&url).await.unwrap();
+        let prefixes = KeyPrefixes::new("sk_live_", "sk_admin_").unwrap();
+        let t = NewTenant::build(
+            &prefixes,
+            "T".into(),
+            "pro".into(),
+            "o@t.io".into(),
+            None,
+            1,
+        )
+        .0;
+        store.create_tenant(&t).await.unwrap();
+        store
+            .grant(&t.tenant.id, Micros(1_000), None, 2)
+            .await
+            .unwrap();
+        let mut other = SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TRIGGER bad_row BEFORE INSERT ON usage_records WHEN NEW.request_id = 'req_bad' \
+             BEGIN SELECT RAISE(ABORT, 'a bad row'); END",
+        )
+        .execute(&mut other)
+        .await
+        .unwrap();
+        // Hold the write lock so the three queue up and are written as one batch once it is released.
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let wallets = Wallets::new();
+        let recorder = Recorder::start(Arc::clone(&store), Arc::clone(&wallets));
+        let jobs = ["req_a", "req_bad", "req_b"].map(|id| {
+            let recorder = recorder.clone();
+            let s = settlement(&t, id, 100);
+            tokio::spawn(async move { recorder.settle(s).await })
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+        let mut results = Vec::new();
+        for job in jobs {
+            results.push(job.await.unwrap());
+        }
+        assert_eq!(results[0].as_ref().ok(), Some(&Micros(100)));
+        assert!(
+            matches!(results[1], Err(RecordError::Failed(_))),
+            "{results:?}"
+        );
+        assert_eq!(results[2].as_ref().ok(), Some(&Micros(100)));
+        let balance = store.balance(&t.tenant.id).await.unwrap();
+        assert_eq!(balance.balance, Micros(800), "two charges, not three");
+        assert_eq!(
+            wallets.available(&t.tenant.id),
+            Some(Micros(800)),
+            "the wallet saw the committed balance"
+        );
+        assert!(recorder.is_writable(), "a bad row is not an outage");
+        recorder.close(Duration::from_secs(1)).await;
+        let after = recorder.settle(settlement(&t, "req_late", 1)).await;
+        assert!(matches!(after, Err(RecordError::Stopped)), "{after:?}");
+    }
+}

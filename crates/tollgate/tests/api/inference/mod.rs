@@ -1,7 +1,9 @@
 //! `/v1/models` and `/v1/chat/completions`.
 
 mod chat;
+mod holds;
 mod models;
+mod recording;
 
 /// The SSE `data:` payloads of a stream body, in order.
 pub fn sse_data(body: &str) -> Vec<String> {

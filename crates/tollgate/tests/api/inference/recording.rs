@@ -1,0 +1,214 @@
+//! Charges are never lost to a store that cannot be written for a while: requests the upstream answered wait for
+//! their charge and get it once the store recovers; new requests are refused with 503 meanwhile. And a balance that
+//! goes down behind this node's back (another process) is not trusted past a second.
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use sqlx::sqlite::SqliteConnection;
+use std::time::Duration;
+use tollgate_core::credits::Settlement;
+use tollgate_core::money::Micros;
+use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
+
+async fn chat(app: &TestApp, t: &TestTenant, body: &Value) -> reqwest::Response {
+    app.post("/v1/chat/completions", &t.project_key, body).await
+}
+
+/// A second connection to the server's database, as another process would open it.
+async fn other_process(app: &TestApp) -> SqliteConnection {
+    SqliteConnection::connect(&app.state.config.database_url)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn answered_requests_are_charged_once_a_locked_store_recovers_and_new_ones_get_503_meanwhile()
+{
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    // Warm the tenant's wallet so the holds below need no store read.
+    assert_eq!(
+        chat(&app, &t, &TestApp::chat_body("fast", "warm"))
+            .await
+            .status(),
+        200
+    );
+    // Another process takes SQLite's write lock and keeps it for longer than the recorder's busy timeout.
+    let mut locker = other_process(&app).await;
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    let plain = TestApp::chat_body("fast", "mock:words=4 plain");
+    let mut streamed = TestApp::chat_body("fast", "mock:words=6 streamed");
+    streamed["stream"] = json!(true);
+    let in_flight = tokio::spawn({
+        let (app_url, key) = (app.url.clone(), t.project_key.clone());
+        async move {
+            let http = reqwest::Client::new();
+            let send = |body: Value| {
+                http.post(format!("{app_url}/v1/chat/completions"))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+            };
+            let (plain, streamed) = tokio::join!(send(plain), send(streamed));
+            let (plain, streamed) = (plain.unwrap(), streamed.unwrap());
+            (
+                plain.status().as_u16(),
+                plain.text().await.unwrap(),
+                streamed.text().await.unwrap(),
+            )
+        }
+    });
+    // The recorder's first attempt fails after its 1 s busy timeout; from then on new requests are refused.
+    let mut refused = None;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if !app.state.recorder.is_writable() {
+            refused = Some(chat(&app, &t, &TestApp::chat_body("fast", "mock:words=1 new")).await);
+            break;
+        }
+    }
+    let refused = refused.expect("a request while the store is locked is refused");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let err = error_of(refused, 503).await;
+    assert_eq!(err["type"], "service_unavailable", "{err}");
+    assert!(
+        !in_flight.is_finished(),
+        "answered requests wait for their charge"
+    );
+
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let (status, plain, streamed) = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("the waiting requests finish once the store recovers")
+        .unwrap();
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&plain).unwrap()["choices"][0]["message"]["content"],
+        "w1 w2 w3 w4"
+    );
+    assert!(streamed.ends_with("data: [DONE]\n\n"), "{streamed}");
+
+    // Both are charged, once each, exactly: (2 prompt words × 15 + 4 × 60) + (2 × 15 + 6 × 60) µ¢, plus the warm-up.
+    let usage = json_of(app.get("/v1/organization/usage", &t.admin_key).await, 200).await;
+    let result = &usage["data"][0]["results"][0];
+    assert_eq!(result["requests"], 3, "{usage}");
+    assert_eq!(result["completion_tokens"], 4 + 6 + 9, "{usage}");
+    let credits: Value = app
+        .get("/v1/organization/credits", &t.admin_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let charges: Vec<String> = credits["ledger"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "charge")
+        .map(|e| e["amount_cents"].to_string())
+        .collect();
+    assert_eq!(charges.len(), 3, "{credits}");
+    assert!(charges.contains(&"-0.00027".to_owned()), "{charges:?}");
+    assert!(charges.contains(&"-0.00039".to_owned()), "{charges:?}");
+    // Writable again: new requests are served.
+    assert_eq!(
+        chat(&app, &t, &TestApp::chat_body("fast", "after"))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_balance_spent_by_another_process_is_seen_before_the_next_hold() {
+    let app = TestApp::start().await;
+    let t = app.funded_tenant("pro", 1).await;
+    let body = TestApp::chat_body("fast", "mock:words=1 hi");
+    assert_eq!(chat(&app, &t, &body).await.status(), 200);
+    // Another node charges the same tenant almost everything that is left, behind this node's back.
+    let left = app.state.store.balance(&t.id).await.unwrap().balance;
+    let spend = left.minus(Micros(1_000));
+    let charged = app
+        .state
+        .store
+        .settle(&[Settlement {
+            request_id: "req_elsewhere".into(),
+            tenant_id: t.id.clone(),
+            project_id: t.project_id.clone(),
+            key_id: t.project_key_id.clone(),
+            model: "fast".into(),
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            cost: spend,
+            at: app.clock_now(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(charged.charged, vec![spend]);
+    // Within a second the node re-reads the balance before it holds: the request's worst case no longer fits.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let err = error_of(chat(&app, &t, &body).await, 402).await;
+    assert_eq!(
+        err["details"]["balance_before_cents"],
+        json!(0.001),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_across_a_store_outage_are_each_charged_once() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    assert_eq!(
+        chat(&app, &t, &TestApp::chat_body("fast", "warm"))
+            .await
+            .status(),
+        200
+    );
+    let mut locker = other_process(&app).await;
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let requests = (0..12).map(|i| {
+        let mut body = TestApp::chat_body("fast", &format!("mock:words={} n{i}", i + 1));
+        body["stream"] = json!(i % 2 == 0);
+        let app = &app;
+        let t = &t;
+        async move {
+            let response = chat(app, t, &body).await;
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    });
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut locker)
+            .await
+            .unwrap();
+    };
+    let (answers, ()) = tokio::join!(join_all(requests), release);
+    let answered = answers.iter().filter(|(status, _)| *status == 200).count();
+    for (status, body) in &answers {
+        assert!(
+            *status == 200 || *status == 503,
+            "only served or refused: {status} {body}"
+        );
+        if *status == 200 && body.starts_with("data:") {
+            assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+        }
+    }
+    let usage = json_of(app.get("/v1/organization/usage", &t.admin_key).await, 200).await;
+    assert_eq!(
+        usage["data"][0]["results"][0]["requests"],
+        answered + 1,
+        "every answered request is recorded once: {usage}"
+    );
+}
