@@ -1,6 +1,6 @@
 //! The server's one entry point, shared by `main` and the tests: it takes its listener and a shutdown signal, and
 //! owns the client connections: the accept loop and its `max_connections` cap, each connection's header and idle
-//! timeouts ([`activity`]), and the drain on shutdown. It never looks inside a request: that is the router's job.
+//! timeouts (`activity`), and the drain on shutdown. It never looks inside a request: that is the router's job.
 //!
 //! HTTP/1.1 (keep-alive) and HTTP/2 with prior knowledge (h2c) are served by hyper-util's `auto` connection.
 
