@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_CHOICES: u64 = 8;
 pub const MAX_MAX_CHOICES: u64 = 128;
 /// Default upstream timeout.
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
+/// Default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Why a configuration cannot be used. Every message names the field at fault.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,17 @@ pub struct Config {
     pub plans: Plans,
     /// The largest `n` (choices per chat completion) accepted; each choice is held for.
     pub max_choices: u64,
+    /// After SIGTERM or Ctrl-C, how long connections may take to finish before they are cut.
+    pub shutdown_timeout_seconds: u64,
+    /// A request head not complete this long after the connection opened, or after its first byte on a
+    /// keep-alive connection: the connection is closed.
+    pub header_read_timeout_seconds: u64,
+    /// The longest wait between two reads of a request body; then 408 and the connection is closed.
+    pub body_read_timeout_seconds: u64,
+    /// A connection with no request in flight this long is closed.
+    pub idle_timeout_seconds: u64,
+    /// Open client connections at most; beyond it new ones wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -95,6 +108,11 @@ impl Default for Config {
             models: Vec::new(),
             plans: Plans::new(),
             max_choices: DEFAULT_MAX_CHOICES,
+            shutdown_timeout_seconds: 30,
+            header_read_timeout_seconds: 10,
+            body_read_timeout_seconds: 30,
+            idle_timeout_seconds: 75,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -200,6 +218,27 @@ impl Config {
             return Err(invalid(
                 "max_choices",
                 format!("must be from 1 to {MAX_MAX_CHOICES}"),
+            ));
+        }
+        for (field, seconds) in [
+            ("shutdown_timeout_seconds", self.shutdown_timeout_seconds),
+            (
+                "header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+            ("body_read_timeout_seconds", self.body_read_timeout_seconds),
+            ("idle_timeout_seconds", self.idle_timeout_seconds),
+        ] {
+            if seconds == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        // A semaphore larger than this panics when it is built.
+        let most = tokio::sync::Semaphore::MAX_PERMITS;
+        if self.max_connections == 0 || self.max_connections > most {
+            return Err(invalid(
+                "max_connections",
+                format!("must be from 1 to {most}"),
             ));
         }
         if self.operator_token.as_deref().is_some_and(|t| t.len() < 8) {
@@ -348,6 +387,30 @@ mod tests {
         assert!(err(p).contains("providers[0].kind"), "{}", err(p));
         let k = "[[providers]]\nid = \"a\"\nkind = \"openai\"\nbase_url = \"http://x/v1\"\napi_key_env = \"TOLLGATE_TEST_SURELY_UNSET\"\n";
         assert!(err(k).contains("providers[0].api_key_env"), "{}", err(k));
+    }
+
+    #[test]
+    fn connection_limits_have_the_documented_defaults_and_must_be_positive() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.shutdown_timeout_seconds, 30);
+        assert_eq!(c.header_read_timeout_seconds, 10);
+        assert_eq!(c.body_read_timeout_seconds, 30);
+        assert_eq!(c.idle_timeout_seconds, 75);
+        assert_eq!(c.max_connections, 10_000);
+        for field in [
+            "shutdown_timeout_seconds",
+            "header_read_timeout_seconds",
+            "body_read_timeout_seconds",
+            "idle_timeout_seconds",
+            "max_connections",
+        ] {
+            let text = format!("{field} = 0");
+            assert!(err(&text).contains(field), "{}", err(&text));
+            assert_eq!(err(&format!("{field} = 1")), "ok");
+        }
+        assert!(err("max_connections = -1").contains("max_connections"));
+        let huge = format!("max_connections = {}", i64::MAX);
+        assert!(err(&huge).contains("max_connections"), "{}", err(&huge));
     }
 
     #[test]

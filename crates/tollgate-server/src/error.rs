@@ -99,6 +99,12 @@ pub enum ApiError {
         /// e.g. `last_owner`.
         code: Option<&'static str>,
     },
+    /// 408 `invalid_request_error`: the body stalled longer than `body_read_timeout_seconds` between two reads.
+    #[error("The request body stalled for more than {seconds} seconds between two reads")]
+    BodyReadTimeout {
+        /// `body_read_timeout_seconds`.
+        seconds: u64,
+    },
     /// 413 `invalid_request_error`.
     #[error("Request body too large: the limit is {limit} bytes")]
     PayloadTooLarge {
@@ -192,6 +198,7 @@ impl ApiError {
             ),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, INVALID, None, None),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, INVALID, None, *code),
+            Self::BodyReadTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, INVALID, None, None),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, INVALID, None, None),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID, None, None),
             Self::Upstream(ProviderError::Timeout) => {
@@ -309,6 +316,13 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if matches!(self, Self::BodyReadTimeout { .. }) {
+            // The rest of the body is never coming: HTTP/1 cannot find the next request's start, so hyper closes
+            // the connection after this response.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -354,6 +368,19 @@ mod tests {
             ApiError::Upstream(ProviderError::Timeout).parts().0,
             StatusCode::GATEWAY_TIMEOUT
         );
+    }
+
+    #[test]
+    fn a_stalled_body_is_408_and_closes_the_connection() {
+        let e = ApiError::BodyReadTimeout { seconds: 30 };
+        let body = serde_json::to_string(&e.body()).unwrap();
+        assert_eq!(
+            body,
+            r#"{"error":{"message":"The request body stalled for more than 30 seconds between two reads","type":"invalid_request_error","param":null,"code":null}}"#
+        );
+        let response = e.into_response();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Request extractors whose failures are `ApiError`s, so even a malformed body or query gets our error shape:
-//! `AppJson<T>` (media type, size, JSON syntax, field types, with `param` naming the field at fault) and
-//! `ListParams` (cursor pagination).
+//! `AppJson<T>` (media type, size, a body that stalls between two reads, JSON syntax, field types, with `param`
+//! naming the field at fault) and `ListParams` (cursor pagination).
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tollgate_core::ports::PageRequest;
+use tower_http::timeout::TimeoutError;
 
 /// A JSON body, parsed into `T`.
 #[derive(Debug, Clone)]
@@ -57,6 +58,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for SizedJson<T> {
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::PayloadTooLarge { limit }
+                } else if caused_by_body_timeout(&rejection) {
+                    ApiError::BodyReadTimeout {
+                        seconds: state.config.body_read_timeout_seconds,
+                    }
                 } else {
                     ApiError::bad_request("Could not read the request body", None)
                 }
@@ -69,6 +74,19 @@ impl<T: DeserializeOwned> FromRequest<AppState> for SizedJson<T> {
             bytes: bytes.len(),
         })
     }
+}
+
+/// Whether a body read failed because the router's `RequestBodyTimeoutLayer` gave up waiting for the next frame;
+/// axum wraps that error a few layers deep in the rejection.
+fn caused_by_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<TimeoutError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Parses a request body: 400 for an empty body, bad syntax, a non-object, or a missing or wrong-typed field.

@@ -4,7 +4,8 @@
 //! - [`config`]: the TOML configuration and its environment overrides, validated.
 //! - [`app`]: `AppState`, built once: store, providers, catalog, key cache, clock.
 //! - [`router`]: every route and the layers around them.
-//! - [`server`]: `serve(listener, state, shutdown)`, shared by `main` and the tests.
+//! - [`server`]: `serve(listener, state, shutdown)`, shared by `main` and the tests: the accept loop, the connection
+//!   cap and timeouts, the drain on shutdown.
 //! - [`middleware`]: request ids, body limits, client addresses, authentication extractors.
 //! - [`routes`]: one file per action under `inference/`, `management/`, `operator/`.
 //! - [`service`]: the operations routes and the CLI share (create a tenant, issue and revoke keys).

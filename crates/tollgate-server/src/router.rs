@@ -1,5 +1,6 @@
 //! Every route, and the layers every request passes: request id (outermost, so every response carries one, errors
-//! included), the declared-size check, and axum's body limit for chunked bodies.
+//! included), the declared-size check, axum's body limit for chunked bodies, and the body read timeout (the longest
+//! wait between two reads of a body, which `extract::AppJson` answers with 408).
 //!
 //! Routes are registered through [`Routes`], which records each method and path as it adds it: [`endpoints`] is
 //! that record, so tests that must cover every route (the cross-tenant walk) cannot miss one added later.
@@ -13,6 +14,8 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{self, MethodRouter};
+use std::time::Duration;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// One registered route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +130,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            state.config.body_read_timeout_seconds,
+        )))
         .layer(from_fn_with_state(
             state.clone(),
             body_limit::reject_oversize,

@@ -6,8 +6,9 @@
 
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tollgate_core::ports::{Clock, ManualClock, SystemClock};
 use tollgate_mock::MockConfig;
 use tollgate_server::config::{ModelConfig, ProviderConfig};
@@ -30,6 +31,9 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     _db_dir: tempfile::TempDir,
     _stop: Vec<oneshot::Sender<()>>,
+    /// The server's shutdown signal (dropping it shuts the server down too) and its task, for [`TestApp::shutdown`].
+    server_stop: Mutex<Option<oneshot::Sender<()>>>,
+    server: Mutex<Option<JoinHandle<std::io::Result<()>>>>,
 }
 
 /// A change to the test configuration, applied before the server starts.
@@ -96,9 +100,8 @@ impl TestAppBuilder {
             .await
             .expect("bind server");
         let url = format!("http://{}", listener.local_addr().expect("server addr"));
-        let (tx, rx) = oneshot::channel::<()>();
-        stop.push(tx);
-        tokio::spawn(tollgate_server::serve(listener, state.clone(), async {
+        let (server_stop, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(tollgate_server::serve(listener, state.clone(), async {
             let _ = rx.await;
         }));
         TestApp {
@@ -109,6 +112,8 @@ impl TestAppBuilder {
             clock,
             _db_dir: db_dir,
             _stop: stop,
+            server_stop: Mutex::new(Some(server_stop)),
+            server: Mutex::new(Some(server)),
         }
     }
 }
@@ -164,6 +169,23 @@ impl TestApp {
             mock: MockConfig::default(),
             configure: Vec::new(),
         }
+    }
+
+    /// Sends the server its shutdown signal, as SIGTERM does to `tollgate serve`; the handle completes when
+    /// `tollgate_server::serve` has returned. Call it once.
+    pub fn shutdown(&self) -> JoinHandle<std::io::Result<()>> {
+        let stop = self
+            .server_stop
+            .lock()
+            .expect("server_stop lock")
+            .take()
+            .expect("shutdown is called once");
+        let _ = stop.send(());
+        self.server
+            .lock()
+            .expect("server lock")
+            .take()
+            .expect("shutdown is called once")
     }
 
     /// A request to `path` on the server.

@@ -360,16 +360,34 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         operator_api = state.config.operator_token.is_some(),
         "tollgate is serving"
     );
-    run_until_signal(|shutdown| tollgate_server::serve(listener, state, shutdown)).await?;
+    // `tollgate_server::serve` bounds its own drain by `shutdown_timeout_seconds` and cuts what is left.
+    let budget = Duration::from_secs(state.config.shutdown_timeout_seconds);
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    run_until_signal(None, |shutdown| {
+        let signalled = Arc::clone(&signalled);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = signalled.set(std::time::Instant::now());
+        };
+        tollgate_server::serve(listener, state.clone(), shutdown)
+    })
+    .await?;
+    // Every client connection has ended here, so no request can start more work: wait for what requests started
+    // (upstream calls of clients that left, stream pumps) and flush the recorder, within what is left of the budget.
+    let left = signalled
+        .get()
+        .map_or(budget, |at| budget.saturating_sub(at.elapsed()));
+    state.close(left).await;
     tracing::info!("tollgate stopped");
     Ok(())
 }
 
-/// How long in-flight requests may take to finish after a shutdown signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the mock upstream's requests in flight may take to finish after a shutdown signal.
+const MOCK_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs a server until SIGTERM or Ctrl-C, then lets it drain for at most [`DRAIN_TIMEOUT`].
-async fn run_until_signal<F, Fut>(start: F) -> anyhow::Result<()>
+/// Runs a server until SIGTERM or Ctrl-C, then lets it drain: for at most `drain` when given, else for as long as
+/// the server itself allows.
+async fn run_until_signal<F, Fut>(drain: Option<Duration>, start: F) -> anyhow::Result<()>
 where
     F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
     Fut: std::future::Future<Output = std::io::Result<()>>,
@@ -382,8 +400,11 @@ where
         result = &mut server => return Ok(result?),
         () = shutdown_signal() => notify.notify_one(),
     }
-    tracing::info!("shutting down: draining requests in flight");
-    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+    tracing::info!("shutdown signal received: draining requests in flight");
+    let Some(drain) = drain else {
+        return Ok(server.await?);
+    };
+    match tokio::time::timeout(drain, server).await {
         Ok(result) => Ok(result?),
         Err(_) => {
             tracing::warn!("drain timed out; stopping with requests still open");
@@ -420,7 +441,10 @@ async fn mock_upstream(args: MockUpstreamArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "mock upstream is serving");
     let config = tollgate_mock::MockConfig::from(args.mock);
-    run_until_signal(|shutdown| tollgate_mock::serve(listener, config, shutdown)).await
+    run_until_signal(Some(MOCK_DRAIN_TIMEOUT), |shutdown| {
+        tollgate_mock::serve(listener, config, shutdown)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ async fn append(
     at: Timestamp,
 ) -> Result<LedgerEntry, StoreError> {
     let query = sqlx::query(
-        "INSERT INTO credit_balances (tenant_id, balance_micros, granted_micros) VALUES (?1, ?2, ?2) \
+        "INSERT INTO credit_balances (tenant_id, balance_micros, granted_micros, version) VALUES (?1, ?2, ?2, 1) \
          ON CONFLICT (tenant_id) DO UPDATE SET balance_micros = balance_micros + ?2, \
          granted_micros = granted_micros + ?2, version = version + 1 RETURNING balance_micros",
     );

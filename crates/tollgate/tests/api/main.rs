@@ -7,6 +7,7 @@
 )]
 
 mod auth;
+mod connections;
 mod errors;
 mod inference;
 mod management;
