@@ -337,7 +337,10 @@ mod tests {
         }
         // Inside the prefix, and an admin-length string.
         assert!(p.parse(&format!("sk_livé{}", "a".repeat(38))).is_err());
-        assert!(p.parse(&format!("sk_admin_{}é{}", "a".repeat(31), "a".repeat(5))).is_err());
+        assert!(
+            p.parse(&format!("sk_admin_{}é{}", "a".repeat(31), "a".repeat(5)))
+                .is_err()
+        );
     }
 
     #[test]
