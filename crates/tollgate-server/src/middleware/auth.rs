@@ -3,6 +3,7 @@
 //! on a miss → status, tenant, project and source-address checks. Nothing here ever logs or echoes a key.
 
 use crate::app::AppState;
+use crate::config::ExposeSecret;
 use crate::error::{ApiError, AuthFailure};
 use crate::middleware::client_ip::client_ip;
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -213,7 +214,12 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(expected) = state.config.operator_token.as_deref() else {
+        let Some(expected) = state
+            .config
+            .operator_token
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+        else {
             return Err(ApiError::NotFound {
                 message: "The operator API is disabled: set operator_token".to_owned(),
                 code: None,
