@@ -77,6 +77,14 @@ async fn authenticate(
         .lookup(&key.digest(), state.store.as_ref())
         .await?
         .ok_or(ApiError::Unauthorized(AuthFailure::Invalid))?;
+    // The prefix said which kind the key is; the record must agree (a swapped prefix configuration or a bad import
+    // could pair a project-prefixed value with an admin key's record, which must not act as a project key).
+    if principal.key.kind() != needed {
+        return Err(ApiError::Unauthorized(match needed {
+            KeyKind::Admin => AuthFailure::NeedsAdminKey,
+            KeyKind::Project => AuthFailure::NeedsProjectKey,
+        }));
+    }
     match principal.key.status(state.clock.now()) {
         KeyStatus::Active => {}
         KeyStatus::Revoked => return Err(ApiError::Unauthorized(AuthFailure::Revoked)),

@@ -2,6 +2,8 @@
 
 use reqwest::Method;
 use serde_json::json;
+use tollgate_core::key::KeyKind;
+use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec};
 use tollgate_testkit::{TestApp, json_of};
 
 async fn error_of(response: reqwest::Response, status: u16) -> (String, String) {
@@ -112,6 +114,62 @@ async fn each_key_kind_works_only_on_its_routes() {
     assert_eq!(m, "This route needs an admin API key");
     let (m, _) = error_of(app.get("/operator/v1/tenants", &t.admin_key).await, 401).await;
     assert!(m.contains("operator"), "{m}");
+}
+
+#[tokio::test]
+async fn a_key_acts_only_as_the_kind_its_record_says() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    // A project-prefixed value whose stored record is the owner's admin key (what swapped prefixes in the config
+    // or a bad import would leave): it must not pass as a project key, and its admin record must not leak into
+    // inference with an empty project.
+    let (mut record, _) = ApiKey::issue(
+        &app.state.prefixes,
+        &t.id,
+        KeyOwner::Member(t.owner_id.clone()),
+        KeySpec {
+            name: "mismatched".into(),
+            ..KeySpec::default()
+        },
+        None,
+        app.clock_now(),
+    );
+    let value = app.state.prefixes.generate(KeyKind::Project);
+    record.digest = value.digest();
+    app.state.store.insert_key(&record, None).await.unwrap();
+    let (m, _) = error_of(app.get("/v1/models", value.expose_secret()).await, 401).await;
+    assert_eq!(m, "This route needs a project API key");
+    let chat = app
+        .post(
+            "/v1/chat/completions",
+            value.expose_secret(),
+            &TestApp::chat_body("echo", "hi"),
+        )
+        .await;
+    let (m, _) = error_of(chat, 401).await;
+    assert_eq!(m, "This route needs a project API key");
+
+    // And the other way round: an admin-prefixed value whose record is a project key.
+    let (mut record, _) = ApiKey::issue(
+        &app.state.prefixes,
+        &t.id,
+        KeyOwner::Project(t.project_id.clone()),
+        KeySpec {
+            name: "mismatched too".into(),
+            ..KeySpec::default()
+        },
+        None,
+        app.clock_now(),
+    );
+    let value = app.state.prefixes.generate(KeyKind::Admin);
+    record.digest = value.digest();
+    app.state.store.insert_key(&record, None).await.unwrap();
+    let (m, _) = error_of(
+        app.get("/v1/organization", value.expose_secret()).await,
+        401,
+    )
+    .await;
+    assert_eq!(m, "This route needs an admin API key");
 }
 
 #[tokio::test]
