@@ -1,11 +1,11 @@
 //! Every route, and the layers every request passes: request id (outermost, so every response carries one, errors
-//! included), the declared-size check, and axum's body limit for chunked bodies.
+//! included), the source address, the declared-size check, and axum's body limit for chunked bodies.
 //!
 //! Routes are registered through [`Routes`], which records each method and path as it adds it: [`endpoints`] is
 //! that record, so tests that must cover every route (the cross-tenant walk) cannot miss one added later.
 
 use crate::app::AppState;
-use crate::middleware::{body_limit, request_id};
+use crate::middleware::{body_limit, client_ip, request_id};
 use crate::routes::{health, inference, management, method_not_allowed, not_found, operator};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -131,6 +131,55 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             body_limit::reject_oversize,
         ))
+        .layer(from_fn_with_state(state.clone(), client_ip::resolve))
         .layer(from_fn(request_id::request_id))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{App, Config};
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::{Request, StatusCode};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use tollgate_core::ports::SystemClock;
+    use tower::ServiceExt;
+
+    /// The application on a temporary SQLite store, with the default configuration.
+    async fn state() -> (tempfile::TempDir, AppState) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            database_url: format!("sqlite://{}/t.db", dir.path().display()),
+            ..Config::default()
+        };
+        let store = tollgate_store::connect(&config.database_url).await.unwrap();
+        let state = App::build(config, store, Arc::new(SystemClock)).unwrap();
+        (dir, state)
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_without_its_peer_address_is_a_500_not_a_default_address() {
+        let (_dir, state) = state().await;
+        let app = router(state);
+        let response = app.clone().oneshot(get("/healthz")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // Still our error shape, with a request id.
+        assert!(response.headers().contains_key(&request_id::X_REQUEST_ID));
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["type"], "api_error");
+        let mut request = get("/healthz");
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        assert_eq!(app.oneshot(request).await.unwrap().status(), StatusCode::OK);
+    }
 }

@@ -5,13 +5,12 @@
 use crate::app::AppState;
 use crate::config::ExposeSecret;
 use crate::error::{ApiError, AuthFailure};
-use crate::middleware::client_ip::client_ip;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use crate::middleware::client_ip::SourceIp;
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tollgate_core::key::KeyKind;
@@ -99,29 +98,19 @@ async fn authenticate(
         return Err(ApiError::Unauthorized(AuthFailure::ProjectArchived));
     }
     if !principal.key.allowed_ips.is_empty() {
-        let ip = source_ip(parts, state);
-        if !principal
-            .key
-            .allowed_ips
-            .iter()
-            .any(|net| net.contains(&ip))
-        {
-            return Err(ApiError::forbidden(format!(
-                "Requests from {ip} are not allowed for this API key"
-            )));
+        let source = parts.extensions.get::<SourceIp>().copied().ok_or_else(|| {
+            ApiError::Internal("no source address: the client_ip layer is missing".to_owned())
+        })?;
+        if !source.is_in(&principal.key.allowed_ips) {
+            return Err(ApiError::forbidden(match source {
+                SourceIp::Known(ip) => format!("Requests from {ip} are not allowed for this API key"),
+                SourceIp::Unknown => "This API key is limited to allowed_ips, and the request's source address \
+                                      is unknown (a trusted proxy sent an unreadable X-Forwarded-For)"
+                    .to_owned(),
+            }));
         }
     }
     Ok(principal)
-}
-
-/// The request's source address (socket peer, or trusted proxies' `X-Forwarded-For`).
-pub fn source_ip(parts: &Parts, state: &AppState) -> IpAddr {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    client_ip(peer, &parts.headers, &state.config.trusted_proxies)
 }
 
 /// A request made with an active project key.
