@@ -5,6 +5,7 @@
 use crate::app::AppState;
 use crate::config::ExposeSecret;
 use crate::error::{ApiError, AuthFailure};
+use crate::middleware::access_log::AccessRecord;
 use crate::middleware::client_ip::SourceIp;
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
@@ -76,6 +77,10 @@ async fn authenticate(
         .lookup(&key.digest(), state.store.as_ref())
         .await?
         .ok_or(ApiError::Unauthorized(AuthFailure::Invalid))?;
+    // From here on the request is attributable to a key, refused or not.
+    if let Some(record) = parts.extensions.get::<AccessRecord>() {
+        record.record_principal(&principal);
+    }
     // The prefix said which kind the key is; the record must agree (a swapped prefix configuration or a bad import
     // could pair a project-prefixed value with an admin key's record, which must not act as a project key).
     if principal.key.kind() != needed {
@@ -113,19 +118,30 @@ async fn authenticate(
     Ok(principal)
 }
 
-/// A request made with an active project key.
+/// A request made with an active project key (and where to record, for the access log, what it asked for).
 #[derive(Debug, Clone)]
-pub struct ProjectKey(pub Arc<Principal>);
+pub struct ProjectKey(pub Arc<Principal>, Option<AccessRecord>);
 
 impl FromRequestParts<AppState> for ProjectKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(parts, state, KeyKind::Project).await.map(Self)
+        let principal = authenticate(parts, state, KeyKind::Project).await?;
+        Ok(Self(
+            principal,
+            parts.extensions.get::<AccessRecord>().cloned(),
+        ))
     }
 }
 
 impl ProjectKey {
+    /// Records the public model this request uses, for its access-log line.
+    pub fn record_model(&self, model: &str) {
+        if let Some(record) = &self.1 {
+            record.record_model(model);
+        }
+    }
+
     /// Whether this key may use the public model `model`.
     pub fn may_use(&self, model: &str) -> bool {
         self.0

@@ -7,6 +7,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::middleware::access_log::AccessRecord;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::Next;
@@ -85,6 +86,9 @@ pub async fn resolve(State(state): State<AppState>, mut request: Request, next: 
             .into_response();
     };
     let source = source_ip(peer.ip(), request.headers(), &state.config.trusted_proxies);
+    if let Some(record) = request.extensions().get::<AccessRecord>() {
+        record.record_source(source);
+    }
     request.extensions_mut().insert(source);
     next.run(request).await
 }
