@@ -2,8 +2,9 @@
 //! server-side detail that `ApiError` left in the response's extensions; both carry the request id.
 //!
 //! A line says what was asked and by whom: request id, method, path (never the query string), source address,
-//! tenant, key id, model, status, latency. It never holds a secret or a header value: keys appear as their ids,
-//! and a path segment that looks like a key is cut to the key's visible prefix.
+//! tenant, key id, model, status, latency. It never holds a secret, a query string or a header value other than the
+//! request id (which `request_id` admits only as 1–128 visible ASCII characters): keys appear as their ids, and a
+//! path segment that looks like a key is cut to the key's visible prefix.
 
 use crate::app::AppState;
 use crate::error::ErrorDetail;
