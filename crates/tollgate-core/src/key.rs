@@ -108,6 +108,11 @@ impl KeyPrefixes {
 
     /// Checks a presented string without any I/O: which kind it is, if its shape and checksum are right.
     pub fn parse(&self, raw: &str) -> Result<(KeyKind, PlainKey), KeyFormatError> {
+        // Every valid key is ASCII; checking first also makes every byte offset below a char boundary, so a
+        // multi-byte character where the checksum starts is a malformed key, not a panic.
+        if !raw.is_ascii() {
+            return Err(KeyFormatError::Malformed);
+        }
         // Try the longer prefix first: when one prefix starts with the other, only the longer one can match a
         // well-formed key, because the rest of the longer prefix ends in `_`, which no body contains.
         let (first, second) = if self.admin.len() >= self.project.len() {
@@ -315,6 +320,27 @@ mod tests {
         let bad_alpha = format!("sk_live_{}", "-".repeat(38));
         assert!(p.parse(&bad_alpha).is_err());
         assert!(p.parse("").is_err());
+    }
+
+    #[test]
+    fn non_ascii_input_is_malformed_and_never_panics() {
+        let p = prefixes();
+        // The exact length of a project key (46 bytes), with a multi-byte character at every position after the
+        // prefix: in particular straddling byte 40, where the checksum starts.
+        for ch in ['é', '€', '𝄞'] {
+            let filler = 46 - 8 - ch.len_utf8();
+            for at in 0..=filler {
+                let raw = format!("sk_live_{}{ch}{}", "a".repeat(at), "a".repeat(filler - at));
+                assert_eq!(raw.len(), 46);
+                assert_eq!(p.parse(&raw), Err(KeyFormatError::Malformed), "{raw}");
+            }
+        }
+        // Inside the prefix, and an admin-length string.
+        assert!(p.parse(&format!("sk_livé{}", "a".repeat(38))).is_err());
+        assert!(
+            p.parse(&format!("sk_admin_{}é{}", "a".repeat(31), "a".repeat(5)))
+                .is_err()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ use crate::id;
 use crate::key::{KeyDigest, KeyKind, KeyPrefixes, PlainKey};
 use crate::role::Role;
 use ipnet::IpNet;
+use std::fmt;
 
 /// Unix seconds.
 pub type Timestamp = i64;
@@ -96,8 +97,8 @@ pub struct Project {
     pub created_at: Timestamp,
 }
 
-/// A person in a tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A person in a tenant. Its `Debug` never prints the password hash (an offline-crackable secret).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Member {
     /// `user_…`.
     pub id: String,
@@ -111,6 +112,24 @@ pub struct Member {
     pub password_hash: Option<String>,
     /// Creation time.
     pub created_at: Timestamp,
+}
+
+impl fmt::Debug for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Written out rather than derived: the field stays a plain `Option<String>` for the store's sake, so the
+        // redaction lives here.
+        f.debug_struct("Member")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "[redacted]"),
+            )
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 /// What a key belongs to.
@@ -400,6 +419,34 @@ mod tests {
         assert_eq!(t.admin_key.prefix, secret.visible_prefix());
         assert!(t.admin_key.id.starts_with("admin_key_"));
         assert_eq!(t.project.name, "Default");
+    }
+
+    #[test]
+    fn a_members_password_hash_never_prints() {
+        let prefixes = KeyPrefixes::new("sk_live_", "sk_admin_").unwrap();
+        let phc = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        let (t, _) = NewTenant::build(
+            &prefixes,
+            "Acme".into(),
+            "pro".into(),
+            "o@acme.io".into(),
+            Some(phc.to_owned()),
+            7,
+        );
+        for shown in [
+            format!("{:?}", t.owner),
+            format!("{:#?}", t.owner),
+            format!("{t:?}"),
+        ] {
+            assert!(
+                !shown.contains("aGFzaGhh") && !shown.contains("argon2"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("[redacted]") && shown.contains("o@acme.io"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! names the field, never a silent default.
 
 use ipnet::IpNet;
+/// The operator token is a [`SecretString`]: its `Debug` prints `[REDACTED]`, and reading it takes an explicit
+/// [`ExposeSecret::expose_secret`].
+pub use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -62,8 +65,8 @@ pub struct Config {
     pub database_url: String,
     /// Shared rate limits across nodes (used by the rate-limit feature).
     pub redis_url: Option<String>,
-    /// Enables `/operator/v1/*` when set.
-    pub operator_token: Option<String>,
+    /// Enables `/operator/v1/*` when set. A secret: it never prints, `Config`'s `Debug` included.
+    pub operator_token: Option<SecretString>,
     /// Prefix of project keys.
     pub key_prefix: String,
     /// Prefix of admin keys.
@@ -200,7 +203,7 @@ impl Config {
             self.database_url = v;
         }
         if let Some(v) = get("TOLLGATE_OPERATOR_TOKEN") {
-            self.operator_token = Some(v);
+            self.operator_token = Some(v.into());
         }
         if let Some(v) = get("TOLLGATE_REDIS_URL") {
             self.redis_url = Some(v);
@@ -241,7 +244,11 @@ impl Config {
                 format!("must be from 1 to {most}"),
             ));
         }
-        if self.operator_token.as_deref().is_some_and(|t| t.len() < 8) {
+        if self
+            .operator_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().len() < 8)
+        {
             return Err(invalid("operator_token", "must be at least 8 characters"));
         }
         let mut provider_ids = HashSet::new();
@@ -423,7 +430,35 @@ mod tests {
             _ => None,
         });
         assert_eq!(c.listen, "127.0.0.1:2");
-        assert_eq!(c.operator_token.as_deref(), Some("secret-token"));
+        assert_eq!(
+            c.operator_token.as_ref().map(ExposeSecret::expose_secret),
+            Some("secret-token")
+        );
         assert_eq!(c.database_url, "sqlite://tollgate-data/tollgate.db");
+    }
+
+    #[test]
+    fn the_operator_token_never_prints() {
+        let from_file = Config::from_toml("operator_token = \"file-secret-token\"").unwrap();
+        assert_eq!(
+            from_file
+                .operator_token
+                .as_ref()
+                .map(ExposeSecret::expose_secret),
+            Some("file-secret-token")
+        );
+        let mut from_env = Config::default();
+        from_env.apply_env(|name| {
+            (name == "TOLLGATE_OPERATOR_TOKEN").then(|| "env-secret-token".to_owned())
+        });
+        for (config, secret) in [
+            (from_file, "file-secret-token"),
+            (from_env, "env-secret-token"),
+        ] {
+            for shown in [format!("{config:?}"), format!("{config:#?}")] {
+                assert!(!shown.contains(secret), "{shown}");
+                assert!(shown.contains("operator_token"), "{shown}");
+            }
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! `ApiError`: the one place where failures become HTTP responses, always in OpenAI's error shape
-//! (`{"error":{"message","type","param","code"}}`). Server-side detail (storage, upstream) is logged here and never
-//! sent: the client gets our own sentence.
+//! (`{"error":{"message","type","param","code"}}`). Server-side detail (storage, upstream) is never sent: the client
+//! gets our own sentence, and the detail travels in the response's extensions ([`ErrorDetail`]) to the access-log
+//! layer, which logs it with the request id.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::value::RawValue;
+use std::sync::Arc;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{ProviderError, StoreError};
 use tollgate_openai::{ErrorBody, ErrorObject};
@@ -296,14 +298,14 @@ fn truncate_id(id: &str) -> &str {
     }
 }
 
+/// A 5xx's server-side detail, in the response's extensions for `middleware::access_log` to log with the request
+/// id; never sent. It never names a key: stores and providers only see digests and upstream statuses.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail(pub Arc<ApiError>);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, ..) = self.parts();
-        if status.is_server_error() {
-            // The detail stays in our logs; it never names a key (stores and providers only see digests and
-            // upstream statuses).
-            tracing::error!(status = status.as_u16(), error = %self, "request failed");
-        }
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
         let mut response = (status, body).into_response();
         response.headers_mut().insert(
@@ -322,6 +324,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if status.is_server_error() {
+            // Logged where the request id is known, not here.
+            response
+                .extensions_mut()
+                .insert(ErrorDetail(Arc::new(self)));
         }
         response
     }

@@ -6,13 +6,13 @@
 //! - [`router`]: every route and the layers around them.
 //! - [`server`]: `serve(listener, state, shutdown)`, shared by `main` and the tests: the accept loop, the connection
 //!   cap and timeouts, the drain on shutdown.
-//! - [`middleware`]: request ids, body limits, client addresses, authentication extractors.
+//! - [`middleware`]: request ids, access logs, client addresses, body limits, authentication extractors.
 //! - [`routes`]: one file per action under `inference/`, `management/`, `operator/`.
 //! - [`service`]: the operations routes and the CLI share (create a tenant, issue and revoke keys).
 //! - [`extract`]: JSON and pagination extractors that fail with `ApiError`.
 //! - [`objects`]: the JSON objects of API.md.
 //! - [`credits`]: balances and holds in memory, and the group-committing recorder of charges and usage.
-//! - [`key_cache`]: authenticated keys in memory, invalidated on revocation.
+//! - [`key_cache`]: authenticated keys in memory: misses coalesced, invalidated exactly on revocation.
 //! - [`error`]: `ApiError`, the one mapping from failures to HTTP.
 
 pub mod app;

@@ -1,12 +1,13 @@
 //! Every route, and the layers every request passes: request id (outermost, so every response carries one, errors
-//! included), the declared-size check, axum's body limit for chunked bodies, and the body read timeout (the longest
-//! wait between two reads of a body, which `extract::AppJson` answers with 408).
+//! included), the access log, the source address, the declared-size check, axum's body limit for chunked bodies,
+//! and the body read timeout (the longest wait between two reads of a body, which `extract::AppJson` answers with
+//! 408).
 //!
 //! Routes are registered through [`Routes`], which records each method and path as it adds it: [`endpoints`] is
 //! that record, so tests that must cover every route (the cross-tenant walk) cannot miss one added later.
 
 use crate::app::AppState;
-use crate::middleware::{body_limit, request_id};
+use crate::middleware::{access_log, body_limit, client_ip, request_id};
 use crate::routes::{health, inference, management, method_not_allowed, not_found, operator};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -137,6 +138,268 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             body_limit::reject_oversize,
         ))
+        .layer(from_fn_with_state(state.clone(), client_ip::resolve))
+        // Inside the request id (which it logs), outside everything else (so it sees every response).
+        .layer(from_fn_with_state(state.clone(), access_log::access_log))
         .layer(from_fn(request_id::request_id))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{App, Config};
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::{Request, StatusCode};
+    use serde_json::{Value, json};
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    use tollgate_core::key::PlainKey;
+    use tollgate_core::ports::SystemClock;
+    use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, NewTenant};
+    use tower::ServiceExt;
+
+    /// The application on a temporary SQLite store, with the default configuration.
+    async fn state() -> (tempfile::TempDir, AppState) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            database_url: format!("sqlite://{}/t.db", dir.path().display()),
+            ..Config::default()
+        };
+        let store = tollgate_store::connect(&config.database_url).await.unwrap();
+        let state = App::build(config, store, Arc::new(SystemClock)).unwrap();
+        (dir, state)
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_without_its_peer_address_is_a_500_not_a_default_address() {
+        let (_dir, state) = state().await;
+        let app = router(state);
+        let response = app.clone().oneshot(get("/healthz")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // Still our error shape, with a request id.
+        assert!(response.headers().contains_key(&request_id::X_REQUEST_ID));
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["type"], "api_error");
+        let mut request = get("/healthz");
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        assert_eq!(app.oneshot(request).await.unwrap().status(), StatusCode::OK);
+    }
+
+    /// Log lines written while the guard lives on this thread, as JSON values.
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl Logs {
+        fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+            let buffer = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&buffer);
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(move || Sink(Arc::clone(&sink)))
+                .finish();
+            (Self(buffer), tracing::subscriber::set_default(subscriber))
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+
+        /// The lines whose `request_id` field is `id`.
+        fn of(&self, id: &str) -> Vec<Value> {
+            self.text()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .filter(|l| l["fields"]["request_id"] == id)
+                .collect()
+        }
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A tenant and a project key in its Default project, written to the store.
+    async fn tenant_and_key(state: &AppState) -> (NewTenant, PlainKey, ApiKey, PlainKey) {
+        let now = state.clock.now();
+        let (tenant, admin) = NewTenant::build(
+            &state.prefixes,
+            "T".into(),
+            "pro".into(),
+            "o@t.io".into(),
+            None,
+            now,
+        );
+        state.store.create_tenant(&tenant).await.unwrap();
+        let (key, secret) = ApiKey::issue(
+            &state.prefixes,
+            &tenant.tenant.id,
+            KeyOwner::Project(tenant.project.id.clone()),
+            KeySpec {
+                name: "k".into(),
+                ..KeySpec::default()
+            },
+            None,
+            now,
+        );
+        state.store.insert_key(&key, None).await.unwrap();
+        (tenant, admin, key, secret)
+    }
+
+    fn with_peer(mut request: Request<Body>) -> Request<Body> {
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    }
+
+    #[tokio::test]
+    async fn each_request_logs_one_access_line_with_who_and_never_a_secret() {
+        let (_dir, state) = state().await;
+        let (tenant, admin, key, secret) = tenant_and_key(&state).await;
+        let app = router(state.clone());
+        let (logs, _guard) = Logs::capture();
+
+        let chat = Request::post("/v1/chat/completions?api_key=query-secret-value")
+            .header(
+                "authorization",
+                format!("Bearer {}", secret.expose_secret()),
+            )
+            .header("x-request-id", "req-chat")
+            .header("content-type", "application/json")
+            .header("user-agent", "header-secret-value")
+            .body(Body::from(
+                json!({"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
+                    .to_string(),
+            ))
+            .unwrap();
+        let response = app.clone().oneshot(with_peer(chat)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        // A key pasted into the URL as a model id.
+        let misplaced = Request::get(format!("/v1/models/{}", secret.expose_secret()))
+            .header(
+                "authorization",
+                format!("Bearer {}", secret.expose_secret()),
+            )
+            .header("x-request-id", "req-misplaced")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(with_peer(misplaced)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        // The admin key, on a management route.
+        let admin_request = Request::get("/v1/organization")
+            .header("authorization", format!("Bearer {}", admin.expose_secret()))
+            .header("x-request-id", "req-admin")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(with_peer(admin_request)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let lines = logs.of("req-chat");
+        assert_eq!(lines.len(), 1, "one line per request: {lines:?}");
+        let line = &lines[0];
+        assert_eq!(line["target"], access_log::TARGET);
+        assert_eq!(line["level"], "INFO");
+        let fields = &line["fields"];
+        assert_eq!(fields["method"], "POST");
+        assert_eq!(fields["path"], "/v1/chat/completions");
+        assert_eq!(fields["status"], 200);
+        assert_eq!(fields["tenant"], tenant.tenant.id.as_str());
+        assert_eq!(fields["key_id"], key.id.as_str());
+        assert_eq!(fields["model"], "echo");
+        assert_eq!(fields["source_ip"], "127.0.0.1");
+        assert!(fields["latency_ms"].as_f64().unwrap() >= 0.0);
+
+        let lines = logs.of("req-misplaced");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let fields = &lines[0]["fields"];
+        assert_eq!(fields["status"], 404);
+        assert_eq!(
+            fields["path"],
+            format!("/v1/models/{}…", secret.visible_prefix())
+        );
+        assert_eq!(fields["key_id"], key.id.as_str());
+        assert!(fields.get("model").is_none());
+        // Refused, but attributed: a revoked key is known by its id.
+        state
+            .store
+            .revoke_key(&tenant.tenant.id, &key.id, state.clock.now())
+            .await
+            .unwrap();
+        state.keys.invalidate(&key.digest).await;
+        let revoked = Request::get("/v1/models")
+            .header("x-api-key", secret.expose_secret())
+            .header("x-request-id", "req-revoked")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(with_peer(revoked)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let lines = logs.of("req-revoked");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["fields"]["key_id"], key.id.as_str());
+        assert_eq!(lines[0]["fields"]["status"], 401);
+        let lines = logs.of("req-admin");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["fields"]["key_id"], tenant.admin_key.id.as_str());
+        assert_eq!(lines[0]["fields"]["tenant"], tenant.tenant.id.as_str());
+
+        let text = logs.text();
+        for secret in [secret.expose_secret(), admin.expose_secret()] {
+            assert!(!text.contains(&secret[12..]), "a key in the logs: {text}");
+        }
+        assert!(!text.contains("query-secret-value") && !text.contains("header-secret-value"));
+    }
+
+    #[tokio::test]
+    async fn a_5xx_logs_its_detail_with_the_request_id() {
+        let (_dir, state) = state().await;
+        let app = router(state);
+        let (logs, _guard) = Logs::capture();
+        // No peer address: a 500 whose detail is ours to log, not the client's to read.
+        let request = Request::get("/healthz")
+            .header("x-request-id", "req-broken")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&body).contains("ConnectInfo"));
+
+        let lines = logs.of("req-broken");
+        let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+        assert_eq!(errors.len(), 1, "{lines:?}");
+        let fields = &errors[0]["fields"];
+        assert_eq!(fields["status"], 500);
+        assert!(
+            fields["error"].as_str().unwrap().contains("ConnectInfo"),
+            "{fields}"
+        );
+        let access: Vec<_> = lines.iter().filter(|l| l["level"] == "INFO").collect();
+        assert_eq!(access.len(), 1, "{lines:?}");
+        assert_eq!(access[0]["fields"]["status"], 500);
+        // Nothing else logged the failure without the request id.
+        assert_eq!(logs.text().matches("ConnectInfo").count(), 1);
+    }
 }

@@ -56,18 +56,43 @@ fn backend(url: &str) -> Result<Backend, OpenError> {
     }
 }
 
-/// The URL with any password replaced, so a rejected PostgreSQL URL can be shown in an error.
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+/// The URL with any password replaced, so a rejected database URL can be shown in an error. Parsed by the `url`
+/// crate, as a database driver would: the user information ends at the *last* `@` of the authority, so a password
+/// containing `@` is still found. A URL that does not parse shows only its scheme.
+fn redact_password(raw: &str) -> String {
+    const HIDDEN: &str = "***";
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return match raw.split_once(':') {
+            Some((scheme, _))
+                if scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+            {
+                format!("{scheme}:{HIDDEN}")
+            }
+            _ => HIDDEN.to_owned(),
+        };
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
+    if url.password().is_some() {
+        // Only URLs with a host can carry a password, and those accept a new one.
+        let _ = url.set_password(Some(HIDDEN));
     }
+    // libpq also takes `?password=…` (and `sslpassword`) in the query string.
+    if url.query_pairs().any(|(k, _)| k.contains("password")) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.contains("password") {
+                    HIDDEN.into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.into()
 }
 
 #[cfg(test)]
@@ -85,5 +110,43 @@ mod tests {
             text.contains("postgres://app:***@db:5432/tollgate"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn passwords_with_at_signs_or_percent_encoding_are_redacted() {
+        for (raw, secrets, shown) in [
+            (
+                "postgres://app:p@ss@word@db/x",
+                &["p@ss", "ss@word", "word@", "p%40ss"][..],
+                "postgres://app:***@db/x",
+            ),
+            (
+                "postgres://app:p%40ss%3Aw0rd@db:5432/x",
+                &["p%40ss", "p@ss", "w0rd"][..],
+                "postgres://app:***@db:5432/x",
+            ),
+            (
+                "postgres://app:%F0%9F%94%91key@db/x",
+                &["%F0%9F%94%91", "key@"][..],
+                "postgres://app:***@db/x",
+            ),
+            (
+                "postgres://db/x?user=app&password=hunter2&sslmode=require",
+                &["hunter2"][..],
+                "postgres://db/x?user=app&password=***&sslmode=require",
+            ),
+            ("postgres://app@db/x", &[][..], "postgres://app@db/x"),
+            (
+                "postgres:// app:hunter2@[db/x",
+                &["hunter2"][..],
+                "postgres:***",
+            ),
+        ] {
+            let text = redact_password(raw);
+            for secret in secrets {
+                assert!(!text.contains(secret), "{raw} → {text}");
+            }
+            assert_eq!(text, shown, "{raw}");
+        }
     }
 }

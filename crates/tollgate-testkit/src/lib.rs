@@ -74,7 +74,7 @@ impl TestAppBuilder {
         let db_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
             database_url: format!("sqlite://{}/tollgate.db", db_dir.path().display()),
-            operator_token: Some(OPERATOR_TOKEN.to_owned()),
+            operator_token: Some(OPERATOR_TOKEN.into()),
             providers: vec![
                 provider("mock", &mock_url, 5_000),
                 provider("mock-impatient", &mock_url, 300),

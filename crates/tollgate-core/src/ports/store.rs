@@ -13,7 +13,7 @@ use crate::tenant::{
 use async_trait::async_trait;
 
 /// Why storage failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A uniqueness rule was broken (e.g. the same email twice in a tenant).
     #[error("conflict: {0}")]

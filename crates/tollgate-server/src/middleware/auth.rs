@@ -3,14 +3,15 @@
 //! on a miss → status, tenant, project and source-address checks. Nothing here ever logs or echoes a key.
 
 use crate::app::AppState;
+use crate::config::ExposeSecret;
 use crate::error::{ApiError, AuthFailure};
-use crate::middleware::client_ip::client_ip;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use crate::middleware::access_log::AccessRecord;
+use crate::middleware::client_ip::SourceIp;
+use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tollgate_core::key::KeyKind;
@@ -76,6 +77,18 @@ async fn authenticate(
         .lookup(&key.digest(), state.store.as_ref())
         .await?
         .ok_or(ApiError::Unauthorized(AuthFailure::Invalid))?;
+    // From here on the request is attributable to a key, refused or not.
+    if let Some(record) = parts.extensions.get::<AccessRecord>() {
+        record.record_principal(&principal);
+    }
+    // The prefix said which kind the key is; the record must agree (a swapped prefix configuration or a bad import
+    // could pair a project-prefixed value with an admin key's record, which must not act as a project key).
+    if principal.key.kind() != needed {
+        return Err(ApiError::Unauthorized(match needed {
+            KeyKind::Admin => AuthFailure::NeedsAdminKey,
+            KeyKind::Project => AuthFailure::NeedsProjectKey,
+        }));
+    }
     match principal.key.status(state.clock.now()) {
         KeyStatus::Active => {}
         KeyStatus::Revoked => return Err(ApiError::Unauthorized(AuthFailure::Revoked)),
@@ -90,44 +103,45 @@ async fn authenticate(
         return Err(ApiError::Unauthorized(AuthFailure::ProjectArchived));
     }
     if !principal.key.allowed_ips.is_empty() {
-        let ip = source_ip(parts, state);
-        if !principal
-            .key
-            .allowed_ips
-            .iter()
-            .any(|net| net.contains(&ip))
-        {
-            return Err(ApiError::forbidden(format!(
-                "Requests from {ip} are not allowed for this API key"
-            )));
+        let source = parts.extensions.get::<SourceIp>().copied().ok_or_else(|| {
+            ApiError::Internal("no source address: the client_ip layer is missing".to_owned())
+        })?;
+        if !source.is_in(&principal.key.allowed_ips) {
+            return Err(ApiError::forbidden(match source {
+                SourceIp::Known(ip) => format!("Requests from {ip} are not allowed for this API key"),
+                SourceIp::Unknown => "This API key is limited to allowed_ips, and the request's source address \
+                                      is unknown (a trusted proxy sent an unreadable X-Forwarded-For)"
+                    .to_owned(),
+            }));
         }
     }
     Ok(principal)
 }
 
-/// The request's source address (socket peer, or trusted proxies' `X-Forwarded-For`).
-pub fn source_ip(parts: &Parts, state: &AppState) -> IpAddr {
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    client_ip(peer, &parts.headers, &state.config.trusted_proxies)
-}
-
-/// A request made with an active project key.
+/// A request made with an active project key (and where to record, for the access log, what it asked for).
 #[derive(Debug, Clone)]
-pub struct ProjectKey(pub Arc<Principal>);
+pub struct ProjectKey(pub Arc<Principal>, Option<AccessRecord>);
 
 impl FromRequestParts<AppState> for ProjectKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(parts, state, KeyKind::Project).await.map(Self)
+        let principal = authenticate(parts, state, KeyKind::Project).await?;
+        Ok(Self(
+            principal,
+            parts.extensions.get::<AccessRecord>().cloned(),
+        ))
     }
 }
 
 impl ProjectKey {
+    /// Records the public model this request uses, for its access-log line.
+    pub fn record_model(&self, model: &str) {
+        if let Some(record) = &self.1 {
+            record.record_model(model);
+        }
+    }
+
     /// Whether this key may use the public model `model`.
     pub fn may_use(&self, model: &str) -> bool {
         self.0
@@ -213,7 +227,12 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(expected) = state.config.operator_token.as_deref() else {
+        let Some(expected) = state
+            .config
+            .operator_token
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+        else {
             return Err(ApiError::NotFound {
                 message: "The operator API is disabled: set operator_token".to_owned(),
                 code: None,

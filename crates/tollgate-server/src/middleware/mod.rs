@@ -1,5 +1,7 @@
-//! Request plumbing that runs before handlers: request ids, body limits, client addresses and authentication.
+//! Request plumbing that runs before handlers: request ids, access logs, client addresses, body limits and
+//! authentication.
 
+pub mod access_log;
 pub mod auth;
 pub mod body_limit;
 pub mod client_ip;

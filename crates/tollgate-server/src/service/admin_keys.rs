@@ -58,7 +58,7 @@ pub async fn create(
         app.clock.now(),
     );
     app.store.insert_key(&key, None).await?;
-    app.keys.invalidate(&key.digest);
+    app.keys.invalidate(&key.digest).await;
     Ok((key, secret))
 }
 

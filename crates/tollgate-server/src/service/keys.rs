@@ -161,7 +161,7 @@ pub async fn create_project_key(
             (other, _) => other.into(),
         })?;
     // A digest is unguessable, but make sure no earlier miss for it lingers in the negative cache.
-    app.keys.invalidate(&key.digest);
+    app.keys.invalidate(&key.digest).await;
     Ok((key, secret))
 }
 
@@ -172,7 +172,7 @@ pub async fn revoke(app: &App, tenant_id: &str, key_id: &str) -> Result<ApiKey, 
         .revoke_key(tenant_id, key_id, app.clock.now())
         .await?
         .ok_or_else(|| ApiError::not_found("API key", key_id))?;
-    app.keys.invalidate(&key.digest);
+    app.keys.invalidate(&key.digest).await;
     Ok(key)
 }
 

@@ -105,7 +105,7 @@ pub async fn remove(app: &App, tenant_id: &str, member_id: &str) -> Result<Membe
         .await?
         .ok_or_else(|| ApiError::not_found("member", member_id))?;
     for digest in &removed.revoked {
-        app.keys.invalidate(digest);
+        app.keys.invalidate(digest).await;
     }
     Ok(removed.member)
 }

@@ -2,6 +2,8 @@
 
 use reqwest::Method;
 use serde_json::json;
+use tollgate_core::key::KeyKind;
+use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec};
 use tollgate_testkit::{TestApp, json_of};
 
 async fn error_of(response: reqwest::Response, status: u16) -> (String, String) {
@@ -112,6 +114,133 @@ async fn each_key_kind_works_only_on_its_routes() {
     assert_eq!(m, "This route needs an admin API key");
     let (m, _) = error_of(app.get("/operator/v1/tenants", &t.admin_key).await, 401).await;
     assert!(m.contains("operator"), "{m}");
+}
+
+#[tokio::test]
+async fn a_key_acts_only_as_the_kind_its_record_says() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    // A project-prefixed value whose stored record is the owner's admin key (what swapped prefixes in the config
+    // or a bad import would leave): it must not pass as a project key, and its admin record must not leak into
+    // inference with an empty project.
+    let (mut record, _) = ApiKey::issue(
+        &app.state.prefixes,
+        &t.id,
+        KeyOwner::Member(t.owner_id.clone()),
+        KeySpec {
+            name: "mismatched".into(),
+            ..KeySpec::default()
+        },
+        None,
+        app.clock_now(),
+    );
+    let value = app.state.prefixes.generate(KeyKind::Project);
+    record.digest = value.digest();
+    app.state.store.insert_key(&record, None).await.unwrap();
+    let (m, _) = error_of(app.get("/v1/models", value.expose_secret()).await, 401).await;
+    assert_eq!(m, "This route needs a project API key");
+    let chat = app
+        .post(
+            "/v1/chat/completions",
+            value.expose_secret(),
+            &TestApp::chat_body("echo", "hi"),
+        )
+        .await;
+    let (m, _) = error_of(chat, 401).await;
+    assert_eq!(m, "This route needs a project API key");
+
+    // And the other way round: an admin-prefixed value whose record is a project key.
+    let (mut record, _) = ApiKey::issue(
+        &app.state.prefixes,
+        &t.id,
+        KeyOwner::Project(t.project_id.clone()),
+        KeySpec {
+            name: "mismatched too".into(),
+            ..KeySpec::default()
+        },
+        None,
+        app.clock_now(),
+    );
+    let value = app.state.prefixes.generate(KeyKind::Admin);
+    record.digest = value.digest();
+    app.state.store.insert_key(&record, None).await.unwrap();
+    let (m, _) = error_of(
+        app.get("/v1/organization", value.expose_secret()).await,
+        401,
+    )
+    .await;
+    assert_eq!(m, "This route needs an admin API key");
+}
+
+#[tokio::test]
+async fn an_unreadable_forwarded_for_from_a_trusted_proxy_fails_allow_lists_closed() {
+    let app = TestApp::builder()
+        .configure(|c| c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()])
+        .start()
+        .await;
+    let t = app.tenant("enterprise").await;
+    let create = |name: &str, nets: &[&str]| {
+        app.create_project_key(
+            &t.admin_key,
+            &t.project_id,
+            json!({"name": name, "allowed_ips": nets}),
+        )
+    };
+    // A key allowed from the proxy's own network: falling back to the proxy's address would let anyone in.
+    let internal = create("internal", &["127.0.0.0/8"]).await["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let office = create("office", &["203.0.113.0/24"]).await["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let models = |key: &str, xff: Option<&[u8]>| {
+        let request = app.with_key(Method::GET, "/v1/models", key);
+        let request = match xff {
+            Some(v) => request.header(
+                "x-forwarded-for",
+                reqwest::header::HeaderValue::from_bytes(v).unwrap(),
+            ),
+            None => request,
+        };
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // The proxy's header is believed: the client is outside the internal network, inside the office one, also when
+    // the proxy writes it IPv4-mapped.
+    assert_eq!(models(&internal, Some(b"203.0.113.9")).await, 403);
+    assert_eq!(models(&office, Some(b"203.0.113.9")).await, 200);
+    assert_eq!(models(&office, Some(b"::ffff:203.0.113.9")).await, 200);
+    // No header: the peer itself is the source.
+    assert_eq!(models(&internal, None).await, 200);
+    // Unreadable where it matters: the source is unknown, and no allow-list contains it.
+    for garbage in [
+        &b"203.0.113.9\xff\xfe"[..],
+        "\u{fc}nicode".as_bytes(),
+        b"garbage",
+        b"203.0.113.9, not-an-address",
+    ] {
+        assert_eq!(models(&internal, Some(garbage)).await, 403, "{garbage:?}");
+        assert_eq!(models(&office, Some(garbage)).await, 403, "{garbage:?}");
+        // A key without allow-list does not care where the request came from.
+        assert_eq!(
+            models(&t.project_key, Some(garbage)).await,
+            200,
+            "{garbage:?}"
+        );
+    }
+    let refused = app
+        .with_key(Method::GET, "/v1/models", &internal)
+        .header(
+            "x-forwarded-for",
+            reqwest::header::HeaderValue::from_bytes(b"\xff").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (m, kind) = error_of(refused, 403).await;
+    assert_eq!(kind, "permission_error");
+    assert!(m.contains("unknown"), "{m}");
 }
 
 #[tokio::test]

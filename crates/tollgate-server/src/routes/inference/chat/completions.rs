@@ -55,6 +55,7 @@ pub async fn handler(
             .get(&request.model)
             .ok_or_else(|| ApiError::model_not_found(&request.model))?,
     );
+    key.record_model(&spec.id);
     if !key.may_use(&spec.id) {
         return Err(ApiError::Forbidden {
             message: format!("This API key may not use the model `{}`", spec.id),
