@@ -1,6 +1,7 @@
 //! The mock over real HTTP: what tests and benchmarks rely on it to do.
 #![allow(
     clippy::unwrap_used,
+    clippy::disallowed_methods,
     reason = "test helpers: a failing step should stop the test"
 )]
 

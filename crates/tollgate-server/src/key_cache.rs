@@ -182,6 +182,7 @@ impl KeyCache {
 }
 
 #[cfg(test)]
+#[expect(clippy::disallowed_methods, reason = "test tasks are awaited")]
 mod tests {
     use super::*;
     use async_trait::async_trait;

@@ -67,6 +67,10 @@ impl TestAppBuilder {
         let mock_url = format!("http://{}", mock_listener.local_addr().expect("mock addr"));
         let (tx, rx) = oneshot::channel::<()>();
         stop.push(tx);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "test servers live as long as the test's runtime"
+        )]
         tokio::spawn(tollgate_mock::serve(mock_listener, self.mock, async {
             let _ = rx.await;
         }));
@@ -101,6 +105,10 @@ impl TestAppBuilder {
             .expect("bind server");
         let url = format!("http://{}", listener.local_addr().expect("server addr"));
         let (server_stop, rx) = oneshot::channel::<()>();
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "test servers live as long as the test's runtime"
+        )]
         let server = tokio::spawn(tollgate_server::serve(listener, state.clone(), async {
             let _ = rx.await;
         }));

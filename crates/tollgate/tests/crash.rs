@@ -5,7 +5,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "test setup: a failing step should stop the test"
+    clippy::disallowed_methods,
+    reason = "test setup: a failing step should stop the test; load tasks are awaited"
 )]
 
 use serde_json::{Value, json};
@@ -67,25 +68,40 @@ async fn json(response: reqwest::Response, status: u16) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-#[tokio::test]
-async fn acknowledged_charges_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mock_port, port) = (free_port(), free_port());
-    let mut mock = spawn(
-        &[
-            "mock-upstream",
-            "--listen",
-            &format!("127.0.0.1:{mock_port}"),
-        ],
-        None,
-    );
-    let config = dir.path().join("tollgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+/// A mock upstream and a server as processes, on one SQLite file, with a funded tenant and a project key.
+struct Deployment {
+    _dir: tempfile::TempDir,
+    mock: Child,
+    server: Child,
+    config: std::path::PathBuf,
+    database: String,
+    base: String,
+    http: reqwest::Client,
+    admin: String,
+    key: String,
+}
+
+impl Deployment {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (mock_port, port) = (free_port(), free_port());
+        let mock = spawn(
+            &[
+                "mock-upstream",
+                "--listen",
+                &format!("127.0.0.1:{mock_port}"),
+            ],
+            None,
+        );
+        let config = dir.path().join("tollgate.toml");
+        let database = format!("sqlite://{}/data/tollgate.db", dir.path().display());
+        std::fs::write(
+            &config,
+            format!(
+                r#"
 listen = "127.0.0.1:{port}"
-database_url = "sqlite://{}/data/tollgate.db"
+database_url = "{database}"
+shutdown_timeout_seconds = 10
 
 [[providers]]
 id = "mock"
@@ -98,55 +114,81 @@ provider = "mock"
 upstream_model = "mock-model"
 input_cents_per_million_tokens = 15
 output_cents_per_million_tokens = 60
-"#,
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let mut server = spawn(&["serve"], Some(&config));
-    wait_healthy(&http, &format!("http://127.0.0.1:{mock_port}/healthz")).await;
-    wait_healthy(&http, &format!("{base}/healthz")).await;
+"#
+            ),
+        )
+        .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let server = spawn(&["serve"], Some(&config));
+        wait_healthy(&http, &format!("http://127.0.0.1:{mock_port}/healthz")).await;
+        wait_healthy(&http, &format!("{base}/healthz")).await;
 
-    let created = json(
-        http.post(format!("{base}/operator/v1/tenants"))
-            .bearer_auth(OPERATOR)
-            .json(&json!({"name": "Crash", "plan": "pro", "owner_email": "c@example.com"}))
+        let created = json(
+            http.post(format!("{base}/operator/v1/tenants"))
+                .bearer_auth(OPERATOR)
+                .json(&json!({"name": "Crash", "plan": "pro", "owner_email": "c@example.com"}))
+                .send()
+                .await
+                .unwrap(),
+            201,
+        )
+        .await;
+        let tenant = created["tenant"]["id"].as_str().unwrap().to_owned();
+        let admin = created["admin_key"]["value"].as_str().unwrap().to_owned();
+        let project = created["project"]["id"].as_str().unwrap();
+        json(
+            http.post(format!("{base}/operator/v1/tenants/{tenant}/credits"))
+                .bearer_auth(OPERATOR)
+                .json(&json!({"amount_cents": 100}))
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+        let key = json(
+            http.post(format!(
+                "{base}/v1/organization/projects/{project}/api_keys"
+            ))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "load"}))
             .send()
             .await
             .unwrap(),
-        201,
-    )
-    .await;
-    let tenant = created["tenant"]["id"].as_str().unwrap().to_owned();
-    let admin = created["admin_key"]["value"].as_str().unwrap().to_owned();
-    let project = created["project"]["id"].as_str().unwrap();
-    json(
-        http.post(format!("{base}/operator/v1/tenants/{tenant}/credits"))
-            .bearer_auth(OPERATOR)
-            .json(&json!({"amount_cents": 100}))
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
-    let key = json(
-        http.post(format!(
-            "{base}/v1/organization/projects/{project}/api_keys"
-        ))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "load"}))
-        .send()
-        .await
-        .unwrap(),
-        201,
-    )
-    .await["value"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+            201,
+        )
+        .await["value"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Self {
+            _dir: dir,
+            mock,
+            server,
+            config,
+            database,
+            base,
+            http,
+            admin,
+            key,
+        }
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_charges_survive_kill_9() {
+    let Deployment {
+        _dir,
+        mut mock,
+        mut server,
+        config,
+        base,
+        http,
+        admin,
+        key,
+        ..
+    } = Deployment::start().await;
 
     // 8 workers send requests back to back (each waits 20 ms upstream); the server dies after 40 answers.
     let answered = Arc::new(AtomicUsize::new(0));
@@ -235,4 +277,153 @@ output_cents_per_million_tokens = 60
     server.kill().unwrap();
     mock.kill().unwrap();
     let _ = (server.wait(), mock.wait());
+}
+
+/// One answered request of the load below: its id, and whether it finished after the signal.
+struct Answer {
+    request_id: String,
+    after_signal: bool,
+}
+
+#[tokio::test]
+async fn sigterm_under_load_drains_in_flight_requests_and_records_every_answer() {
+    let d = Deployment::start().await;
+    let mut server = d.server;
+    let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    // 12 workers, half sending slow plain requests, half slow streams, each request with its own id.
+    let workers: Vec<_> = (0..12)
+        .map(|w| {
+            let (http, url, key) = (
+                d.http.clone(),
+                format!("{}/v1/chat/completions", d.base),
+                d.key.clone(),
+            );
+            let (signalled, answered) = (Arc::clone(&signalled), Arc::clone(&answered));
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for n in 0.. {
+                    let body = if w % 2 == 0 {
+                        json!({"model": "fast", "messages": [{"role": "user", "content": "mock:latency=300 plain"}]})
+                    } else {
+                        json!({"model": "fast", "stream": true,
+                            "messages": [{"role": "user", "content": "mock:chunk_delay=80 streamed"}]})
+                    };
+                    let request_id = format!("load-{w}-{n}");
+                    let sent = http
+                        .post(&url)
+                        .bearer_auth(&key)
+                        .header("x-request-id", &request_id)
+                        .json(&body)
+                        .send()
+                        .await;
+                    let Ok(response) = sent else {
+                        return answers; // no longer accepted
+                    };
+                    let status = response.status();
+                    let Ok(text) = response.text().await else {
+                        return answers;
+                    };
+                    assert_eq!(status, 200, "{request_id}: {text}");
+                    if w % 2 == 1 {
+                        assert!(text.ends_with("data: [DONE]\n\n"), "{request_id}: {text}");
+                    }
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    answers.push(Answer {
+                        request_id,
+                        after_signal: signalled.load(Ordering::SeqCst),
+                    });
+                }
+                answers
+            })
+        })
+        .collect();
+    while answered.load(Ordering::SeqCst) < 24 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Two clients leave their streams just before the signal: the upstream is still producing, and what it
+    // produces must be charged before the process exits.
+    let mut left = Vec::new();
+    for n in 0..2 {
+        let request_id = format!("left-{n}");
+        let mut response = d
+            .http
+            .post(format!("{}/v1/chat/completions", d.base))
+            .bearer_auth(&d.key)
+            .header("x-request-id", &request_id)
+            .json(&json!({"model": "fast", "stream": true,
+                "messages": [{"role": "user", "content": "mock:chunk_delay=200 left"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.chunk().await.unwrap().is_some());
+        drop(response);
+        left.push(Answer {
+            request_id,
+            after_signal: false,
+        });
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    signalled.store(true, Ordering::SeqCst);
+    let mut answers = Vec::new();
+    for w in workers {
+        answers.extend(w.await.unwrap());
+    }
+    let exit = tokio::task::spawn_blocking(move || server.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "a drained shutdown exits 0: {exit:?}");
+    assert!(
+        answers.iter().any(|a| a.after_signal),
+        "requests in flight at the signal were answered, not cut"
+    );
+    answers.extend(left);
+
+    // Every answered request has exactly one usage row and one charge, read straight from the database.
+    use sqlx::Connection;
+    let mut db = sqlx::sqlite::SqliteConnection::connect(&d.database)
+        .await
+        .unwrap();
+    let usage: Vec<String> = sqlx::query_scalar("SELECT request_id FROM usage_records")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    let charges: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM ledger_entries WHERE kind = 'charge'")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    for a in &answers {
+        let id = &a.request_id;
+        assert_eq!(
+            usage.iter().filter(|u| *u == id).count(),
+            1,
+            "{id} in usage once"
+        );
+        assert_eq!(
+            charges.iter().filter(|c| *c == id).count(),
+            1,
+            "{id} charged once"
+        );
+    }
+    let (sum, balance): (i64, i64) = (
+        sqlx::query_scalar("SELECT SUM(amount_micros) FROM ledger_entries")
+            .fetch_one(&mut db)
+            .await
+            .unwrap(),
+        sqlx::query_scalar("SELECT balance_micros FROM credit_balances")
+            .fetch_one(&mut db)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(sum, balance, "ledger and balance agree");
+    let mut mock = d.mock;
+    mock.kill().unwrap();
+    let _ = mock.wait();
+    let _ = (d.admin, d.config);
 }

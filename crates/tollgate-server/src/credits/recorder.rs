@@ -307,6 +307,7 @@ impl Writer {
 }
 
 #[cfg(test)]
+#[expect(clippy::disallowed_methods, reason = "test tasks are awaited")]
 mod tests {
     use super::*;
     use sqlx::Connection;

@@ -3,7 +3,8 @@
 #![allow(
     clippy::unwrap_used,
     clippy::panic,
-    reason = "test helpers: a failing step should stop the test"
+    clippy::disallowed_methods,
+    reason = "test helpers: a failing step should stop the test; spawned tasks are awaited"
 )]
 
 mod auth;

@@ -253,6 +253,7 @@ async fn pump(
     // Without a usage chunk (a broken stream), each content chunk counts as one token of output.
     let produced = usage
         .or_else(|| (content_chunks > 0).then_some((bill.worst.prompt_tokens, content_chunks)));
+    let request_id = bill.settlement.request_id.clone();
     let settled = match produced {
         Some((prompt, completion)) => bill.settle(prompt, completion).await,
         None => Ok(()),
@@ -260,7 +261,7 @@ async fn pump(
     let last = match (ended, settled) {
         (Ok(()), Ok(())) => Bytes::from_static(b"data: [DONE]\n\n"),
         (Err(error), _) | (Ok(()), Err(error)) => {
-            tracing::warn!(%error, "stream ended early");
+            tracing::warn!(%error, %request_id, "stream ended early");
             event(&error.body())
         }
     };
