@@ -2,7 +2,7 @@
 //! names the field, never a silent default.
 
 use ipnet::IpNet;
-/// The operator token is a [`SecretString`]: its `Debug` prints `[REDACTED]`, and reading it takes an explicit
+/// The operator token and the database and Redis URLs (which may carry passwords) are [`SecretString`]s: its `Debug` prints `[REDACTED]`, and reading it takes an explicit
 /// [`ExposeSecret::expose_secret`].
 pub use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -62,9 +62,9 @@ pub struct Config {
     /// Address to listen on.
     pub listen: String,
     /// `sqlite://…` (default) or `postgres://…`.
-    pub database_url: String,
+    pub database_url: SecretString,
     /// Shared rate limits across nodes (used by the rate-limit feature).
-    pub redis_url: Option<String>,
+    pub redis_url: Option<SecretString>,
     /// Enables `/operator/v1/*` when set. A secret: it never prints, `Config`'s `Debug` included.
     pub operator_token: Option<SecretString>,
     /// Prefix of project keys.
@@ -100,7 +100,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
-            database_url: "sqlite://tollgate-data/tollgate.db".to_owned(),
+            database_url: "sqlite://tollgate-data/tollgate.db".into(),
             redis_url: None,
             operator_token: None,
             key_prefix: "sk_live_".to_owned(),
@@ -200,13 +200,13 @@ impl Config {
             self.listen = v;
         }
         if let Some(v) = get("TOLLGATE_DATABASE_URL") {
-            self.database_url = v;
+            self.database_url = v.into();
         }
         if let Some(v) = get("TOLLGATE_OPERATOR_TOKEN") {
             self.operator_token = Some(v.into());
         }
         if let Some(v) = get("TOLLGATE_REDIS_URL") {
-            self.redis_url = Some(v);
+            self.redis_url = Some(v.into());
         }
     }
 
@@ -374,7 +374,10 @@ mod tests {
         let c = Config::default();
         c.validate().unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080");
-        assert_eq!(c.database_url, "sqlite://tollgate-data/tollgate.db");
+        assert_eq!(
+            c.database_url.expose_secret(),
+            "sqlite://tollgate-data/tollgate.db"
+        );
         assert_eq!(c.effective_plans().len(), 3);
     }
 
@@ -434,7 +437,10 @@ mod tests {
             c.operator_token.as_ref().map(ExposeSecret::expose_secret),
             Some("secret-token")
         );
-        assert_eq!(c.database_url, "sqlite://tollgate-data/tollgate.db");
+        assert_eq!(
+            c.database_url.expose_secret(),
+            "sqlite://tollgate-data/tollgate.db"
+        );
     }
 
     #[test]
@@ -460,5 +466,19 @@ mod tests {
                 assert!(shown.contains("operator_token"), "{shown}");
             }
         }
+        // Database and Redis URLs carry passwords too.
+        let urls = Config::from_toml(
+            "database_url = \"postgres://app:hunter2@db/x\"\nredis_url = \"redis://:redispass@cache:6379\"",
+        )
+        .unwrap();
+        let shown = format!("{urls:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("redispass"),
+            "{shown}"
+        );
+        assert_eq!(
+            urls.database_url.expose_secret(),
+            "postgres://app:hunter2@db/x"
+        );
     }
 }

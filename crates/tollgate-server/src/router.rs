@@ -148,6 +148,7 @@ pub fn router(state: AppState) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ExposeSecret;
     use crate::{App, Config};
     use axum::body::Body;
     use axum::extract::ConnectInfo;
@@ -164,10 +165,12 @@ mod tests {
     async fn state() -> (tempfile::TempDir, AppState) {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
-            database_url: format!("sqlite://{}/t.db", dir.path().display()),
+            database_url: format!("sqlite://{}/t.db", dir.path().display()).into(),
             ..Config::default()
         };
-        let store = tollgate_store::connect(&config.database_url).await.unwrap();
+        let store = tollgate_store::connect(config.database_url.expose_secret())
+            .await
+            .unwrap();
         let state = App::build(config, store, Arc::new(SystemClock)).unwrap();
         (dir, state)
     }

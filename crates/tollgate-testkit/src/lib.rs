@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tollgate_core::ports::{Clock, ManualClock, SystemClock};
 use tollgate_mock::MockConfig;
+use tollgate_server::config::ExposeSecret;
 use tollgate_server::config::{ModelConfig, ProviderConfig};
 use tollgate_server::{App, AppState, Config};
 
@@ -77,7 +78,7 @@ impl TestAppBuilder {
 
         let db_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
-            database_url: format!("sqlite://{}/tollgate.db", db_dir.path().display()),
+            database_url: format!("sqlite://{}/tollgate.db", db_dir.path().display()).into(),
             operator_token: Some(OPERATOR_TOKEN.into()),
             providers: vec![
                 provider("mock", &mock_url, 5_000),
@@ -94,7 +95,7 @@ impl TestAppBuilder {
         for f in self.configure {
             f(&mut config);
         }
-        let store = tollgate_store::connect(&config.database_url)
+        let store = tollgate_store::connect(config.database_url.expose_secret())
             .await
             .expect("open store");
         let clock = Arc::new(ManualClock::new(SystemClock.now()));

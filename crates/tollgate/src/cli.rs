@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_core::ports::SystemClock;
+use tollgate_server::config::ExposeSecret;
 use tollgate_server::objects::{CreatedTenant, KeyObject};
 use tollgate_server::service::{credits, keys, tenants};
 use tollgate_server::{App, AppState, Config};
@@ -146,7 +147,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let applied = tollgate_store::migrate(&config.database_url).await?;
+            let applied = tollgate_store::migrate(config.database_url.expose_secret()).await?;
             print(cli.json, &serde_json::json!({"applied": applied}), || {
                 format!("{applied} migration(s) applied; the database is up to date")
             })
@@ -302,7 +303,7 @@ fn print<T: Serialize>(
 
 /// Connects (and migrates) the store and builds the application, as `serve` does but without listening.
 async fn app(config: Config) -> anyhow::Result<AppState> {
-    let store = tollgate_store::connect(&config.database_url).await?;
+    let store = tollgate_store::connect(config.database_url.expose_secret()).await?;
     Ok(App::build(config, store, Arc::new(SystemClock))?)
 }
 

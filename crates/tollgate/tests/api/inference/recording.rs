@@ -9,6 +9,7 @@ use sqlx::sqlite::SqliteConnection;
 use std::time::Duration;
 use tollgate_core::credits::Settlement;
 use tollgate_core::money::Micros;
+use tollgate_server::config::ExposeSecret;
 use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
 
 async fn chat(app: &TestApp, t: &TestTenant, body: &Value) -> reqwest::Response {
@@ -17,7 +18,7 @@ async fn chat(app: &TestApp, t: &TestTenant, body: &Value) -> reqwest::Response 
 
 /// A second connection to the server's database, as another process would open it.
 async fn other_process(app: &TestApp) -> SqliteConnection {
-    SqliteConnection::connect(&app.state.config.database_url)
+    SqliteConnection::connect(app.state.config.database_url.expose_secret())
         .await
         .unwrap()
 }
