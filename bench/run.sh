@@ -52,6 +52,8 @@ base_url = "http://127.0.0.1:$MOCK_PORT/v1"
 id = "fast"
 provider = "mock"
 upstream_model = "mock-model"
+input_cents_per_million_tokens = 15
+output_cents_per_million_tokens = 60
 TOML
 TOLLGATE_LOG=warn "$bin" serve --config "$work/tollgate.toml" >"$work/tollgate.log" 2>&1 &
 pids+=($!)

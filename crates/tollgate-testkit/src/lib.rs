@@ -357,6 +357,23 @@ impl TestApp {
         (id, str_at(&key, &["value"]))
     }
 
+    /// `POST /v1/chat/completions` with `t`'s project key, sent.
+    pub async fn chat(&self, t: &TestTenant, body: &Value) -> Response {
+        self.post("/v1/chat/completions", &t.project_key, body)
+            .await
+    }
+
+    /// The last chat request the mock upstream received: `{"headers": {…}, "body": {…}}`.
+    pub async fn last_upstream_request(&self) -> Value {
+        let seen = self
+            .http
+            .get(format!("{}/mock/requests/last", self.mock_url))
+            .send()
+            .await
+            .expect("ask the mock");
+        json_of(seen, 200).await
+    }
+
     /// A chat completion request body for `model` with one user message.
     pub fn chat_body(model: &str, text: &str) -> Value {
         json!({"model": model, "messages": [{"role": "user", "content": text}]})

@@ -2,29 +2,15 @@
 
 use super::sse_data;
 use serde_json::{Value, json};
-use tollgate_testkit::{TestApp, TestTenant, json_of};
-
-async fn chat(app: &TestApp, t: &TestTenant, body: Value) -> reqwest::Response {
-    app.post("/v1/chat/completions", &t.project_key, &body)
-        .await
-}
-
-async fn last_upstream_request(app: &TestApp) -> Value {
-    let r = app
-        .http
-        .get(format!("{}/mock/requests/last", app.mock_url))
-        .send()
-        .await
-        .unwrap();
-    json_of(r, 200).await
-}
+use tollgate_testkit::{TestApp, json_of};
 
 #[tokio::test]
 async fn echo_replies_with_the_last_user_message() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;
     let out = json_of(
-        chat(&app, &t, TestApp::chat_body("echo", "hello tollgate")).await,
+        app.chat(&t, &TestApp::chat_body("echo", "hello tollgate"))
+            .await,
         200,
     )
     .await;
@@ -38,11 +24,7 @@ async fn echo_replies_with_the_last_user_message() {
 async fn the_upstream_sees_its_model_name_and_credential_never_the_clients_key() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;
-    let out = json_of(
-        chat(&app, &t, TestApp::chat_body("fast", "ping")).await,
-        200,
-    )
-    .await;
+    let out = json_of(app.chat(&t, &TestApp::chat_body("fast", "ping")).await, 200).await;
     assert_eq!(
         out["model"], "fast",
         "the public id, not the upstream model"
@@ -54,7 +36,7 @@ async fn the_upstream_sees_its_model_name_and_credential_never_the_clients_key()
             .unwrap()
             .is_empty()
     );
-    let seen = last_upstream_request(&app).await;
+    let seen = app.last_upstream_request().await;
     assert_eq!(seen["body"]["model"], "mock-model");
     let headers = seen["headers"].to_string();
     assert!(
@@ -69,8 +51,8 @@ async fn unknown_fields_pass_through_to_the_upstream() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;
     let body = json!({"model": "fast", "messages": [{"role": "user", "content": "x"}], "temperature": 0.25, "user": "u-1"});
-    json_of(chat(&app, &t, body).await, 200).await;
-    let seen = last_upstream_request(&app).await;
+    json_of(app.chat(&t, &body).await, 200).await;
+    let seen = app.last_upstream_request().await;
     assert_eq!(seen["body"]["temperature"], 0.25);
     assert_eq!(seen["body"]["user"], "u-1");
 }
@@ -80,7 +62,7 @@ async fn an_unknown_model_is_404_model_not_found() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;
     let body = json_of(
-        chat(&app, &t, TestApp::chat_body("gpt-nope", "x")).await,
+        app.chat(&t, &TestApp::chat_body("gpt-nope", "x")).await,
         404,
     )
     .await;
@@ -94,7 +76,7 @@ async fn streams_pass_through_with_the_public_model_and_without_unasked_usage() 
     let t = app.tenant("pro").await;
     let mut body = TestApp::chat_body("fast", "stream me please");
     body["stream"] = json!(true);
-    let response = chat(&app, &t, body.clone()).await;
+    let response = app.chat(&t, &body.clone()).await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -116,11 +98,11 @@ async fn streams_pass_through_with_the_public_model_and_without_unasked_usage() 
         "usage not asked for: {chunks:?}"
     );
     // The upstream was asked for usage all the same.
-    let seen = last_upstream_request(&app).await;
+    let seen = app.last_upstream_request().await;
     assert_eq!(seen["body"]["stream_options"]["include_usage"], true);
 
     body["stream_options"] = json!({"include_usage": true});
-    let events = sse_data(&chat(&app, &t, body).await.text().await.unwrap());
+    let events = sse_data(&app.chat(&t, &body).await.text().await.unwrap());
     let last_chunk: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(last_chunk["choices"], json!([]));
     assert!(last_chunk["usage"]["completion_tokens"].as_u64().unwrap() > 0);
@@ -132,7 +114,7 @@ async fn echo_streams_too() {
     let t = app.tenant("pro").await;
     let mut body = TestApp::chat_body("echo", "one two three");
     body["stream"] = json!(true);
-    let events = sse_data(&chat(&app, &t, body).await.text().await.unwrap());
+    let events = sse_data(&app.chat(&t, &body).await.text().await.unwrap());
     let text: String = events[..events.len() - 1]
         .iter()
         .map(|e| serde_json::from_str::<Value>(e).unwrap())
@@ -149,7 +131,9 @@ async fn echo_streams_too() {
 async fn upstream_failures_are_502_without_the_upstreams_words() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;
-    let response = chat(&app, &t, TestApp::chat_body("fast", "mock:fail=500")).await;
+    let response = app
+        .chat(&t, &TestApp::chat_body("fast", "mock:fail=500"))
+        .await;
     let text = response.text().await.unwrap();
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["error"]["type"], "upstream_error", "{text}");
@@ -157,7 +141,7 @@ async fn upstream_failures_are_502_without_the_upstreams_words() {
     assert!(!text.contains("127.0.0.1"), "{text}");
     let mut streamed = TestApp::chat_body("fast", "mock:fail=503");
     streamed["stream"] = json!(true);
-    let response = chat(&app, &t, streamed).await;
+    let response = app.chat(&t, &streamed).await;
     assert_eq!(response.status(), 502);
 }
 
@@ -166,7 +150,9 @@ async fn a_slow_upstream_is_504() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;
     // "slow" goes through a provider with a 300 ms timeout.
-    let response = chat(&app, &t, TestApp::chat_body("slow", "mock:latency=2000")).await;
+    let response = app
+        .chat(&t, &TestApp::chat_body("slow", "mock:latency=2000"))
+        .await;
     let body = json_of(response, 504).await;
     assert_eq!(body["error"]["type"], "upstream_error");
 }
@@ -177,7 +163,7 @@ async fn a_stream_cut_by_the_upstream_ends_with_an_error_event() {
     let t = app.tenant("pro").await;
     let mut body = TestApp::chat_body("fast", "mock:fail_after=2 mock:words=10");
     body["stream"] = json!(true);
-    let response = chat(&app, &t, body).await;
+    let response = app.chat(&t, &body).await;
     assert_eq!(response.status(), 200);
     let events = sse_data(&response.text().await.unwrap());
     assert_ne!(events.last().unwrap(), "[DONE]");

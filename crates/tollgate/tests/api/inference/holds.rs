@@ -3,27 +3,12 @@
 
 use serde_json::{Value, json};
 use tollgate_core::money::Micros;
-use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
-
-async fn chat(app: &TestApp, t: &TestTenant, body: &Value) -> reqwest::Response {
-    app.post("/v1/chat/completions", &t.project_key, body).await
-}
+use tollgate_testkit::{TestApp, error_of, json_of};
 
 /// What the hold of `body` is for the test model `fast` (15/60 ¢ per million), with `output` tokens of output.
 fn hold_of(body: &Value, messages: i64, output: i64) -> Micros {
     let prompt = serde_json::to_vec(body).unwrap().len() as i64 + 4 * messages + 3;
     Micros(prompt * 15 + output * 60)
-}
-
-/// The mock's last request, as the upstream saw it.
-async fn upstream_saw(app: &TestApp) -> Value {
-    let seen = app
-        .http
-        .get(format!("{}/mock/requests/last", app.mock_url))
-        .send()
-        .await
-        .unwrap();
-    seen.json().await.unwrap()
 }
 
 #[tokio::test]
@@ -35,7 +20,7 @@ async fn every_choice_is_held_and_n_past_the_maximum_is_refused() {
     body["max_tokens"] = json!(2_100);
     body["n"] = json!(8);
     // 8 × 2 100 output tokens × 60 µ¢ = 1 008 000 µ¢, plus the prompt bound: more than the 1 cent there is.
-    let err = error_of(chat(&app, &t, &body).await, 402).await;
+    let err = error_of(app.chat(&t, &body).await, 402).await;
     assert_eq!(
         err["details"]["cost_cents"].to_string(),
         hold_of(&body, 1, 16_800).to_string(),
@@ -43,30 +28,31 @@ async fn every_choice_is_held_and_n_past_the_maximum_is_refused() {
     );
     // One choice of the same request fits: n is what made it too dear.
     body["n"] = json!(1);
-    let answer = json_of(chat(&app, &t, &body).await, 200).await;
+    let answer = json_of(app.chat(&t, &body).await, 200).await;
     assert_eq!(answer["choices"].as_array().unwrap().len(), 1);
 
     body["n"] = json!(3);
     body["max_tokens"] = json!(10);
-    let answer = json_of(chat(&app, &t, &body).await, 200).await;
+    let answer = json_of(app.chat(&t, &body).await, 200).await;
     assert_eq!(answer["choices"].as_array().unwrap().len(), 3);
     assert_eq!(
         answer["usage"]["completion_tokens"], 9,
         "3 words × 3 choices"
     );
-    assert_eq!(upstream_saw(&app).await["body"]["n"], 3, "n is passed on");
+    assert_eq!(
+        app.last_upstream_request().await["body"]["n"],
+        3,
+        "n is passed on"
+    );
 
     for n in [json!(0), json!(9), json!(1_000_000)] {
         body["n"] = n.clone();
-        let err = error_of(chat(&app, &t, &body).await, 400).await;
+        let err = error_of(app.chat(&t, &body).await, 400).await;
         assert_eq!(err["param"], "n", "{n}: {err}");
         assert_eq!(err["message"], "n must be an integer from 1 to 8");
     }
     body["n"] = json!("3");
-    assert_eq!(
-        error_of(chat(&app, &t, &body).await, 400).await["param"],
-        "n"
-    );
+    assert_eq!(error_of(app.chat(&t, &body).await, 400).await["param"], "n");
 }
 
 #[tokio::test]
@@ -78,7 +64,7 @@ async fn max_choices_is_the_operators_to_set() {
     let t = app.tenant("pro").await;
     let mut body = TestApp::chat_body("fast", "hi");
     body["n"] = json!(3);
-    let err = error_of(chat(&app, &t, &body).await, 400).await;
+    let err = error_of(app.chat(&t, &body).await, 400).await;
     assert_eq!(err["message"], "n must be an integer from 1 to 2");
 }
 
@@ -89,11 +75,11 @@ async fn tools_and_schemas_in_the_body_are_held_as_input() {
     let t = app.funded_tenant("pro", 1).await;
     let mut body = TestApp::chat_body("fast", "hi");
     body["max_tokens"] = json!(10);
-    assert_eq!(chat(&app, &t, &body).await.status(), 200);
+    assert_eq!(app.chat(&t, &body).await.status(), 200);
     let schema = "x".repeat(100_000);
     body["tools"] = json!([{"type": "function", "function": {"name": "f", "description": schema,
         "parameters": {"type": "object"}}}]);
-    let err = error_of(chat(&app, &t, &body).await, 402).await;
+    let err = error_of(app.chat(&t, &body).await, 402).await;
     assert_eq!(
         err["details"]["cost_cents"].to_string(),
         hold_of(&body, 1, 10).to_string()
@@ -103,13 +89,13 @@ async fn tools_and_schemas_in_the_body_are_held_as_input() {
     body["max_tokens"] = json!(10);
     body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "s",
         "schema": {"description": "y".repeat(100_000)}}});
-    assert_eq!(chat(&app, &t, &body).await.status(), 402);
+    assert_eq!(app.chat(&t, &body).await.status(), 402);
     let body = json!({"model": "fast", "max_tokens": 10, "messages": [
         {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
             "function": {"name": "f", "arguments": "z".repeat(100_000)}}]},
         {"role": "tool", "tool_call_id": "c", "content": "ok"},
         {"role": "user", "content": "hi"}]});
-    let err = error_of(chat(&app, &t, &body).await, 402).await;
+    let err = error_of(app.chat(&t, &body).await, 402).await;
     assert_eq!(
         err["details"]["cost_cents"].to_string(),
         hold_of(&body, 3, 10).to_string()
@@ -127,10 +113,10 @@ async fn images_are_held_at_the_models_worst_case_or_refused() {
     let body = json!({"model": "fast", "max_tokens": 10, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "what is this?"}, image]}]});
     // 50 000 tokens × 15 µ¢ = 750 000 µ¢ for the image: with the rest it still fits 1 cent, twice it does not.
-    assert_eq!(chat(&app, &t, &body).await.status(), 200);
+    assert_eq!(app.chat(&t, &body).await.status(), 200);
     let two = json!({"model": "fast", "max_tokens": 10, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "and these?"}, image, image]}]});
-    let err = error_of(chat(&app, &t, &two).await, 402).await;
+    let err = error_of(app.chat(&t, &two).await, 402).await;
     let expected = hold_of(&two, 1, 10).plus(Micros(2 * 50_000 * 15));
     assert_eq!(
         err["details"]["cost_cents"].to_string(),
@@ -140,7 +126,7 @@ async fn images_are_held_at_the_models_worst_case_or_refused() {
     // `slow` declares no image worst case: its images are refused, naming the part.
     let mut refused = two.clone();
     refused["model"] = json!("slow");
-    let err = error_of(chat(&app, &t, &refused).await, 400).await;
+    let err = error_of(app.chat(&t, &refused).await, 400).await;
     assert_eq!(err["param"], "messages[0].content[1]", "{err}");
     assert_eq!(
         err["message"],
@@ -149,7 +135,7 @@ async fn images_are_held_at_the_models_worst_case_or_refused() {
     // Parts whose cost cannot be bounded up front are refused on every model.
     let audio = json!({"model": "fast", "messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]});
-    let err = error_of(chat(&app, &t, &audio).await, 400).await;
+    let err = error_of(app.chat(&t, &audio).await, 400).await;
     assert_eq!(err["param"], "messages[0].content[0]", "{err}");
 }
 
@@ -164,7 +150,7 @@ async fn absurd_output_caps_are_a_clean_400_never_a_wrap() {
     ] {
         let mut body = TestApp::chat_body("fast", "hi");
         body[field] = value.clone();
-        let err = error_of(chat(&app, &t, &body).await, 400).await;
+        let err = error_of(app.chat(&t, &body).await, 400).await;
         assert_eq!(err["param"], field, "{value}: {err}");
     }
     // Past u64 it is not a number of tokens at all; negative neither.
@@ -188,7 +174,7 @@ async fn absurd_output_caps_are_a_clean_400_never_a_wrap() {
     // A large cap that can be represented is held, and refused for want of money, not wrapped into a small one.
     let mut body = TestApp::chat_body("fast", "hi");
     body["max_tokens"] = json!(1_u64 << 40);
-    let err = error_of(chat(&app, &t, &body).await, 402).await;
+    let err = error_of(app.chat(&t, &body).await, 402).await;
     assert_eq!(
         err["details"]["cost_cents"].to_string(),
         hold_of(&body, 1, 1 << 40).to_string()
@@ -201,7 +187,7 @@ async fn an_upstream_that_ignores_its_cap_is_charged_the_hold_and_its_usage_reco
     let t = app.tenant("pro").await;
     let mut body = TestApp::chat_body("fast", "mock:ignore_caps=1 mock:words=50 hi");
     body["max_tokens"] = json!(5);
-    let answer = json_of(chat(&app, &t, &body).await, 200).await;
+    let answer = json_of(app.chat(&t, &body).await, 200).await;
     assert_eq!(
         answer["usage"]["completion_tokens"], 50,
         "the upstream overran"

@@ -12,10 +12,6 @@ use tollgate_core::money::Micros;
 use tollgate_server::config::ExposeSecret;
 use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
 
-async fn chat(app: &TestApp, t: &TestTenant, body: &Value) -> reqwest::Response {
-    app.post("/v1/chat/completions", &t.project_key, body).await
-}
-
 /// A second connection to the server's database, as another process would open it.
 async fn other_process(app: &TestApp) -> SqliteConnection {
     SqliteConnection::connect(app.state.config.database_url.expose_secret())
@@ -23,24 +19,29 @@ async fn other_process(app: &TestApp) -> SqliteConnection {
         .unwrap()
 }
 
-#[tokio::test]
-async fn answered_requests_are_charged_once_a_locked_store_recovers_and_new_ones_get_503_meanwhile()
-{
-    let app = TestApp::start().await;
+/// A tenant whose wallet is warm (its holds need no store read), and another process holding SQLite's write lock
+/// (until `ROLLBACK`) for longer than the recorder's busy timeout.
+async fn tenant_and_locked_store(app: &TestApp) -> (TestTenant, SqliteConnection) {
     let t = app.tenant("pro").await;
-    // Warm the tenant's wallet so the holds below need no store read.
     assert_eq!(
-        chat(&app, &t, &TestApp::chat_body("fast", "warm"))
+        app.chat(&t, &TestApp::chat_body("fast", "warm"))
             .await
             .status(),
         200
     );
-    // Another process takes SQLite's write lock and keeps it for longer than the recorder's busy timeout.
-    let mut locker = other_process(&app).await;
+    let mut locker = other_process(app).await;
     sqlx::raw_sql("BEGIN IMMEDIATE")
         .execute(&mut locker)
         .await
         .unwrap();
+    (t, locker)
+}
+
+#[tokio::test]
+async fn answered_requests_are_charged_once_a_locked_store_recovers_and_new_ones_get_503_meanwhile()
+{
+    let app = TestApp::start().await;
+    let (t, mut locker) = tenant_and_locked_store(&app).await;
 
     let plain = TestApp::chat_body("fast", "mock:words=4 plain");
     let mut streamed = TestApp::chat_body("fast", "mock:words=6 streamed");
@@ -69,7 +70,10 @@ async fn answered_requests_are_charged_once_a_locked_store_recovers_and_new_ones
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(25)).await;
         if !app.state.recorder.is_writable() {
-            refused = Some(chat(&app, &t, &TestApp::chat_body("fast", "mock:words=1 new")).await);
+            refused = Some(
+                app.chat(&t, &TestApp::chat_body("fast", "mock:words=1 new"))
+                    .await,
+            );
             break;
         }
     }
@@ -120,7 +124,7 @@ async fn answered_requests_are_charged_once_a_locked_store_recovers_and_new_ones
     assert!(charges.contains(&"-0.00039".to_owned()), "{charges:?}");
     // Writable again: new requests are served.
     assert_eq!(
-        chat(&app, &t, &TestApp::chat_body("fast", "after"))
+        app.chat(&t, &TestApp::chat_body("fast", "after"))
             .await
             .status(),
         200
@@ -132,7 +136,7 @@ async fn a_balance_spent_by_another_process_is_seen_before_the_next_hold() {
     let app = TestApp::start().await;
     let t = app.funded_tenant("pro", 1).await;
     let body = TestApp::chat_body("fast", "mock:words=1 hi");
-    assert_eq!(chat(&app, &t, &body).await.status(), 200);
+    assert_eq!(app.chat(&t, &body).await.status(), 200);
     // Another node charges the same tenant almost everything that is left, behind this node's back.
     let left = app.state.store.balance(&t.id).await.unwrap().balance;
     let spend = left.minus(Micros(1_000));
@@ -155,7 +159,7 @@ async fn a_balance_spent_by_another_process_is_seen_before_the_next_hold() {
     assert_eq!(charged.charged, vec![spend]);
     // Within a second the node re-reads the balance before it holds: the request's worst case no longer fits.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let err = error_of(chat(&app, &t, &body).await, 402).await;
+    let err = error_of(app.chat(&t, &body).await, 402).await;
     assert_eq!(
         err["details"]["balance_before_cents"],
         json!(0.001),
@@ -166,25 +170,14 @@ async fn a_balance_spent_by_another_process_is_seen_before_the_next_hold() {
 #[tokio::test]
 async fn concurrent_requests_across_a_store_outage_are_each_charged_once() {
     let app = TestApp::start().await;
-    let t = app.tenant("pro").await;
-    assert_eq!(
-        chat(&app, &t, &TestApp::chat_body("fast", "warm"))
-            .await
-            .status(),
-        200
-    );
-    let mut locker = other_process(&app).await;
-    sqlx::raw_sql("BEGIN IMMEDIATE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let (t, mut locker) = tenant_and_locked_store(&app).await;
     let requests = (0..12).map(|i| {
         let mut body = TestApp::chat_body("fast", &format!("mock:words={} n{i}", i + 1));
         body["stream"] = json!(i % 2 == 0);
         let app = &app;
         let t = &t;
         async move {
-            let response = chat(app, t, &body).await;
+            let response = app.chat(t, &body).await;
             (response.status().as_u16(), response.text().await.unwrap())
         }
     });

@@ -16,11 +16,6 @@ async fn credits(app: &TestApp, t: &TestTenant) -> (Value, String) {
     (serde_json::from_str(&text).unwrap(), text)
 }
 
-async fn chat(app: &TestApp, t: &TestTenant, body: Value) -> reqwest::Response {
-    app.post("/v1/chat/completions", &t.project_key, &body)
-        .await
-}
-
 #[tokio::test]
 async fn an_operator_grant_shows_in_the_balance_and_ledger() {
     let app = TestApp::start().await;
@@ -81,7 +76,9 @@ async fn plain_and_streamed_requests_are_charged_exactly() {
     let app = TestApp::start().await;
     let t = app.funded_tenant("pro", 100).await;
     // The mock counts words: 2 prompt tokens; its reply is 9 words. At 15/60 ¢ per million: 2×15 + 9×60 = 570 µ¢.
-    let plain = chat(&app, &t, TestApp::chat_body("fast", "hello world")).await;
+    let plain = app
+        .chat(&t, &TestApp::chat_body("fast", "hello world"))
+        .await;
     let request_id = plain.headers()["x-request-id"].to_str().unwrap().to_owned();
     let out = json_of(plain, 200).await;
     assert_eq!(
@@ -101,7 +98,7 @@ async fn plain_and_streamed_requests_are_charged_exactly() {
     // A stream is charged from the usage the gateway asked for, though the client did not: 2×15 + 5×60 = 330 µ¢.
     let mut streamed = TestApp::chat_body("fast", "mock:words=5 please");
     streamed["stream"] = json!(true);
-    let body = chat(&app, &t, streamed).await.text().await.unwrap();
+    let body = app.chat(&t, &streamed).await.text().await.unwrap();
     assert!(
         body.ends_with("data: [DONE]\n\n") && !body.contains("usage"),
         "{body}"
@@ -130,7 +127,7 @@ async fn a_request_whose_hold_does_not_fit_is_402_before_the_upstream_is_called(
     let mut big = TestApp::chat_body("fast", "hi");
     big["max_tokens"] = json!(20_000);
     let prompt_bound = serde_json::to_vec(&big).unwrap().len() as i64 + 4 + 3;
-    let response = chat(&app, &t, big).await;
+    let response = app.chat(&t, &big).await;
     assert_eq!(response.status(), 402);
     let text = response.text().await.unwrap();
     let held = Micros(prompt_bound * 15 + 20_000 * 60);
@@ -149,7 +146,7 @@ async fn a_request_whose_hold_does_not_fit_is_402_before_the_upstream_is_called(
     assert_eq!(seen.status(), 404, "the upstream was never called");
     // Without max_tokens the model's cap (4096) is held: 135 + 245 760 µ¢ fits in 1 cent.
     assert_eq!(
-        chat(&app, &t, TestApp::chat_body("fast", "hi"))
+        app.chat(&t, &TestApp::chat_body("fast", "hi"))
             .await
             .status(),
         200
@@ -157,13 +154,13 @@ async fn a_request_whose_hold_does_not_fit_is_402_before_the_upstream_is_called(
     // A free model never needs a balance.
     let broke = app.funded_tenant("pro", 0).await;
     assert_eq!(
-        chat(&app, &broke, TestApp::chat_body("echo", "hi"))
+        app.chat(&broke, &TestApp::chat_body("echo", "hi"))
             .await
             .status(),
         200
     );
     let err = error_of(
-        chat(&app, &broke, TestApp::chat_body("fast", "hi")).await,
+        app.chat(&broke, &TestApp::chat_body("fast", "hi")).await,
         402,
     )
     .await;
@@ -175,14 +172,14 @@ async fn nothing_is_charged_when_the_upstream_fails() {
     let app = TestApp::start().await;
     let t = app.funded_tenant("pro", 10).await;
     assert_eq!(
-        chat(&app, &t, TestApp::chat_body("fast", "mock:fail=500"))
+        app.chat(&t, &TestApp::chat_body("fast", "mock:fail=500"))
             .await
             .status(),
         502
     );
     let mut streamed = TestApp::chat_body("fast", "mock:fail=503");
     streamed["stream"] = json!(true);
-    assert_eq!(chat(&app, &t, streamed).await.status(), 502);
+    assert_eq!(app.chat(&t, &streamed).await.status(), 502);
     let (after, text) = credits(&app, &t).await;
     assert!(text.contains(r#""balance_cents":10,"#), "{text}");
     assert_eq!(
@@ -209,7 +206,7 @@ async fn the_balance_never_goes_below_zero_under_concurrent_requests() {
     let n = 5;
     let mut body = TestApp::chat_body("fast", "hi");
     body["max_tokens"] = json!(3_000);
-    let responses = join_all((0..3 * n).map(|_| chat(&app, &t, body.clone()))).await;
+    let responses = join_all((0..3 * n).map(|_| app.chat(&t, &body))).await;
     let mut answered = 0;
     for response in responses {
         match response.status().as_u16() {
@@ -246,7 +243,7 @@ async fn a_client_that_leaves_mid_stream_is_charged_for_what_the_upstream_produc
     // Nine content chunks, 100 ms apart: the client reads the first event and hangs up.
     let mut body = TestApp::chat_body("fast", "mock:chunk_delay=100 mock:chunks=9");
     body["stream"] = json!(true);
-    let mut response = chat(&app, &t, body).await;
+    let mut response = app.chat(&t, &body).await;
     assert_eq!(response.status(), 200);
     assert!(response.chunk().await.unwrap().is_some());
     drop(response);
@@ -270,7 +267,7 @@ async fn a_stream_the_upstream_cuts_is_charged_for_the_output_it_produced() {
     let mut body = TestApp::chat_body("fast", text);
     body["stream"] = json!(true);
     let prompt_bound = serde_json::to_vec(&body).unwrap().len() as i64 + 4 + 3;
-    let events = chat(&app, &t, body).await.text().await.unwrap();
+    let events = app.chat(&t, &body).await.text().await.unwrap();
     assert!(
         events.contains("upstream_error") && !events.contains("[DONE]"),
         "{events}"
@@ -289,7 +286,7 @@ async fn a_stream_the_upstream_cuts_is_charged_for_the_output_it_produced() {
 async fn credits_granted_by_another_process_are_picked_up() {
     let app = TestApp::start().await;
     let t = app.funded_tenant("pro", 0).await;
-    error_of(chat(&app, &t, TestApp::chat_body("fast", "hi")).await, 402).await;
+    error_of(app.chat(&t, &TestApp::chat_body("fast", "hi")).await, 402).await;
     // The CLI writes to the same database, behind the server's back.
     let now = app.clock_now();
     app.state
@@ -301,7 +298,7 @@ async fn credits_granted_by_another_process_are_picked_up() {
     // A refusal re-reads the store at most once a second.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     assert_eq!(
-        chat(&app, &t, TestApp::chat_body("fast", "hi"))
+        app.chat(&t, &TestApp::chat_body("fast", "hi"))
             .await
             .status(),
         200
