@@ -185,30 +185,13 @@ impl KeyCache {
 #[expect(clippy::disallowed_methods, reason = "test tasks are awaited")]
 mod tests {
     use super::*;
+    use crate::test_support::store_and_tenant;
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicBool, AtomicUsize};
     use tokio::sync::Semaphore;
     use tollgate_core::key::{KeyKind, KeyPrefixes};
     use tollgate_core::ports::{KeyLimit, KeyScope, Page, PageRequest, Store};
-    use tollgate_core::tenant::{ApiKey, NewTenant, Timestamp};
-
-    /// A real SQLite store and a tenant written to it, but not yet looked up.
-    async fn store_and_tenant() -> (tempfile::TempDir, Arc<dyn Store>, NewTenant) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        let store = tollgate_store::connect(&url).await.unwrap();
-        let prefixes = KeyPrefixes::new("sk_live_", "sk_admin_").unwrap();
-        let tenant = NewTenant::build(
-            &prefixes,
-            "T".into(),
-            "pro".into(),
-            "o@t.io".into(),
-            None,
-            1,
-        )
-        .0;
-        (dir, store, tenant)
-    }
+    use tollgate_core::tenant::{ApiKey, Timestamp};
 
     /// The key store in front of a real one: counts `principal_by_digest` calls and can stall the first one after
     /// it has read its answer, to force a lookup to straddle a revocation.
@@ -301,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_digest_is_answered_from_the_cache_until_invalidated() {
-        let (_dir, store, tenant) = store_and_tenant().await;
+        let (_dir, _, store, tenant) = store_and_tenant().await;
         let cache = KeyCache::new();
         let digest = tenant.admin_key.digest;
         assert!(
@@ -332,7 +315,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_known_key_is_served_from_the_cache_and_invalidation_shows_a_revoke() {
-        let (_dir, store, tenant) = store_and_tenant().await;
+        let (_dir, _, store, tenant) = store_and_tenant().await;
         store.create_tenant(&tenant).await.unwrap();
         let cache = KeyCache::new();
         let digest = tenant.admin_key.digest;
@@ -366,7 +349,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_for_one_digest_make_one_store_read() {
-        let (_dir, store, tenant) = store_and_tenant().await;
+        let (_dir, _, store, tenant) = store_and_tenant().await;
         let cache = Arc::new(KeyCache::new());
         // Unknown (the tenant is not written) and then known: both answers are coalesced.
         for known in [false, true] {
@@ -391,7 +374,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_that_started_before_a_revocation_never_answers_a_lookup_after_it() {
         for everything in [false, true] {
-            let (_dir, store, tenant) = store_and_tenant().await;
+            let (_dir, _, store, tenant) = store_and_tenant().await;
             store.create_tenant(&tenant).await.unwrap();
             let cache = Arc::new(KeyCache::new());
             let spy = Spy::new(Arc::clone(&store), true);
@@ -425,7 +408,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn under_concurrent_lookups_a_revocation_holds_from_the_moment_it_is_answered() {
-        let (_dir, store, tenant) = store_and_tenant().await;
+        let (_dir, _, store, tenant) = store_and_tenant().await;
         store.create_tenant(&tenant).await.unwrap();
         let cache = Arc::new(KeyCache::new());
         let spy = Spy::new(Arc::clone(&store), false);
@@ -468,7 +451,7 @@ mod tests {
 
     #[tokio::test]
     async fn revoking_one_key_leaves_keys_of_other_stripes_cached() {
-        let (_dir, store, tenant) = store_and_tenant().await;
+        let (_dir, _, store, tenant) = store_and_tenant().await;
         store.create_tenant(&tenant).await.unwrap();
         let prefixes = KeyPrefixes::new("sk_live_", "sk_admin_").unwrap();
         let cached = tenant.admin_key.digest;

@@ -27,6 +27,8 @@ pub mod router;
 pub mod routes;
 pub mod server;
 pub mod service;
+#[cfg(test)]
+mod test_support;
 
 pub use app::{App, AppState};
 pub use config::Config;

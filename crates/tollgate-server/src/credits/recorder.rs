@@ -310,9 +310,9 @@ impl Writer {
 #[expect(clippy::disallowed_methods, reason = "test tasks are awaited")]
 mod tests {
     use super::*;
+    use crate::test_support::store_and_tenant;
     use sqlx::Connection;
     use sqlx::sqlite::SqliteConnection;
-    use tollgate_core::key::KeyPrefixes;
     use tollgate_core::tenant::NewTenant;
 
     fn settlement(t: &NewTenant, request_id: &str, cost: i64) -> Settlement {
@@ -332,19 +332,7 @@ mod tests {
     /// One settlement the store refuses for good fails alone; the others of its batch are recorded.
     #[tokio::test]
     async fn a_bad_settlement_fails_alone_and_the_rest_of_its_batch_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        let store = tollgate_store::connect(&url).await.unwrap();
-        let prefixes = KeyPrefixes::new("sk_live_", "sk_admin_").unwrap();
-        let t = NewTenant::build(
-            &prefixes,
-            "T".into(),
-            "pro".into(),
-            "o@t.io".into(),
-            None,
-            1,
-        )
-        .0;
+        let (_dir, url, store, t) = store_and_tenant().await;
         store.create_tenant(&t).await.unwrap();
         store
             .grant(&t.tenant.id, Micros(1_000), None, 2)
