@@ -11,6 +11,8 @@
 //! - [`service`]: the operations routes and the CLI share (create a tenant, issue and revoke keys).
 //! - [`extract`]: JSON and pagination extractors that fail with `ApiError`.
 //! - [`objects`]: the JSON objects of API.md.
+//! - [`pipeline`]: the inference stages every inference route goes through (policy, rate limit, idempotency, hold,
+//!   settle and record).
 //! - [`credits`]: balances and holds in memory, and the group-committing recorder of charges and usage.
 //! - [`key_cache`]: authenticated keys in memory: misses coalesced, invalidated exactly on revocation.
 //! - [`error`]: `ApiError`, the one mapping from failures to HTTP.
@@ -23,6 +25,7 @@ pub mod extract;
 pub mod key_cache;
 pub mod middleware;
 pub mod objects;
+pub mod pipeline;
 pub mod router;
 pub mod routes;
 pub mod server;

@@ -1,5 +1,5 @@
-//! `POST /v1/chat/completions`: route by public model id, hold the worst-case cost, forward with the upstream model
-//! name, charge the actual cost from the provider's usage, answer with the public id.
+//! `POST /v1/chat/completions`: parse, admit through the pipeline (policy, rate limit, idempotency, hold), forward
+//! with the upstream model name, settle the actual cost from the provider's usage, answer with the public id.
 //!
 //! The upstream call runs in its own task, so a client that goes away does not cut it short: what the provider
 //! produces is charged, and the charge is durable before the response (or a stream's last event) is sent. Streams
@@ -7,11 +7,12 @@
 //! sees unless it asked for it.
 
 use crate::app::AppState;
-use crate::credits::{Hold, HoldError};
 use crate::error::ApiError;
 use crate::extract::SizedJson;
 use crate::middleware::auth::ProjectKey;
 use crate::middleware::request_id::RequestId;
+use crate::pipeline::settle::Bill;
+use crate::pipeline::{self, Admission};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -20,14 +21,9 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::convert::Infallible;
-use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tollgate_core::catalog::ModelSpec;
-use tollgate_core::credits::{HoldEstimate, Settlement, estimate};
-use tollgate_core::money::cost;
-use tollgate_core::ports::{ChunkStream, StoreError};
-use tollgate_core::tenant::KeyOwner;
+use tollgate_core::ports::ChunkStream;
 use tollgate_openai::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
 
 /// Stream events buffered between the upstream and a slow client.
@@ -49,65 +45,12 @@ pub async fn handler(
             Some("messages"),
         ));
     }
-    let spec = Arc::clone(
-        state
-            .catalog
-            .get(&request.model)
-            .ok_or_else(|| ApiError::model_not_found(&request.model))?,
-    );
-    key.record_model(&spec.id);
-    if !key.may_use(&spec.id) {
-        return Err(ApiError::Forbidden {
-            message: format!("This API key may not use the model `{}`", spec.id),
-            param: Some("model".to_owned()),
-        });
-    }
-    let provider = Arc::clone(state.providers.get(&spec.provider).ok_or_else(|| {
-        ApiError::Internal(format!(
-            "no provider {:?} for model {:?}",
-            spec.provider, spec.id
-        ))
-    })?);
-    let worst = estimate(&request, bytes, &spec, state.config.max_choices)
-        .map_err(|e| ApiError::bad_request(e.to_string(), Some(&e.param())))?;
-    // What the upstream does must be recorded: while the store cannot be written, serve nothing.
-    if !state.recorder.is_writable() {
-        return Err(ApiError::Unavailable(
-            "the recorder cannot write to the store".to_owned(),
-        ));
-    }
-    let principal = &key.0;
-    let tenant_id = principal.key.tenant_id.clone();
-    let hold = state
-        .wallets
-        .hold(state.store.as_ref(), &tenant_id, worst.cost)
-        .await
-        .map_err(|e| match e {
-            HoldError::Insufficient { available, cost } => {
-                ApiError::InsufficientBalance { available, cost }
-            }
-            HoldError::Store(e) => e.into(),
-        })?;
-    let bill = Bill {
-        state: state.clone(),
-        hold,
-        worst,
-        settlement: Settlement {
-            request_id: request_id.to_str().unwrap_or_default().to_owned(),
-            tenant_id,
-            project_id: match &principal.key.owner {
-                KeyOwner::Project(p) => p.clone(),
-                KeyOwner::Member(_) => String::new(),
-            },
-            key_id: principal.key.id.clone(),
-            model: spec.id.clone(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cost: Default::default(),
-            at: 0,
-        },
-        spec: Arc::clone(&spec),
-    };
+    let request_id = request_id.to_str().unwrap_or_default();
+    let Admission {
+        spec,
+        provider,
+        bill,
+    } = pipeline::admit(&state, &key, request_id, &request, bytes).await?;
     request.model.clone_from(&spec.upstream_model);
 
     if !request.is_stream() {
@@ -115,7 +58,7 @@ pub async fn handler(
             let mut completion = provider.chat(request).await?;
             let (prompt, completion_tokens) = match &completion.usage {
                 Some(u) => (u.prompt_tokens, u.completion_tokens),
-                None => (bill.worst.prompt_tokens, output_bound(&completion)),
+                None => (bill.worst().prompt_tokens, output_bound(&completion)),
             };
             bill.settle(prompt, completion_tokens).await?;
             completion.model.clone_from(&spec.id);
@@ -148,61 +91,6 @@ pub async fn handler(
         .into_response())
 }
 
-/// A request's hold and what its charge will be recorded as.
-struct Bill {
-    state: AppState,
-    spec: Arc<ModelSpec>,
-    hold: Hold,
-    worst: HoldEstimate,
-    settlement: Settlement,
-}
-
-impl Bill {
-    /// Records `prompt` and `completion` tokens as the provider reported them, and charges their cost up to the
-    /// hold: durable in the store (the recorder then applies the new balance), then the hold is released.
-    async fn settle(self, prompt: u64, completion: u64) -> Result<(), ApiError> {
-        let cost = cost(&self.spec, prompt, completion);
-        let held = self.hold.amount();
-        if cost > held {
-            // The upstream ignored the caps it was sent: the customer pays what it agreed to, and we say so.
-            tracing::warn!(
-                request_id = %self.settlement.request_id,
-                tenant_id = %self.settlement.tenant_id,
-                key_id = %self.settlement.key_id,
-                model = %self.spec.id,
-                prompt_tokens = prompt,
-                completion_tokens = completion,
-                held_prompt_tokens = self.worst.prompt_tokens,
-                held_output_tokens = self.worst.output_tokens,
-                cost_cents = %cost,
-                held_cents = %held,
-                shortfall_cents = %cost.minus(held),
-                "the upstream reported more usage than the hold allowed; charged the hold"
-            );
-        }
-        let settlement = Settlement {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            cost: cost.min(held),
-            at: self.state.clock.now(),
-            ..self.settlement
-        };
-        let (request_id, owed) = (settlement.request_id.clone(), settlement.cost);
-        let charged = self
-            .state
-            .recorder
-            .settle(settlement)
-            .await
-            .map_err(|e| ApiError::from(StoreError::from(e)))?;
-        if charged < owed {
-            tracing::warn!(%request_id, charged_cents = %charged, owed_cents = %owed,
-                "the balance could not cover the charge: it was spent elsewhere meanwhile");
-        }
-        self.hold.release();
-        Ok(())
-    }
-}
-
 /// Without reported usage, the output's bytes bound its tokens.
 fn output_bound(completion: &ChatCompletion) -> u64 {
     completion
@@ -231,7 +119,7 @@ async fn pump(
     bill: Bill,
     keep_usage: bool,
 ) {
-    let model = bill.spec.id.clone();
+    let model = bill.model().to_owned();
     let mut client = Some(events);
     let mut usage = None;
     let mut content_chunks = 0u64;
@@ -252,8 +140,8 @@ async fn pump(
     };
     // Without a usage chunk (a broken stream), each content chunk counts as one token of output.
     let produced = usage
-        .or_else(|| (content_chunks > 0).then_some((bill.worst.prompt_tokens, content_chunks)));
-    let request_id = bill.settlement.request_id.clone();
+        .or_else(|| (content_chunks > 0).then_some((bill.worst().prompt_tokens, content_chunks)));
+    let request_id = bill.request_id().to_owned();
     let settled = match produced {
         Some((prompt, completion)) => bill.settle(prompt, completion).await,
         None => Ok(()),

@@ -1,0 +1,61 @@
+//! Hold: the request's worst case is taken from its tenant's available balance before the provider is called
+//! (402 when it does not fit), and refused outright (503) while the recorder cannot write, since whatever the
+//! upstream did then could not be charged.
+
+use crate::app::AppState;
+use crate::credits::HoldError;
+use crate::error::ApiError;
+use crate::middleware::auth::ProjectKey;
+use crate::pipeline::settle::Bill;
+use std::sync::Arc;
+use tollgate_core::catalog::ModelSpec;
+use tollgate_core::credits::{HoldEstimate, Settlement};
+use tollgate_core::tenant::KeyOwner;
+
+/// Holds `worst` for the request and returns the bill its settlement will go through.
+pub async fn take(
+    state: &AppState,
+    key: &ProjectKey,
+    request_id: &str,
+    spec: &Arc<ModelSpec>,
+    worst: HoldEstimate,
+) -> Result<Bill, ApiError> {
+    if !state.recorder.is_writable() {
+        return Err(ApiError::Unavailable(
+            "the recorder cannot write to the store".to_owned(),
+        ));
+    }
+    let principal = &key.0;
+    let tenant_id = principal.key.tenant_id.clone();
+    let hold = state
+        .wallets
+        .hold(state.store.as_ref(), &tenant_id, worst.cost)
+        .await
+        .map_err(|e| match e {
+            HoldError::Insufficient { available, cost } => {
+                ApiError::InsufficientBalance { available, cost }
+            }
+            HoldError::Store(e) => e.into(),
+        })?;
+    let settlement = Settlement {
+        request_id: request_id.to_owned(),
+        tenant_id,
+        project_id: match &principal.key.owner {
+            KeyOwner::Project(p) => p.clone(),
+            KeyOwner::Member(_) => String::new(),
+        },
+        key_id: principal.key.id.clone(),
+        model: spec.id.clone(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        cost: Default::default(),
+        at: 0,
+    };
+    Ok(Bill::new(
+        state.clone(),
+        Arc::clone(spec),
+        hold,
+        worst,
+        settlement,
+    ))
+}

@@ -1,0 +1,82 @@
+//! The inference pipeline: DESIGN.md's stages, in order, for every inference route.
+//!
+//! A handler parses its request, then calls [`admit`]: authenticate has already run (the `ProjectKey` extractor),
+//! then [`policy`] → [`rate_limit`] → [`idempotency`] → [`hold`]. It runs the provider call on `App::tasks` and
+//! settles through the [`settle::Bill`] it was given (settle → record). A new feature is a stage here, never code
+//! inside a handler.
+
+pub mod hold;
+pub mod idempotency;
+pub mod policy;
+pub mod rate_limit;
+pub mod settle;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::middleware::auth::ProjectKey;
+use settle::Bill;
+use std::sync::Arc;
+use tollgate_core::catalog::ModelSpec;
+use tollgate_core::credits::{EstimateError, HoldEstimate, estimate};
+use tollgate_core::ports::Provider;
+use tollgate_openai::ChatCompletionRequest;
+
+/// What an inference request tells the pipeline about itself.
+pub trait Metered {
+    /// The public model id it asks for.
+    fn model(&self) -> &str;
+    /// Its worst case, from its parsed form and its raw body's length.
+    fn worst_case(
+        &self,
+        body_bytes: usize,
+        model: &ModelSpec,
+        max_choices: u64,
+    ) -> Result<HoldEstimate, EstimateError>;
+}
+
+impl Metered for ChatCompletionRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn worst_case(
+        &self,
+        body_bytes: usize,
+        model: &ModelSpec,
+        max_choices: u64,
+    ) -> Result<HoldEstimate, EstimateError> {
+        estimate(self, body_bytes, model, max_choices)
+    }
+}
+
+/// An admitted request: the model and provider it goes to, and the bill to settle once the provider has answered.
+pub struct Admission {
+    /// The public model.
+    pub spec: Arc<ModelSpec>,
+    /// Who serves it.
+    pub provider: Arc<dyn Provider>,
+    /// The hold taken, and what the charge will be recorded as.
+    pub bill: Bill,
+}
+
+/// Runs the admission stages for an authenticated request: each may refuse it, and none calls the upstream.
+pub async fn admit(
+    state: &AppState,
+    key: &ProjectKey,
+    request_id: &str,
+    request: &impl Metered,
+    body_bytes: usize,
+) -> Result<Admission, ApiError> {
+    let (spec, provider) = policy::route(state, key, request.model())?;
+    rate_limit::admit(state, key)?;
+    idempotency::admit(state, key)?;
+    let worst = request
+        .worst_case(body_bytes, &spec, state.config.max_choices)
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some(&e.param())))?;
+    let bill = hold::take(state, key, request_id, &spec, worst).await?;
+    Ok(Admission {
+        spec,
+        provider,
+        bill,
+    })
+}

@@ -1,0 +1,99 @@
+//! Settle and record: the provider's reported usage becomes the request's charge, capped at its hold (an overrun is
+//! logged, never hidden), recorded durably by the group-committing recorder; only then is the hold released and the
+//! response (or a stream's last event) sent.
+
+use crate::app::AppState;
+use crate::credits::Hold;
+use crate::error::ApiError;
+use std::sync::Arc;
+use tollgate_core::catalog::ModelSpec;
+use tollgate_core::credits::{HoldEstimate, Settlement};
+use tollgate_core::money::cost;
+use tollgate_core::ports::StoreError;
+
+/// A request's hold and what its charge will be recorded as.
+pub struct Bill {
+    state: AppState,
+    spec: Arc<ModelSpec>,
+    hold: Hold,
+    worst: HoldEstimate,
+    settlement: Settlement,
+}
+
+impl Bill {
+    /// A bill for a request that holds `hold` against its worst case `worst`.
+    pub fn new(
+        state: AppState,
+        spec: Arc<ModelSpec>,
+        hold: Hold,
+        worst: HoldEstimate,
+        settlement: Settlement,
+    ) -> Self {
+        Self {
+            state,
+            spec,
+            hold,
+            worst,
+            settlement,
+        }
+    }
+
+    /// The worst case held: its prompt bound stands in for usage an upstream did not report.
+    pub fn worst(&self) -> HoldEstimate {
+        self.worst
+    }
+
+    /// The public model id.
+    pub fn model(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// The request's id.
+    pub fn request_id(&self) -> &str {
+        &self.settlement.request_id
+    }
+
+    /// Records `prompt` and `completion` tokens as the provider reported them, and charges their cost up to the
+    /// hold: durable in the store (the recorder then applies the new balance), then the hold is released.
+    pub async fn settle(self, prompt: u64, completion: u64) -> Result<(), ApiError> {
+        let cost = cost(&self.spec, prompt, completion);
+        let held = self.hold.amount();
+        if cost > held {
+            // The upstream ignored the caps it was sent: the customer pays what it agreed to, and we say so.
+            tracing::warn!(
+                request_id = %self.settlement.request_id,
+                tenant_id = %self.settlement.tenant_id,
+                key_id = %self.settlement.key_id,
+                model = %self.spec.id,
+                prompt_tokens = prompt,
+                completion_tokens = completion,
+                held_prompt_tokens = self.worst.prompt_tokens,
+                held_output_tokens = self.worst.output_tokens,
+                cost_cents = %cost,
+                held_cents = %held,
+                shortfall_cents = %cost.minus(held),
+                "the upstream reported more usage than the hold allowed; charged the hold"
+            );
+        }
+        let settlement = Settlement {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cost: cost.min(held),
+            at: self.state.clock.now(),
+            ..self.settlement
+        };
+        let (request_id, owed) = (settlement.request_id.clone(), settlement.cost);
+        let charged = self
+            .state
+            .recorder
+            .settle(settlement)
+            .await
+            .map_err(|e| ApiError::from(StoreError::from(e)))?;
+        if charged < owed {
+            tracing::warn!(%request_id, charged_cents = %charged, owed_cents = %owed,
+                "the balance could not cover the charge: it was spent elsewhere meanwhile");
+        }
+        self.hold.release();
+        Ok(())
+    }
+}
