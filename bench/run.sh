@@ -4,10 +4,12 @@
 #
 #   bench/run.sh                 # 10 s per leg, 64 connections, 1 wrk thread
 #   DURATION=30s CONNECTIONS=128 bench/run.sh
+#   DURABILITY=process bench/run.sh   # SQLite synchronous = NORMAL instead of FULL
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-10s}"
+DURABILITY="${DURABILITY:-fsync}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-1}"
 MOCK_PORT="${MOCK_PORT:-19100}"
@@ -42,6 +44,7 @@ cat >"$work/tollgate.toml" <<TOML
 listen = "127.0.0.1:$PORT"
 database_url = "sqlite://$work/data/tollgate.db"
 operator_token = "bench-operator-token"
+durability = "$DURABILITY"
 
 [[providers]]
 id = "mock"

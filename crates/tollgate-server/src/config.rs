@@ -12,6 +12,7 @@ use std::path::Path;
 use tollgate_core::catalog::{DEFAULT_MAX_OUTPUT_TOKENS, ECHO_MODEL, ECHO_PROVIDER};
 use tollgate_core::key::KeyPrefixes;
 use tollgate_core::plan::{Plans, default_plans};
+use tollgate_core::ports::Durability;
 
 /// Default `max_body_bytes`: 10 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -83,6 +84,8 @@ pub struct Config {
     pub plans: Plans,
     /// The largest `n` (choices per chat completion) accepted; each choice is held for.
     pub max_choices: u64,
+    /// What an answered request's charge survives: power loss (`fsync`, the default) or a crash (`process`).
+    pub durability: Durability,
     /// After SIGTERM or Ctrl-C, how long connections may take to finish before they are cut.
     pub shutdown_timeout_seconds: u64,
     /// A request head not complete this long after the connection opened, or after its first byte on a
@@ -111,6 +114,7 @@ impl Default for Config {
             models: Vec::new(),
             plans: Plans::new(),
             max_choices: DEFAULT_MAX_CHOICES,
+            durability: Durability::Fsync,
             shutdown_timeout_seconds: 30,
             header_read_timeout_seconds: 10,
             body_read_timeout_seconds: 30,
@@ -421,6 +425,15 @@ mod tests {
         assert!(err("max_connections = -1").contains("max_connections"));
         let huge = format!("max_connections = {}", i64::MAX);
         assert!(err(&huge).contains("max_connections"), "{}", err(&huge));
+    }
+
+    #[test]
+    fn durability_is_fsync_unless_set_to_process() {
+        assert_eq!(Config::default().durability, Durability::Fsync);
+        let c = Config::from_toml("durability = \"process\"").unwrap();
+        assert_eq!(c.durability, Durability::Process);
+        let e = err("durability = \"sometimes\"");
+        assert!(e.contains("durability"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 pub mod sqlite;
 
 use std::sync::Arc;
-use tollgate_core::ports::Store;
+use tollgate_core::ports::{Durability, Store};
 
 /// Why the store could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +28,14 @@ pub enum OpenError {
 /// Opens the store at `url` (creating an SQLite file and its directory if missing) and applies pending
 /// migrations.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, OpenError> {
+    connect_with(url, Durability::default()).await
+}
+
+/// [`connect`], with commits as durable as `durability` asks.
+pub async fn connect_with(url: &str, durability: Durability) -> Result<Arc<dyn Store>, OpenError> {
     match backend(url)? {
         Backend::Sqlite => {
-            let store = sqlite::SqliteStore::open(url).await?;
+            let store = sqlite::SqliteStore::open(url, durability).await?;
             store.migrate().await?;
             Ok(Arc::new(store))
         }
@@ -40,7 +45,12 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, OpenError> {
 /// Applies pending migrations to the store at `url` and returns how many ran (0 when already up to date).
 pub async fn migrate(url: &str) -> Result<usize, OpenError> {
     match backend(url)? {
-        Backend::Sqlite => sqlite::SqliteStore::open(url).await?.migrate().await,
+        Backend::Sqlite => {
+            sqlite::SqliteStore::open(url, Durability::default())
+                .await?
+                .migrate()
+                .await
+        }
     }
 }
 

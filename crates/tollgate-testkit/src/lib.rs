@@ -95,9 +95,10 @@ impl TestAppBuilder {
         for f in self.configure {
             f(&mut config);
         }
-        let store = tollgate_store::connect(config.database_url.expose_secret())
-            .await
-            .expect("open store");
+        let store =
+            tollgate_store::connect_with(config.database_url.expose_secret(), config.durability)
+                .await
+                .expect("open store");
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let state =
             App::build(config, store, Arc::clone(&clock) as Arc<dyn Clock>).expect("build app");

@@ -303,7 +303,9 @@ fn print<T: Serialize>(
 
 /// Connects (and migrates) the store and builds the application, as `serve` does but without listening.
 async fn app(config: Config) -> anyhow::Result<AppState> {
-    let store = tollgate_store::connect(config.database_url.expose_secret()).await?;
+    let store =
+        tollgate_store::connect_with(config.database_url.expose_secret(), config.durability)
+            .await?;
     Ok(App::build(config, store, Arc::new(SystemClock))?)
 }
 

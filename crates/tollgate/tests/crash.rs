@@ -82,7 +82,8 @@ struct Deployment {
 }
 
 impl Deployment {
-    async fn start() -> Self {
+    /// A deployment whose configuration ends with `extra` (TOML lines).
+    async fn start(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (mock_port, port) = (free_port(), free_port());
         let mock = spawn(
@@ -102,6 +103,7 @@ impl Deployment {
 listen = "127.0.0.1:{port}"
 database_url = "{database}"
 shutdown_timeout_seconds = 10
+{extra}
 
 [[providers]]
 id = "mock"
@@ -178,6 +180,16 @@ output_cents_per_million_tokens = 60
 
 #[tokio::test]
 async fn acknowledged_charges_survive_kill_9() {
+    survive_kill_9("").await;
+}
+
+/// `durability = "process"` keeps the same promise against a crash of the process (not of the machine).
+#[tokio::test]
+async fn with_process_durability_acknowledged_charges_survive_kill_9() {
+    survive_kill_9(r#"durability = "process""#).await;
+}
+
+async fn survive_kill_9(extra: &str) {
     let Deployment {
         _dir,
         mut mock,
@@ -188,7 +200,7 @@ async fn acknowledged_charges_survive_kill_9() {
         admin,
         key,
         ..
-    } = Deployment::start().await;
+    } = Deployment::start(extra).await;
 
     // 8 workers send requests back to back (each waits 20 ms upstream); the server dies after 40 answers.
     let answered = Arc::new(AtomicUsize::new(0));
@@ -287,7 +299,7 @@ struct Answer {
 
 #[tokio::test]
 async fn sigterm_under_load_drains_in_flight_requests_and_records_every_answer() {
-    let d = Deployment::start().await;
+    let d = Deployment::start("").await;
     let mut server = d.server;
     let signalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));

@@ -50,6 +50,17 @@ pub struct SettledBatch {
     pub balances: Vec<(String, Balance)>,
 }
 
+/// What an answered request's charge survives: the commit before the response waits for this much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Power loss: every commit reaches the disk (SQLite `synchronous = FULL`).
+    #[default]
+    Fsync,
+    /// A crash or `kill -9` of the process, not of the machine (SQLite WAL with `synchronous = NORMAL`).
+    Process,
+}
+
 /// Cursor pagination: items after the id `after`, at most `limit` of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageRequest {

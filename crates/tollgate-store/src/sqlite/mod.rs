@@ -1,4 +1,5 @@
-//! SQLite: one file, WAL mode, `synchronous = FULL` (a committed charge survives power loss), foreign keys on.
+//! SQLite: one file, WAL mode, `synchronous = FULL` (a committed charge survives power loss; `NORMAL` with
+//! `durability = "process"`: it survives a crash of the process), foreign keys on.
 
 mod credits;
 mod keys;
@@ -15,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
-use tollgate_core::ports::{Store, StoreError};
+use tollgate_core::ports::{Durability, Store, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -39,12 +40,17 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH` or `sqlite::memory:`), without migrating.
-    pub async fn open(url: &str) -> Result<Self, OpenError> {
+    pub async fn open(url: &str, durability: Durability) -> Result<Self, OpenError> {
+        let synchronous = match durability {
+            Durability::Fsync => SqliteSynchronous::Full,
+            // In WAL mode NORMAL syncs only at checkpoints: a commit survives the process, not the machine.
+            Durability::Process => SqliteSynchronous::Normal,
+        };
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| OpenError::Open(e.to_string()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let path = options.get_filename();
@@ -142,5 +148,34 @@ fn db_error(e: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn synchronous(pool: &SqlitePool) -> i64 {
+        sqlx::query("PRAGMA synchronous")
+            .fetch_one(pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn durability_sets_how_every_connection_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        for (durability, expected) in [(Durability::Fsync, 2), (Durability::Process, 1)] {
+            let url = format!("sqlite://{}/{durability:?}.db", dir.path().display());
+            let store = SqliteStore::open(&url, durability).await.unwrap();
+            // SQLite's codes: 2 = FULL, 1 = NORMAL; the settlement writer must match the readers' pool.
+            assert_eq!(synchronous(&store.pool).await, expected, "{durability:?}");
+            assert_eq!(
+                synchronous(&store.settler).await,
+                expected,
+                "{durability:?}"
+            );
+        }
     }
 }
