@@ -1,7 +1,7 @@
 //! The bare hop: the least an HTTP/1.1 reverse proxy does (accept, forward each request to one upstream over a pooled
 //! keep-alive connection, stream the response back) on the same runtime shape as Tollgate (tokio multi-thread,
 //! default workers). `bench/run.sh` measures it beside Tollgate, so Tollgate's cost reads against the cost of a
-//! hop itself. It never looks at a body, and has no timeouts, limits or logs: anything more would blur that reference.
+//! hop itself. It never looks at a body, and has no timeouts, limits or logs: more would blur that reference.
 
 use anyhow::{Context, bail};
 use clap::Parser;
