@@ -29,6 +29,7 @@ HOP_PORT="${HOP_PORT:-19201}"
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 1; }
 
 source bench/lib.sh
+ports_free "$MOCK_PORT" "$PORT" "$HOP_PORT"
 bench_build
 start_mock
 

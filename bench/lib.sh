@@ -32,6 +32,17 @@ wait_for() {
   exit 1
 }
 
+# ports_free PORT...: fails if something already listens on a port, since wait_for would then take another
+# run's server (a bench from another worktree, say) for ours.
+ports_free() {
+  for port in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "port $port is in use (another bench running?): stop it or choose other ports (see the script's header)" >&2
+      exit 1
+    fi
+  done
+}
+
 # The one request every leg sends: a 12-word prompt, max_tokens 16, for model $1.
 chat_body() {
   printf '{"model":"%s","messages":[{"role":"user","content":"Benchmark prompt of a typical short size for a chat request."}],"max_tokens":16}' "$1"

@@ -43,6 +43,7 @@ command -v nginx >/dev/null || { echo "nginx is missing: apt-get install -y ngin
 }
 
 source bench/lib.sh
+ports_free "$MOCK_PORT" "$PORT" "$HOP_PORT" "$NGINX_PORT"
 bench_build
 
 start_mock
