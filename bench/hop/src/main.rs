@@ -172,3 +172,40 @@ fn upstream(uri: &Uri) -> anyhow::Result<Upstream> {
         authority: authority.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn strips_hop_by_hop_headers_and_those_connection_names() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-trace"),
+        );
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-trace", HeaderValue::from_static("1"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "content-length"]);
+    }
+
+    #[test]
+    fn upstream_is_plain_http_without_a_path() {
+        let ok = upstream(&Uri::from_static("http://127.0.0.1:19100")).unwrap();
+        assert_eq!(ok.authority.as_str(), "127.0.0.1:19100");
+        assert!(upstream(&Uri::from_static("http://127.0.0.1:19100/")).is_ok());
+        assert!(upstream(&Uri::from_static("https://127.0.0.1:19100")).is_err());
+        assert!(upstream(&Uri::from_static("http://127.0.0.1:19100/v1")).is_err());
+        assert!(upstream(&Uri::from_static("/v1/models")).is_err());
+    }
+}
