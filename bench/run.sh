@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
-# Non-streamed chat throughput: wrk straight at the mock upstream, then through Tollgate to the same mock, in one
-# run, and the ratio of the two. Release builds; loopback only; bounded duration. Needs wrk (apt-get install wrk).
+# What the hot path costs, as ratios to references measured in the same run (this shared 2-core machine moves
+# absolute figures 2-3x from day to day). The same non-streamed chat request goes through four legs, all on loopback:
 #
-#   bench/run.sh                 # 10 s per leg, 64 connections, 1 wrk thread
+#   direct    load generator -> mock upstream
+#   hop       -> bench/hop (a bare hyper proxy that only forwards) -> mock
+#   nginx     -> nginx (Debian's; keep-alive upstream, access log off, 2 workers) -> mock
+#   tollgate  -> Tollgate (key, policy, hold, provider call, settle, record) -> mock
+#
+# (a) saturation: wrk, closed loop, 64 connections; RPS, ratio to direct and to the faster of hop and nginx, p50/p99.
+# (b) fixed rate: oha, open loop at 2,000 RPS over 16 connections with latency correction (no coordinated omission);
+#     p50/p99/p99.9, and the latency each leg adds to direct.
+# Instructions per request (valgrind) are bench/instructions.sh.
+#
+#   bench/run.sh                              # 10 s per leg and part, 2 s warm-ups: about 1.5 minutes
 #   DURATION=30s CONNECTIONS=128 bench/run.sh
-#   DURABILITY=process bench/run.sh   # SQLite synchronous = NORMAL instead of FULL
+#   RATE=1000 RATE_DURATION=20s bench/run.sh
+#   DURABILITY=process bench/run.sh           # SQLite synchronous = NORMAL instead of FULL
+#
+# Needs wrk (apt-get install -y wrk), nginx (apt-get install -y nginx) and oha (apt-get install -y cmake, then
+# cargo install oha --locked --root ~/.cache/tollgate/tools; found there or on PATH, or set OHA=/path/to/oha).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,89 +26,122 @@ DURATION="${DURATION:-10s}"
 DURABILITY="${DURABILITY:-fsync}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-1}"
+RATE="${RATE:-2000}"
+RATE_CONNECTIONS="${RATE_CONNECTIONS:-16}"
+RATE_DURATION="${RATE_DURATION:-$DURATION}"
 MOCK_PORT="${MOCK_PORT:-19100}"
 PORT="${PORT:-19080}"
+HOP_PORT="${HOP_PORT:-19200}"
+NGINX_PORT="${NGINX_PORT:-19300}"
+OHA="${OHA:-$(command -v oha || echo "$HOME/.cache/tollgate/tools/bin/oha")}"
+
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
-
-target_dir="${CARGO_TARGET_DIR:-target}"
-cargo build --release --locked -p tollgate
-bin="$(cd "$target_dir" && pwd)/release/tollgate"
-
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for() {
-  for _ in $(seq 1 200); do
-    curl -fs "$1" >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "not up: $1" >&2
+command -v nginx >/dev/null || { echo "nginx is missing: apt-get install -y nginx" >&2; exit 1; }
+[ -x "$OHA" ] || {
+  echo "oha is missing: apt-get install -y cmake && cargo install oha --locked --root ~/.cache/tollgate/tools" >&2
   exit 1
 }
 
-"$bin" mock-upstream --listen "127.0.0.1:$MOCK_PORT" >"$work/mock.log" 2>&1 &
-pids+=($!)
-cat >"$work/tollgate.toml" <<TOML
-listen = "127.0.0.1:$PORT"
-database_url = "sqlite://$work/data/tollgate.db"
-operator_token = "bench-operator-token"
-durability = "$DURABILITY"
+source bench/lib.sh
+ports_free "$MOCK_PORT" "$PORT" "$HOP_PORT" "$NGINX_PORT"
+bench_build
 
-[[providers]]
-id = "mock"
-kind = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT/v1"
-
-[[models]]
-id = "fast"
-provider = "mock"
-upstream_model = "mock-model"
-input_cents_per_million_tokens = 15
-output_cents_per_million_tokens = 60
-TOML
-TOLLGATE_LOG=warn "$bin" serve --config "$work/tollgate.toml" >"$work/tollgate.log" 2>&1 &
+start_mock
+start_tollgate
+"$hop_bin" --listen "127.0.0.1:$HOP_PORT" --upstream "http://127.0.0.1:$MOCK_PORT" >"$work/hop.log" 2>&1 &
 pids+=($!)
-wait_for "http://127.0.0.1:$MOCK_PORT/v1/models"
+
+# Tuned as a proxy in front of a model server would be: keep-alive to the upstream (and no cap on requests per
+# connection either side, as hop and Tollgate have none), no access log, one worker per core. Everything it writes
+# stays in the run's directory, and it runs in the foreground so the cleanup stops it.
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<NGINX
+daemon off;
+worker_processes 2;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/nginx/client_body;
+  proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
+  upstream mock {
+    server 127.0.0.1:$MOCK_PORT;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" &
+pids+=($!)
+
 wait_for "http://127.0.0.1:$PORT/healthz"
+wait_for "http://127.0.0.1:$HOP_PORT/v1/models"
+wait_for "http://127.0.0.1:$NGINX_PORT/v1/models"
+create_bench_key
 
-json_field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-created="$(curl -fs -X POST "http://127.0.0.1:$PORT/operator/v1/tenants" \
-  -H "Authorization: Bearer bench-operator-token" -H "Content-Type: application/json" \
-  -d '{"name":"Bench","plan":"enterprise","owner_email":"bench@example.com"}')"
-admin="$(echo "$created" | json_field 'd["admin_key"]["value"]')"
-project="$(echo "$created" | json_field 'd["project"]["id"]')"
-tenant="$(echo "$created" | json_field 'd["tenant"]["id"]')"
-# Enough credit that no request is refused: every request is held, charged and recorded as in production.
-curl -fs -X POST "http://127.0.0.1:$PORT/operator/v1/tenants/$tenant/credits" \
-  -H "Authorization: Bearer bench-operator-token" -H "Content-Type: application/json" \
-  -d '{"amount_cents":100000000,"reason":"bench"}' >/dev/null
-key="$(curl -fs -X POST "http://127.0.0.1:$PORT/v1/organization/projects/$project/api_keys" \
-  -H "Authorization: Bearer $admin" -H "Content-Type: application/json" -d '{"name":"bench"}' \
-  | json_field 'd["value"]')"
+legs=(direct hop nginx tollgate)
+declare -A url auth body
+url[direct]="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+url[hop]="http://127.0.0.1:$HOP_PORT/v1/chat/completions"
+url[nginx]="http://127.0.0.1:$NGINX_PORT/v1/chat/completions"
+url[tollgate]="http://127.0.0.1:$PORT/v1/chat/completions"
+for leg in direct hop nginx; do auth[$leg]=""; body[$leg]="$(chat_body mock-model)"; done
+auth[tollgate]="$key"
+body[tollgate]="$(chat_body fast)"
 
-rps() { awk '/Requests\/sec/ {print $2}'; }
-echo "== warm-up"
-BENCH_MODEL=mock-model wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s bench/chat.lua "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" >/dev/null
-BENCH_KEY="$key" wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s bench/chat.lua "http://127.0.0.1:$PORT/v1/chat/completions" >/dev/null
+# wrk_leg LEG DURATION [wrk options]: the saturation load on one leg, output to stdout.
+wrk_leg() {
+  local leg=$1 duration=$2
+  shift 2
+  BENCH_KEY="${auth[$leg]}" BENCH_BODY="${body[$leg]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" "$@" \
+    -s bench/chat.lua "${url[$leg]}"
+}
 
-echo "== direct: mock upstream"
-direct_out="$(BENCH_MODEL=mock-model wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/chat.lua \
-  "http://127.0.0.1:$MOCK_PORT/v1/chat/completions")"
-echo "$direct_out"
-echo "== through tollgate"
-gate_out="$(BENCH_KEY="$key" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/chat.lua \
-  "http://127.0.0.1:$PORT/v1/chat/completions")"
-echo "$gate_out"
+# Fails the run when a leg saw a non-2xx answer or a socket error: its figures would not be the hot path's.
+check_wrk() {
+  local leg=$1 file=$2
+  if ! grep -q '^non-2xx: 0$' "$file" || grep -q 'Socket errors' "$file"; then
+    echo "FAILED: the $leg leg had errors:" >&2
+    cat "$file" >&2
+    exit 1
+  fi
+}
 
-direct="$(echo "$direct_out" | rps)"
-gate="$(echo "$gate_out" | rps)"
+echo "== warm-up: 2 s per leg"
+for leg in "${legs[@]}"; do
+  wrk_leg "$leg" 2s >"$work/warm-$leg.txt"
+  check_wrk "$leg" "$work/warm-$leg.txt"
+done
+
+echo "== (a) saturation: wrk, $THREADS thread, $CONNECTIONS connections, $DURATION per leg"
+for leg in "${legs[@]}"; do
+  echo "-- $leg"
+  wrk_leg "$leg" "$DURATION" --latency | tee "$work/a-$leg.txt"
+  check_wrk "$leg" "$work/a-$leg.txt"
+done
+
+echo "== (b) fixed rate: oha, $RATE RPS, $RATE_CONNECTIONS connections, $RATE_DURATION per leg"
+for leg in "${legs[@]}"; do
+  echo "-- $leg"
+  headers=(-H "Content-Type: application/json")
+  [ -n "${auth[$leg]}" ] && headers+=(-H "Authorization: Bearer ${auth[$leg]}")
+  # -w: requests in flight at the deadline finish (counted) instead of being cut and reported as errors.
+  "$OHA" --no-tui --output-format json -z "$RATE_DURATION" -w -c "$RATE_CONNECTIONS" -q "$RATE" --latency-correction \
+    -m POST "${headers[@]}" -d "${body[$leg]}" "${url[$leg]}" >"$work/b-$leg.json"
+done
+
 echo
-echo "direct RPS:   $direct"
-echo "tollgate RPS: $gate"
-python3 -c "print(f'ratio (tollgate/direct): {float($gate)/float($direct):.3f}')"
+python3 bench/report.py "$work" "$RATE" "${legs[@]}"
