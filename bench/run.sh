@@ -10,6 +10,7 @@
 # (a) saturation: wrk, closed loop, 64 connections; RPS, ratio to direct and to the faster of hop and nginx, p50/p99.
 # (b) fixed rate: oha, open loop at 2,000 RPS over 16 connections with latency correction (no coordinated omission);
 #     p50/p99/p99.9, and the latency each leg adds to direct.
+# Last, the latency of one fsync on the data directory's disk: what durability = "fsync" may add per commit.
 # Instructions per request (valgrind) are bench/instructions.sh.
 #
 #   bench/run.sh                              # 10 s per leg and part, 2 s warm-ups: about 1.5 minutes
@@ -145,3 +146,21 @@ done
 
 echo
 python3 bench/report.py "$work" "$RATE" "${legs[@]}"
+
+# Issue 10 allows Tollgate one fsync of the data directory's disk on top of the hop's latency when
+# durability = "fsync" (every answered request waits for its commit): measure that fsync here, on the same disk.
+python3 - "$work" <<'PY'
+import os, statistics, sys, time
+path = os.path.join(sys.argv[1], "data", "fsync-probe")
+times = []
+with open(path, "wb") as f:
+    for _ in range(200):
+        f.write(b"x" * 4096)
+        f.flush()
+        start = time.perf_counter()
+        os.fsync(f.fileno())
+        times.append((time.perf_counter() - start) * 1000)
+times.sort()
+print(f"fsync of the data directory's disk (4 KiB appends, 200 times): p50 {statistics.median(times):.2f} ms, "
+      f"p99 {times[int(len(times) * 0.99) - 1]:.2f} ms")
+PY

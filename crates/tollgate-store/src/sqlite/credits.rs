@@ -186,7 +186,8 @@ async fn settle_batch(
     }
     for (key_id, at) in last_used {
         sqlx::query(
-            "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+            // Only when it moves: an unchanged row dirties no page, so no WAL frame is written for it.
+            "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
         )
         .bind(at)
         .bind(key_id)
