@@ -10,7 +10,8 @@
 # (a) saturation: wrk, closed loop, 64 connections; RPS, ratio to direct and to the faster of hop and nginx, p50/p99.
 # (b) fixed rate: oha, open loop at 2,000 RPS over 16 connections with latency correction (no coordinated omission);
 #     p50/p99/p99.9, and the latency each leg adds to direct.
-# Last, the latency of one fsync on the data directory's disk: what durability = "fsync" may add per commit.
+# Last, Tollgate's cold start and resident memory (idle, and peak under the load above), and the latency of one
+# fsync on the data directory's disk: what durability = "fsync" may add per commit.
 # Instructions per request (valgrind) are bench/instructions.sh.
 #
 #   bench/run.sh                              # 10 s per leg and part, 2 s warm-ups: about 1.5 minutes
@@ -48,7 +49,11 @@ ports_free "$MOCK_PORT" "$PORT" "$HOP_PORT" "$NGINX_PORT"
 bench_build
 
 start_mock
+started_at=$(date +%s%N)
 start_tollgate
+# (d) cold start: exec to the first healthy answer (a new database's migrations included), polled every 5 ms.
+for _ in $(seq 1 2000); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.005; done
+cold_start_ms=$(( ($(date +%s%N) - started_at) / 1000000 ))
 "$hop_bin" --listen "127.0.0.1:$HOP_PORT" --upstream "http://127.0.0.1:$MOCK_PORT" >"$work/hop.log" 2>&1 &
 pids+=($!)
 
@@ -89,9 +94,12 @@ nginx -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" &
 pids+=($!)
 
 wait_for "http://127.0.0.1:$PORT/healthz"
+# (d) resident memory, from the kernel's own accounting.
+rss_kib() { awk -v f="$1:" '$1 == f {print $2}' "/proc/$tollgate_pid/status"; }
 wait_for "http://127.0.0.1:$HOP_PORT/v1/models"
 wait_for "http://127.0.0.1:$NGINX_PORT/v1/models"
 create_bench_key
+idle_rss=$(rss_kib VmRSS)
 
 legs=(direct hop nginx tollgate)
 declare -A url auth body
@@ -146,6 +154,8 @@ done
 
 echo
 python3 bench/report.py "$work" "$RATE" "${legs[@]}"
+echo "tollgate: cold start ${cold_start_ms} ms; resident memory idle $((idle_rss / 1024)) MiB, \
+peak under load $(( $(rss_kib VmHWM) / 1024 )) MiB"
 
 # Issue 10 allows Tollgate one fsync of the data directory's disk on top of the hop's latency when
 # durability = "fsync" (every answered request waits for its commit): measure that fsync here, on the same disk.
