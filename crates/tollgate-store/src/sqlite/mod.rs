@@ -6,6 +6,7 @@ mod keys;
 mod members;
 mod projects;
 mod rows;
+mod settler;
 mod tenants;
 mod usage;
 
@@ -24,22 +25,19 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 const MAX_CONNECTIONS: u32 = 8;
 /// How long a writer waits for the write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// The settlement writer waits less: its caller (the recorder) retries with backoff and refuses new paid requests
-/// meanwhile, so a long wait here would only delay noticing that the store cannot be written.
-const SETTLE_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Reads and management writes.
     pool: SqlitePool,
-    /// One connection of its own for settlements, so that key-cache misses and management calls, which anyone with
-    /// a well-formed key can cause, can never take every connection from the writer that records charges.
-    settler: SqlitePool,
+    /// A connection of its own for settlements, so that key-cache misses and management calls, which anyone with a
+    /// well-formed key can cause, can never take every connection from the writer that records charges.
+    settler: settler::Settler,
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database at `url` (`sqlite://PATH` or `sqlite::memory:`), without migrating.
+    /// Opens (creating if missing) the database file at `url` (`sqlite://PATH`), without migrating.
     pub async fn open(url: &str, durability: Durability) -> Result<Self, OpenError> {
         let synchronous = match durability {
             Durability::Fsync => SqliteSynchronous::Full,
@@ -53,28 +51,23 @@ impl SqliteStore {
             .synchronous(synchronous)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let path = options.get_filename();
+        let path = options.get_filename().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| OpenError::Open(format!("cannot create {}: {e}", dir.display())))?;
         }
-        // An in-memory database exists per connection, so it must be exactly one, shared by reads and settlements.
-        let in_memory = url.contains(":memory:");
+        // Settlements are written through a connection of their own, which an in-memory database cannot share.
+        if url.contains(":memory:") {
+            return Err(OpenError::Open(
+                "in-memory databases are not supported: give database_url a file (sqlite://PATH)".to_owned(),
+            ));
+        }
+        let settler = settler::Settler::open(&path, durability)?;
         let pool = SqlitePoolOptions::new()
-            .max_connections(if in_memory { 1 } else { MAX_CONNECTIONS })
-            .connect_with(options.clone())
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
             .await
             .map_err(|e| OpenError::Open(e.to_string()))?;
-        let settler = if in_memory {
-            pool.clone()
-        } else {
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .connect_with(options.busy_timeout(SETTLE_BUSY_TIMEOUT))
-                .await
-                .map_err(|e| OpenError::Open(e.to_string()))?
-        };
         Ok(Self { pool, settler })
     }
 
@@ -169,13 +162,8 @@ mod tests {
         for (durability, expected) in [(Durability::Fsync, 2), (Durability::Process, 1)] {
             let url = format!("sqlite://{}/{durability:?}.db", dir.path().display());
             let store = SqliteStore::open(&url, durability).await.unwrap();
-            // SQLite's codes: 2 = FULL, 1 = NORMAL; the settlement writer must match the readers' pool.
+            // SQLite's codes: 2 = FULL, 1 = NORMAL (the settlement connection applies the same mapping).
             assert_eq!(synchronous(&store.pool).await, expected, "{durability:?}");
-            assert_eq!(
-                synchronous(&store.settler).await,
-                expected,
-                "{durability:?}"
-            );
         }
     }
 }

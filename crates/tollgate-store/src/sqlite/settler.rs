@@ -1,0 +1,256 @@
+//! The settlement writer: a SQLite connection of its own on a dedicated thread, where a batch's statements run
+//! back to back from cached prepared statements.
+//!
+//! Through sqlx every statement is a round trip to its worker thread; a batch is about seven of them, one after
+//! another, and every answered request waits for its batch. Here a batch costs one hop there and one back, which is
+//! what the group commit's latency is made of. Written with rusqlite because sqlx has no way to run several
+//! statements with bound parameters in one hop; the connection shares the file (WAL) with sqlx's pool, which runs
+//! the migrations and every other query.
+
+use super::TRANSIENT_CODES;
+use crate::OpenError;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tollgate_core::credits::{Balance, LedgerEntry, LedgerKind, Settlement};
+use tollgate_core::id;
+use tollgate_core::money::Micros;
+use tollgate_core::ports::{Durability, SettledBatch, StoreError};
+use tollgate_core::tenant::Timestamp;
+
+/// The writer waits this long for SQLite's write lock: its caller (the recorder) retries with backoff and refuses
+/// new paid requests meanwhile, so a long wait here would only delay noticing that the store cannot be written.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Batches waiting for the thread.
+const QUEUE: usize = 64;
+
+struct Job {
+    batch: Vec<Settlement>,
+    done: oneshot::Sender<Result<SettledBatch, StoreError>>,
+}
+
+/// A handle on the settlement thread; the thread ends when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct Settler {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("settlements", &self.batch.len())
+            .finish()
+    }
+}
+
+impl Settler {
+    /// Opens the database file at `path` (already created and migrated) and starts the thread.
+    pub(crate) fn open(path: &Path, durability: Durability) -> Result<Self, OpenError> {
+        let connection = connect(path, durability).map_err(|e| OpenError::Open(e.to_string()))?;
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        std::thread::Builder::new()
+            .name("tollgate-settler".to_owned())
+            .spawn(move || run(connection, queue))
+            .map_err(|e| OpenError::Open(format!("cannot start the settlement thread: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// Writes `batch` in one transaction and returns what it did.
+    pub(crate) async fn settle(&self, batch: &[Settlement]) -> Result<SettledBatch, StoreError> {
+        let (done, answer) = oneshot::channel();
+        let stopped = || StoreError::Unavailable("the settlement thread has stopped".to_owned());
+        self.jobs
+            .send(Job {
+                batch: batch.to_vec(),
+                done,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// The settlement connection, set up as sqlx's pool is: WAL, `synchronous` by durability, foreign keys on.
+fn connect(path: &Path, durability: Durability) -> Result<Connection, rusqlite::Error> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    let synchronous = match durability {
+        Durability::Fsync => "FULL",
+        Durability::Process => "NORMAL",
+    };
+    connection.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+    ))?;
+    Ok(connection)
+}
+
+fn run(mut connection: Connection, mut queue: mpsc::Receiver<Job>) {
+    while let Some(job) = queue.blocking_recv() {
+        let result = settle_batch(&mut connection, &job.batch).map_err(error);
+        let _ = job.done.send(result);
+    }
+}
+
+/// A rusqlite error as the domain sees it, by the same rule as sqlx's (`super::db_error`).
+fn error(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(failure, _)
+            if TRANSIENT_CODES.contains(&i64::from(failure.extended_code & 0xff)) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// Settles a batch in one `BEGIN IMMEDIATE` transaction: one balance read and write per tenant, one ledger and one
+/// usage row per settlement, one `last_used_at` write per key (only when it moves: an unchanged row dirties no
+/// page). Returns what each request was charged, in order, and the new balances.
+fn settle_batch(
+    connection: &mut Connection,
+    batch: &[Settlement],
+) -> Result<SettledBatch, rusqlite::Error> {
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut balances: BTreeMap<&str, (Balance, bool)> = BTreeMap::new();
+    {
+        let mut read = tx.prepare_cached(
+            "SELECT balance_micros, version FROM credit_balances WHERE tenant_id = ?1",
+        )?;
+        for s in batch.iter().filter(|s| s.cost > Micros::ZERO) {
+            if !balances.contains_key(s.tenant_id.as_str()) {
+                let stored = read
+                    .query_row(params![s.tenant_id], |row| {
+                        Ok(Balance {
+                            balance: Micros(row.get(0)?),
+                            version: row.get(1)?,
+                        })
+                    })
+                    .optional()?
+                    .unwrap_or_default();
+                balances.insert(&s.tenant_id, (stored, false));
+            }
+        }
+    }
+    let mut charged = Vec::with_capacity(batch.len());
+    {
+        let mut ledger = tx.prepare_cached(
+            "INSERT INTO ledger_entries (id, tenant_id, kind, amount_micros, balance_after_micros, reason, \
+             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        let mut usage = tx.prepare_cached(
+            "INSERT INTO usage_records (id, request_id, tenant_id, project_id, key_id, model, prompt_tokens, \
+             completion_tokens, cost_micros, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        for s in batch {
+            // Holds make a charge above the balance impossible on one node; if another process spent the money
+            // meanwhile, the balance stops at zero and the caller sees the charge fall short of the cost.
+            let charge = match balances.get_mut(s.tenant_id.as_str()) {
+                Some((stored, changed)) if s.cost > Micros::ZERO => {
+                    let charge = s.cost.min(stored.balance);
+                    if charge > Micros::ZERO {
+                        stored.balance = stored.balance.minus(charge);
+                        *changed = true;
+                        let entry = LedgerEntry {
+                            id: id::new_id(id::LEDGER_ENTRY),
+                            tenant_id: s.tenant_id.clone(),
+                            kind: LedgerKind::Charge,
+                            amount: Micros(-charge.get()),
+                            balance_after: stored.balance,
+                            reason: Some(s.request_id.clone()),
+                            created_at: s.at,
+                        };
+                        ledger.execute(params![
+                            entry.id,
+                            entry.tenant_id,
+                            entry.kind.as_str(),
+                            entry.amount.get(),
+                            entry.balance_after.get(),
+                            entry.reason,
+                            entry.created_at,
+                        ])?;
+                    }
+                    charge
+                }
+                _ => Micros::ZERO,
+            };
+            usage.execute(params![
+                id::new_id(id::USAGE),
+                s.request_id,
+                s.tenant_id,
+                s.project_id,
+                s.key_id,
+                s.model,
+                i64::try_from(s.prompt_tokens).unwrap_or(i64::MAX),
+                i64::try_from(s.completion_tokens).unwrap_or(i64::MAX),
+                charge.get(),
+                s.at,
+            ])?;
+            charged.push(charge);
+        }
+    }
+    let mut after = Vec::new();
+    {
+        let mut write = tx.prepare_cached(
+            "UPDATE credit_balances SET balance_micros = ?1, version = ?2 WHERE tenant_id = ?3",
+        )?;
+        for (tenant_id, (stored, changed)) in &mut balances {
+            if *changed {
+                stored.version += 1;
+                write.execute(params![stored.balance.get(), stored.version, tenant_id])?;
+                after.push(((*tenant_id).to_owned(), *stored));
+            }
+        }
+        let mut last_used: BTreeMap<&str, Timestamp> = BTreeMap::new();
+        for s in batch {
+            let at = last_used.entry(&s.key_id).or_insert(s.at);
+            *at = (*at).max(s.at);
+        }
+        let mut used = tx.prepare_cached(
+            "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 \
+             AND (last_used_at IS NULL OR last_used_at < ?1)",
+        )?;
+        for (key_id, at) in last_used {
+            used.execute(params![at, key_id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(SettledBatch {
+        charged,
+        balances: after,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settlement_connection_syncs_as_durability_says() {
+        let dir = tempfile::tempdir().unwrap();
+        for (durability, expected) in [(Durability::Fsync, 2), (Durability::Process, 1)] {
+            let connection = connect(&dir.path().join("s.db"), durability).unwrap();
+            let synchronous: i64 = connection
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap();
+            // SQLite's codes: 2 = FULL, 1 = NORMAL.
+            assert_eq!(synchronous, expected, "{durability:?}");
+            let foreign_keys: i64 = connection
+                .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(foreign_keys, 1);
+        }
+    }
+
+    #[test]
+    fn locked_full_or_read_only_is_transient_and_a_constraint_is_not() {
+        let failure = |code| {
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some("x".to_owned()))
+        };
+        assert!(error(failure(rusqlite::ffi::SQLITE_BUSY)).is_transient());
+        assert!(error(failure(rusqlite::ffi::SQLITE_FULL)).is_transient());
+        assert!(error(failure(rusqlite::ffi::SQLITE_READONLY)).is_transient());
+        assert!(!error(failure(rusqlite::ffi::SQLITE_CONSTRAINT_TRIGGER)).is_transient());
+    }
+}
