@@ -59,7 +59,8 @@ impl SqliteStore {
         // Settlements are written through a connection of their own, which an in-memory database cannot share.
         if url.contains(":memory:") {
             return Err(OpenError::Open(
-                "in-memory databases are not supported: give database_url a file (sqlite://PATH)".to_owned(),
+                "in-memory databases are not supported: give database_url a file (sqlite://PATH)"
+                    .to_owned(),
             ));
         }
         let settler = settler::Settler::open(&path, durability)?;
