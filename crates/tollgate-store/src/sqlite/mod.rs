@@ -158,6 +158,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_in_memory_database_is_refused_with_a_reason() {
+        let Err(error) = SqliteStore::open("sqlite::memory:", Durability::Fsync).await else {
+            unreachable!("settlements need a file");
+        };
+        assert!(error.to_string().contains("in-memory"), "{error}");
+    }
+
+    #[tokio::test]
     async fn durability_sets_how_every_connection_syncs() {
         let dir = tempfile::tempdir().unwrap();
         for (durability, expected) in [(Durability::Fsync, 2), (Durability::Process, 1)] {
