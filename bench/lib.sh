@@ -54,8 +54,9 @@ start_mock() {
   wait_for "http://127.0.0.1:$MOCK_PORT/v1/models"
 }
 
-# start_tollgate [WRAPPER...]: runs `tollgate serve` (under WRAPPER, e.g. valgrind, when given); sets $tollgate_pid.
-start_tollgate() {
+# Writes Tollgate's configuration for this run (once).
+write_tollgate_config() {
+  [ -f "$work/tollgate.toml" ] && return 0
   cat >"$work/tollgate.toml" <<TOML
 listen = "127.0.0.1:$PORT"
 database_url = "sqlite://$work/data/tollgate.db"
@@ -74,6 +75,19 @@ upstream_model = "mock-model"
 input_cents_per_million_tokens = 15
 output_cents_per_million_tokens = 60
 TOML
+}
+
+# seed_store KEYS TENANTS: migrates the run's database and fills it with KEYS project keys over TENANTS tenants (see
+# bench/seed.py), so the hot path runs against a store of production size.
+seed_store() {
+  write_tollgate_config
+  "$bin" migrate --config "$work/tollgate.toml" >/dev/null
+  python3 bench/seed.py "$work/data/tollgate.db" "$1" "$2"
+}
+
+# start_tollgate [WRAPPER...]: runs `tollgate serve` (under WRAPPER, e.g. valgrind, when given); sets $tollgate_pid.
+start_tollgate() {
+  write_tollgate_config
   TOLLGATE_LOG=warn "$@" "$bin" serve --config "$work/tollgate.toml" >"$work/tollgate.log" 2>&1 &
   tollgate_pid=$!
   pids+=("$tollgate_pid")

@@ -18,6 +18,7 @@
 #   DURATION=30s CONNECTIONS=128 bench/run.sh
 #   RATE=1000 RATE_DURATION=20s bench/run.sh
 #   DURABILITY=process bench/run.sh           # SQLite synchronous = NORMAL instead of FULL
+#   SEED_KEYS=1000000 SEED_TENANTS=10000 bench/run.sh   # (e) a store of production size (seeding: about a minute)
 #
 # Needs wrk (apt-get install -y wrk), nginx (apt-get install -y nginx) and oha (apt-get install -y cmake, then
 # cargo install oha --locked --root ~/.cache/tollgate/tools; found there or on PATH, or set OHA=/path/to/oha).
@@ -49,6 +50,11 @@ ports_free "$MOCK_PORT" "$PORT" "$HOP_PORT" "$NGINX_PORT"
 bench_build
 
 start_mock
+# (e): the same figures against a store of production size, e.g. SEED_KEYS=1000000 SEED_TENANTS=10000.
+if [ "${SEED_KEYS:-0}" -gt 0 ]; then
+  echo "== seeding the store: $SEED_KEYS keys over ${SEED_TENANTS:-1} tenants"
+  seed_store "$SEED_KEYS" "${SEED_TENANTS:-1}"
+fi
 started_at=$(date +%s%N)
 start_tollgate
 # (d) cold start: exec to the first healthy answer (a new database's migrations included), polled every 5 ms.
