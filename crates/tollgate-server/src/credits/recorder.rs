@@ -31,9 +31,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 /// The longest wait between two retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Where a request waits for its charge.
+type Waiter = oneshot::Sender<Result<Micros, RecordError>>;
+
 struct Job {
     settlement: Settlement,
-    done: oneshot::Sender<Result<Micros, RecordError>>,
+    done: Waiter,
 }
 
 /// Why a settlement was not recorded.
@@ -205,14 +208,20 @@ impl Writer {
     /// Writes `batch`; what could not be written for now goes back to the front of `pending` (error returned).
     /// A batch that fails for good is retried one settlement at a time, so only a bad one fails.
     async fn write(&mut self, batch: Vec<Job>) -> Result<(), StoreError> {
-        let settlements: Vec<Settlement> = batch.iter().map(|j| j.settlement.clone()).collect();
+        let (settlements, waiting): (Vec<Settlement>, Vec<Waiter>) =
+            batch.into_iter().map(|j| (j.settlement, j.done)).unzip();
         let error = match self.store.settle(&settlements).await {
             Ok(settled) => {
-                self.commit(batch, settled);
+                self.commit(waiting, settled);
                 return Ok(());
             }
             Err(error) => error,
         };
+        let batch: Vec<Job> = settlements
+            .into_iter()
+            .zip(waiting)
+            .map(|(settlement, done)| Job { settlement, done })
+            .collect();
         if error.is_transient() {
             self.requeue(batch);
             return Err(error);
@@ -240,7 +249,7 @@ impl Writer {
             .await
         {
             Ok(settled) => {
-                self.commit(vec![job], settled);
+                self.commit(vec![job.done], settled);
                 Ok(())
             }
             Err(error) if error.is_transient() => Err((job, error)),
@@ -256,13 +265,13 @@ impl Writer {
 
     /// Applies a committed batch: the new balances first, then each request learns its charge (and releases its
     /// hold), so a wallet never shows the money both held and unspent.
-    fn commit(&self, batch: Vec<Job>, settled: SettledBatch) {
+    fn commit(&self, waiting: Vec<Waiter>, settled: SettledBatch) {
         let at = Instant::now();
         for (tenant_id, balance) in &settled.balances {
             self.wallets.observe(tenant_id, *balance, at);
         }
-        for (job, charged) in batch.into_iter().zip(settled.charged) {
-            let _ = job.done.send(Ok(charged));
+        for (done, charged) in waiting.into_iter().zip(settled.charged) {
+            let _ = done.send(Ok(charged));
         }
     }
 
