@@ -59,18 +59,12 @@ impl From<RecordError> for StoreError {
     }
 }
 
-/// State shared by the handles and the writer task.
-#[derive(Debug)]
-struct Shared {
-    /// False from a failed write until the next commit.
-    writable: AtomicBool,
-}
-
 /// A handle on the recorder task; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     jobs: mpsc::Sender<Job>,
-    shared: Arc<Shared>,
+    /// False from a failed write until the next commit; shared with the writer task.
+    writable: Arc<AtomicBool>,
     /// Set to the deadline by [`Recorder::close`].
     closing: Arc<watch::Sender<Option<Instant>>>,
     /// The writer task.
@@ -89,15 +83,13 @@ impl Recorder {
     /// Starts the writer task on the current runtime.
     pub fn start(store: Arc<dyn Store>, wallets: Arc<Wallets>) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        let shared = Arc::new(Shared {
-            writable: AtomicBool::new(true),
-        });
+        let writable = Arc::new(AtomicBool::new(true));
         let (closing, deadline) = watch::channel(None);
         let task = TaskTracker::new();
         let writer = Writer {
             store,
             wallets,
-            shared: Arc::clone(&shared),
+            writable: Arc::clone(&writable),
             queue,
             deadline,
             pending: VecDeque::new(),
@@ -106,7 +98,7 @@ impl Recorder {
         task.close();
         Self {
             jobs,
-            shared,
+            writable,
             closing: Arc::new(closing),
             task,
         }
@@ -126,7 +118,7 @@ impl Recorder {
     /// Whether the last write succeeded: when false, the store cannot be written for now and new paid requests
     /// must be refused.
     pub fn is_writable(&self) -> bool {
-        self.shared.writable.load(Ordering::Acquire)
+        self.writable.load(Ordering::Acquire)
     }
 
     /// Stops taking settlements and writes every one already queued, retrying for at most `timeout`; returns once
@@ -141,7 +133,7 @@ impl Recorder {
 struct Writer {
     store: Arc<dyn Store>,
     wallets: Arc<Wallets>,
-    shared: Arc<Shared>,
+    writable: Arc<AtomicBool>,
     queue: mpsc::Receiver<Job>,
     deadline: watch::Receiver<Option<Instant>>,
     /// Taken from the queue, not yet written (oldest first).
@@ -159,11 +151,11 @@ impl Writer {
             let batch: Vec<Job> = self.pending.drain(..take).collect();
             match self.write(batch).await {
                 Ok(()) => {
-                    self.shared.writable.store(true, Ordering::Release);
+                    self.writable.store(true, Ordering::Release);
                     backoff = FIRST_BACKOFF;
                 }
                 Err(error) => {
-                    if self.shared.writable.swap(false, Ordering::AcqRel) {
+                    if self.writable.swap(false, Ordering::AcqRel) {
                         tracing::error!(%error, pending = self.pending.len(),
                             "the store cannot record charges; retrying, and refusing new paid requests meanwhile");
                     }

@@ -74,6 +74,11 @@ pub async fn access_log(
 
     let status = response.status().as_u16();
     let request_id = request_id.as_ref().and_then(|id| id.0.to_str().ok());
+    let is_server_error = response.status().is_server_error();
+    if record.is_none() && !is_server_error {
+        // Nothing to log: the common case on a server running at `warn` pays for no path scan.
+        return response;
+    }
     let path = loggable_path(uri.path(), &state.prefixes);
     if let Some(record) = record {
         let facts = &record.0;
@@ -92,7 +97,7 @@ pub async fn access_log(
             "request"
         );
     }
-    if response.status().is_server_error() {
+    if is_server_error {
         // Taken out: the detail is for this line only.
         let detail = response.extensions_mut().remove::<ErrorDetail>();
         tracing::error!(
