@@ -10,6 +10,8 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # KEEP=DIR keeps the run's files (logs, callgrind dumps) for a closer look.
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp -r "$work"/. "$KEEP"/; fi
   rm -rf "$work"
 }
 trap cleanup EXIT

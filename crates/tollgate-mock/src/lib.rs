@@ -12,11 +12,12 @@
 //! | `mock:fail_after=N` | stream `N` content chunks, then cut the connection without `[DONE]` |
 //! | `mock:chunk_delay=MS` | wait `MS` before each streamed content chunk |
 //! | `mock:ignore_caps=1` | ignore `max_tokens` / `max_completion_tokens`, as a misbehaving upstream would |
+//! | `mock:garbage=1` | answer a non-streamed request 200 with a body that is not a completion |
 //!
 //! `n` is honoured: `n` identical choices, and usage counts the output of all of them.
 //!
-//! `GET /mock/requests/last` returns the last chat request's headers and body, so tests can see what an upstream
-//! received.
+//! `GET /mock/requests/last` returns the last chat request's headers, body, and body as sent (`raw`, a string),
+//! so tests can see what an upstream received.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -166,6 +167,7 @@ struct Knobs {
     fail_after: Option<usize>,
     chunk_delay_ms: Option<u64>,
     ignore_caps: bool,
+    garbage: bool,
 }
 
 impl Knobs {
@@ -184,6 +186,7 @@ impl Knobs {
                 "fail_after" => k.fail_after = value.parse().ok(),
                 "chunk_delay" => k.chunk_delay_ms = value.parse().ok(),
                 "ignore_caps" => k.ignore_caps = value == "1",
+                "garbage" => k.garbage = value == "1",
                 _ => {}
             }
         }
@@ -247,7 +250,8 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
         })
         .collect();
     if let Ok(mut last) = s.last.lock() {
-        *last = Some(json!({"headers": seen_headers, "body": request.clone()}));
+        *last = Some(json!({"headers": seen_headers, "body": request.clone(),
+                            "raw": String::from_utf8_lossy(&body)}));
     }
 
     let model = request
@@ -336,6 +340,12 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
     let created = now();
 
     if request.get("stream").and_then(Value::as_bool) != Some(true) {
+        if knobs.garbage {
+            return Json(
+                json!({"id": id, "choices": "not a list", "usage": {"prompt_tokens": "many"}}),
+            )
+            .into_response();
+        }
         let choices: Vec<Value> = (0..n)
             .map(|index| {
                 json!({"index": index, "message": {"role": "assistant", "content": words.join(" ")},

@@ -2,10 +2,11 @@
 
 use crate::tokens::{prompt_words, words};
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::stream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tollgate_core::ports::{ChunkStream, Provider, ProviderError};
+use tollgate_core::ports::{ChatCall, ChunkStream, Provider, ProviderError};
 use tollgate_openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice,
     Usage,
@@ -80,13 +81,13 @@ fn delta(content: Option<String>, role: bool, finish: Option<&str>) -> ChunkChoi
     }
 }
 
-#[async_trait]
-impl Provider for EchoProvider {
-    async fn chat(&self, request: ChatCompletionRequest) -> Result<ChatCompletion, ProviderError> {
+impl EchoProvider {
+    /// The whole completion for `request`.
+    fn completion(&self, request: ChatCompletionRequest) -> ChatCompletion {
         let (words_out, finish) = reply(&request);
         let text = words_out.join(" ");
         let usage = Usage::new(prompt_words(&request), words(&text));
-        Ok(ChatCompletion {
+        ChatCompletion {
             id: self.next_id(),
             object: "chat.completion".to_owned(),
             created: now(),
@@ -99,13 +100,20 @@ impl Provider for EchoProvider {
             }],
             usage: Some(usage),
             extra: Default::default(),
-        })
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for EchoProvider {
+    async fn chat(&self, call: ChatCall) -> Result<Bytes, ProviderError> {
+        serde_json::to_vec(&self.completion(call.request))
+            .map(Bytes::from)
+            .map_err(|e| ProviderError::Failed(format!("echo could not write its completion: {e}")))
     }
 
-    async fn chat_stream(
-        &self,
-        request: ChatCompletionRequest,
-    ) -> Result<ChunkStream, ProviderError> {
+    async fn chat_stream(&self, call: ChatCall) -> Result<ChunkStream, ProviderError> {
+        let request = call.request;
         let (words_out, finish) = reply(&request);
         let id = self.next_id();
         let created = now();
@@ -146,22 +154,27 @@ mod tests {
     use super::*;
     use futures::StreamExt;
 
-    fn request(text: &str, cap: Option<u64>, usage: bool) -> ChatCompletionRequest {
-        serde_json::from_value(serde_json::json!({
+    fn request(text: &str, cap: Option<u64>, usage: bool) -> ChatCall {
+        let body = serde_json::json!({
             "model": "echo",
             "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": text}],
             "max_tokens": cap,
             "stream_options": {"include_usage": usage},
-        }))
-        .unwrap()
+        });
+        ChatCall {
+            request: serde_json::from_value(body.clone()).unwrap(),
+            body: serde_json::to_vec(&body).unwrap().into(),
+        }
+    }
+
+    async fn chat(call: ChatCall) -> ChatCompletion {
+        let bytes = EchoProvider::new().chat(call).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
     }
 
     #[tokio::test]
     async fn echoes_the_last_user_message_with_word_usage() {
-        let out = EchoProvider::new()
-            .chat(request("hello there world", None, false))
-            .await
-            .unwrap();
+        let out = chat(request("hello there world", None, false)).await;
         assert_eq!(
             out.choices[0].message.content.as_ref().unwrap().text(),
             "hello there world"
@@ -172,10 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn caps_output_at_max_tokens() {
-        let out = EchoProvider::new()
-            .chat(request("a b c d", Some(2), false))
-            .await
-            .unwrap();
+        let out = chat(request("a b c d", Some(2), false)).await;
         assert_eq!(
             out.choices[0].message.content.as_ref().unwrap().text(),
             "a b"

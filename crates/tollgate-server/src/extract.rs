@@ -28,13 +28,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AppJson<T> {
     }
 }
 
-/// A JSON body parsed into `T`, with the body's length in bytes (an upper bound of its tokens, for holds).
+/// A JSON body parsed into `T`, with the body itself: its length bounds its tokens (for holds), and a proxied
+/// request is forwarded from it rather than serialised again.
 #[derive(Debug, Clone)]
 pub struct SizedJson<T> {
     /// The parsed body.
     pub value: T,
-    /// Bytes of the raw body.
-    pub bytes: usize,
+    /// The raw body.
+    pub raw: Bytes,
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for SizedJson<T> {
@@ -69,10 +70,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for SizedJson<T> {
         if !bytes.is_empty() && is_json != Some(true) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        parse_json(&bytes).map(|value| Self {
-            value,
-            bytes: bytes.len(),
-        })
+        parse_json(&bytes).map(|value| Self { value, raw: bytes })
     }
 }
 

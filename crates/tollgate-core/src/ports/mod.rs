@@ -5,7 +5,7 @@ pub mod provider;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use provider::{ChunkStream, Provider, ProviderError};
+pub use provider::{ChatCall, ChunkStream, Provider, ProviderError};
 pub use store::{
     CreditStore, Durability, KeyLimit, KeyScope, KeyStore, MemberStore, Page, PageRequest,
     ProjectStore, RemovedMember, SettledBatch, Store, StoreError, TenantStore, TenantUpdate,

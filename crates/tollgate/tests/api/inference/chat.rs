@@ -58,6 +58,29 @@ async fn unknown_fields_pass_through_to_the_upstream() {
 }
 
 #[tokio::test]
+async fn the_upstream_receives_the_clients_bytes_with_only_the_model_rewritten() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    // Number formats, escapes and member order that a parse-and-serialise round trip would change.
+    let raw = r#"{"model":"fast","temperature":0.50,"messages":[{"role":"user","content":"caf\u00e9 \/ x"}],"logit_bias":{"50256":-1.0e2},"user":"u"}"#;
+    let response = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.url))
+        .bearer_auth(&t.project_key)
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    json_of(response, 200).await;
+    let seen = app.last_upstream_request().await;
+    assert_eq!(
+        seen["raw"],
+        raw.replace(r#""model":"fast""#, r#""model":"mock-model""#)
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_model_is_404_model_not_found() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;

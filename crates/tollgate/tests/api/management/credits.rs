@@ -180,6 +180,14 @@ async fn nothing_is_charged_when_the_upstream_fails() {
     let mut streamed = TestApp::chat_body("fast", "mock:fail=503");
     streamed["stream"] = json!(true);
     assert_eq!(app.chat(&t, &streamed).await.status(), 502);
+    // A 200 whose body is no completion cannot be billed: a 502, and nothing is charged either.
+    let garbage = error_of(
+        app.chat(&t, &TestApp::chat_body("fast", "mock:garbage=1"))
+            .await,
+        502,
+    )
+    .await;
+    assert_eq!(garbage["type"], "upstream_error");
     let (after, text) = credits(&app, &t).await;
     assert!(text.contains(r#""balance_cents":10,"#), "{text}");
     assert_eq!(

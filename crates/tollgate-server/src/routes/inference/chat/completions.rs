@@ -1,5 +1,7 @@
 //! `POST /v1/chat/completions`: parse, admit through the pipeline (policy, rate limit, idempotency, hold), forward
 //! with the upstream model name, settle the actual cost from the provider's usage, answer with the public id.
+//! The body goes upstream as the client wrote it and the completion comes back as the upstream wrote it, with only
+//! `model` (and a stream's `stream_options`) rewritten (`tollgate_openai::raw`).
 //!
 //! The upstream call runs in its own task, so a client that goes away does not cut it short: what the provider
 //! produces is charged, and the charge is durable before the response (or a stream's last event) is sent. Streams
@@ -13,18 +15,19 @@ use crate::middleware::auth::ProjectKey;
 use crate::middleware::request_id::RequestId;
 use crate::pipeline::settle::Bill;
 use crate::pipeline::{self, Admission};
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::convert::Infallible;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tollgate_core::ports::ChunkStream;
-use tollgate_openai::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
+use tollgate_core::ports::{ChatCall, ChunkStream, ProviderError};
+use tollgate_openai::raw::{self, UpstreamCompletion};
+use tollgate_openai::{ChatCompletionChunk, ChatCompletionRequest};
 
 /// Stream events buffered between the upstream and a slow client.
 const STREAM_BUFFER: usize = 32;
@@ -36,7 +39,7 @@ pub async fn handler(
     Extension(RequestId(request_id)): Extension<RequestId>,
     SizedJson {
         value: mut request,
-        bytes,
+        raw,
     }: SizedJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     if request.messages.is_empty() {
@@ -50,32 +53,45 @@ pub async fn handler(
         spec,
         provider,
         bill,
-    } = pipeline::admit(&state, &key, request_id, &request, bytes).await?;
+    } = pipeline::admit(&state, &key, request_id, &request, raw.len()).await?;
+    let stream = request.is_stream();
+    let client_wants_usage = request.wants_stream_usage();
+    // The upstream is always asked for a stream's usage: that is what it is charged by.
+    let body = raw::forward_request(&raw, &spec.upstream_model, stream)
+        .map_err(|e| ApiError::Internal(format!("re-reading a parsed body failed: {e}")))?;
     request.model.clone_from(&spec.upstream_model);
+    if stream {
+        request
+            .stream_options
+            .get_or_insert_with(Default::default)
+            .include_usage = Some(true);
+    }
+    let call = ChatCall {
+        request,
+        body: body.into(),
+    };
 
-    if !request.is_stream() {
+    if !stream {
         let answer = state.tasks.spawn(async move {
-            let mut completion = provider.chat(request).await?;
-            let (prompt, completion_tokens) = match &completion.usage {
+            let bytes = provider.chat(call).await?;
+            let completion = UpstreamCompletion::parse(&bytes).map_err(invalid)?;
+            let (prompt, completion_tokens) = match completion.usage() {
                 Some(u) => (u.prompt_tokens, u.completion_tokens),
-                None => (bill.worst().prompt_tokens, output_bound(&completion)),
+                None => (
+                    bill.worst().prompt_tokens,
+                    completion.output_text_bytes().map_err(invalid)?,
+                ),
             };
             bill.settle(prompt, completion_tokens).await?;
-            completion.model.clone_from(&spec.id);
-            Ok::<_, ApiError>(completion)
+            Ok::<_, ApiError>(completion.with_model(&spec.id))
         });
         let completion = answer
             .await
             .map_err(|e| ApiError::Internal(format!("chat task failed: {e}")))??;
-        return Ok(Json(completion).into_response());
+        return Ok(([(CONTENT_TYPE, "application/json")], completion).into_response());
     }
-    let client_wants_usage = request.wants_stream_usage();
-    request
-        .stream_options
-        .get_or_insert_with(Default::default)
-        .include_usage = Some(true);
     // A failure before the first chunk is an HTTP error, and the hold is released: nothing was produced.
-    let upstream = provider.chat_stream(request).await?;
+    let upstream = provider.chat_stream(call).await?;
     let (events, body) = mpsc::channel(STREAM_BUFFER);
     state
         .tasks
@@ -91,14 +107,11 @@ pub async fn handler(
         .into_response())
 }
 
-/// Without reported usage, the output's bytes bound its tokens.
-fn output_bound(completion: &ChatCompletion) -> u64 {
-    completion
-        .choices
-        .iter()
-        .filter_map(|c| c.message.content.as_ref())
-        .map(|c| c.text().len() as u64)
-        .sum()
+/// An upstream answer that is not a completion we can bill: a 502, nothing charged (the hold is released).
+fn invalid(error: serde_json::Error) -> ApiError {
+    ApiError::Upstream(ProviderError::Failed(format!(
+        "upstream sent an invalid completion: {error}"
+    )))
 }
 
 /// Whether a chunk carries generated text.
