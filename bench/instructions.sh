@@ -12,6 +12,7 @@
 #   bench/instructions.sh                    # 2,000 requests per round, 2 rounds per server: under a minute
 #   REQUESTS=500 ROUNDS=1 bench/instructions.sh
 #   DURABILITY=process bench/instructions.sh
+#   PARALLEL=16 bench/instructions.sh         # 16 requests in flight (curl --parallel): group commits share
 #
 # Requests are sequential, so each of Tollgate's group commits holds one request: the figure includes one store
 # transaction per request, which concurrent load shares among many. Valgrind runs one thread at a time, so the
@@ -23,6 +24,8 @@ REQUESTS="${REQUESTS:-2000}"
 ROUNDS="${ROUNDS:-2}"
 WARMUP="${WARMUP:-100}"
 DURABILITY="${DURABILITY:-fsync}"
+# Requests in flight at once; 1 sends them one after another on one keep-alive connection.
+PARALLEL="${PARALLEL:-1}"
 MOCK_PORT="${MOCK_PORT:-19101}"
 PORT="${PORT:-19081}"
 HOP_PORT="${HOP_PORT:-19201}"
@@ -45,7 +48,9 @@ drive() {
   [ -n "$key" ] && auth=(-H "Authorization: Bearer $key")
   transfers "$url" "$n" >"$work/transfers.curl"
   local ok
-  ok="$(curl -s -K "$work/transfers.curl" -w '%{http_code}\n' -H "Content-Type: application/json" "${auth[@]}" \
+  local parallel=()
+  [ "$PARALLEL" -gt 1 ] && parallel=(--parallel --parallel-immediate --parallel-max "$PARALLEL")
+  ok="$(curl -s "${parallel[@]}" -K "$work/transfers.curl" -w '%{http_code}\n' -H "Content-Type: application/json" "${auth[@]}" \
     -d "$(chat_body "$model")" | grep -c '^200$' || true)"
   if [ "$ok" != "$n" ]; then
     echo "FAILED: $ok of $n requests to $url answered 200" >&2
