@@ -91,6 +91,26 @@ pub struct Settlement {
     pub at: Timestamp,
 }
 
+/// Of the balance beyond its `need`, a lease takes at most this share, so every other node always finds most of
+/// what is left: near the end of a balance, a node's unused reservation can refuse another node's request only
+/// when that request needs more than 1 − 1/16 of what remains.
+pub const LEASE_SHARE: i64 = 16;
+
+/// What a lease call grants when `free` is the balance no live lease covers: nothing if `need` does not fit;
+/// otherwise `need`, plus up to `want − need` more, but never more than [`LEASE_SHARE`]'s part of what `need`
+/// leaves free. Every backend grants by this rule.
+pub fn lease_grant(free: Micros, need: Micros, want: Micros) -> Micros {
+    let need = need.max(Micros::ZERO);
+    if free < need {
+        return Micros::ZERO;
+    }
+    let extra = want
+        .minus(need)
+        .max(Micros::ZERO)
+        .min(Micros(free.minus(need).get() / LEASE_SHARE));
+    need.plus(extra)
+}
+
 /// Tokens of chat template a message may add beyond its own JSON (role markers, separators).
 const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 4;
 /// Tokens that prime the reply.
@@ -393,5 +413,16 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.param(), "max_tokens");
+    }
+
+    #[test]
+    fn a_lease_grants_its_need_and_a_share_of_the_rest_or_nothing() {
+        let grant = |free, need, want| lease_grant(Micros(free), Micros(need), Micros(want)).get();
+        assert_eq!(grant(100, 10, 1_000), 10 + 90 / 16);
+        assert_eq!(grant(100, 10, 12), 12, "no more than wanted");
+        assert_eq!(grant(100, 100, 500), 100);
+        assert_eq!(grant(99, 100, 100), 0, "all or nothing");
+        assert_eq!(grant(-5, 0, 10), 0);
+        assert_eq!(grant(i64::MAX, 1, i64::MAX), 1 + (i64::MAX - 1) / 16);
     }
 }

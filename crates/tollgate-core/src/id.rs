@@ -17,6 +17,8 @@ pub const ADMIN_KEY: &str = "admin_key_";
 pub const LEDGER_ENTRY: &str = "ledg_";
 /// Usage rows (one per answered model call).
 pub const USAGE: &str = "use_";
+/// A running server process (its credit leases carry it).
+pub const NODE: &str = "node_";
 
 /// A new id with the given prefix.
 pub fn new_id(prefix: &str) -> String {

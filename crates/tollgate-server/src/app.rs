@@ -32,7 +32,7 @@ pub struct App {
     pub keys: KeyCache,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// Balances and holds in memory.
+    /// Holds, against this node's leases on tenants' balances.
     pub wallets: Arc<Wallets>,
     /// Writes settlements in group commits.
     pub recorder: Recorder,
@@ -116,7 +116,9 @@ impl App {
                 .collect()
         };
         let plans = config.effective_plans();
-        let wallets = Wallets::new();
+        // One id per running process: its leases and its settlements' lease charges carry it.
+        let node_id = tollgate_core::id::new_id(tollgate_core::id::NODE);
+        let wallets = Wallets::start(node_id.clone(), Arc::clone(&store), Arc::clone(&clock));
         Ok(AppState(Arc::new(Self {
             config,
             catalog: Catalog::new(models),
@@ -125,7 +127,7 @@ impl App {
             plans,
             keys: KeyCache::new(),
             clock,
-            recorder: Recorder::start(Arc::clone(&store), Arc::clone(&wallets)),
+            recorder: Recorder::start(Arc::clone(&store), node_id),
             wallets,
             store,
             tasks: TaskTracker::new(),
@@ -133,7 +135,8 @@ impl App {
     }
 
     /// Finishes what requests started, after the server has stopped serving: waits for request tasks (upstream
-    /// calls, stream pumps), then has the recorder write every settlement still queued, all within `timeout`.
+    /// calls, stream pumps), then has the recorder write every settlement still queued, then returns this node's
+    /// credit leases, all within `timeout`.
     pub async fn close(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         self.tasks.close();
@@ -149,5 +152,15 @@ impl App {
         self.recorder
             .close(deadline.saturating_duration_since(Instant::now()))
             .await;
+        // Every charge is in: what is still leased goes back, for other nodes to reserve.
+        if tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            self.wallets.close(),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("shutdown timeout: credit leases left to expire");
+        }
     }
 }

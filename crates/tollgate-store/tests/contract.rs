@@ -9,7 +9,9 @@ use std::sync::Arc;
 use tollgate_core::credits::{Balance, LedgerKind, Settlement, UsageGrouping, UsageQuery};
 use tollgate_core::key::KeyPrefixes;
 use tollgate_core::money::Micros;
-use tollgate_core::ports::{KeyLimit, KeyScope, PageRequest, Store, StoreError, TenantUpdate};
+use tollgate_core::ports::{
+    KeyLimit, KeyScope, LeaseRequest, PageRequest, Store, StoreError, TenantUpdate,
+};
 use tollgate_core::role::Role;
 use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, NewTenant, ProjectStatus, TenantStatus};
 use tollgate_core::tenant::{Member, Project};
@@ -660,11 +662,14 @@ async fn grants_and_charges_keep_ledger_and_balance_in_step() {
     f.store.insert_key(&key, None).await.unwrap();
     let charged = f
         .store
-        .settle(&[
-            settlement(&t, &key, "fast", 600, 10),
-            settlement(&t, &key, "echo", 0, 11),
-            settlement(&t, &key, "fast", 900, 12),
-        ])
+        .settle(
+            "node_a",
+            &[
+                settlement(&t, &key, "fast", 600, 10),
+                settlement(&t, &key, "echo", 0, 11),
+                settlement(&t, &key, "fast", 900, 12),
+            ],
+        )
         .await
         .unwrap();
     // The third costs more than what is left: the balance stops at zero, never below.
@@ -725,11 +730,14 @@ async fn usage_is_grouped_by_any_of_day_model_project_and_key() {
     f.store.insert_key(&b, None).await.unwrap();
     let day = 86_400;
     f.store
-        .settle(&[
-            settlement(&t, &a, "fast", 100, day + 5),
-            settlement(&t, &a, "echo", 0, day + 6),
-            settlement(&t, &b, "fast", 200, 2 * day + 7),
-        ])
+        .settle(
+            "node_a",
+            &[
+                settlement(&t, &a, "fast", 100, day + 5),
+                settlement(&t, &a, "echo", 0, day + 6),
+                settlement(&t, &b, "fast", 200, 2 * day + 7),
+            ],
+        )
         .await
         .unwrap();
     let query = |group: UsageGrouping, since: i64, until: i64| UsageQuery {
@@ -812,4 +820,104 @@ async fn usage_is_grouped_by_any_of_day_model_project_and_key() {
         ..query(UsageGrouping::default(), 0, 10 * day)
     };
     assert!(f.store.usage(&other_project).await.unwrap().is_empty());
+}
+
+fn lease_request<'a>(
+    tenant_id: &'a str,
+    node_id: &'a str,
+    need: i64,
+    want: i64,
+    now: i64,
+) -> LeaseRequest<'a> {
+    LeaseRequest {
+        tenant_id,
+        node_id,
+        need: Micros(need),
+        want: Micros(want),
+        now,
+        expires_at: now + 30,
+    }
+}
+
+#[tokio::test]
+async fn leases_never_reserve_more_than_the_balance_and_charges_come_off_them() {
+    let f = sqlite().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    let tenant = t.tenant.id.as_str();
+    f.store.grant(tenant, Micros(1_600), None, 2).await.unwrap();
+    // Node a needs 100 and would like 1,000: it gets its need and a sixteenth of the rest.
+    let a = f
+        .store
+        .lease(&lease_request(tenant, "node_a", 100, 1_000, 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.granted, a.lease, a.free),
+        (Micros(100 + 1_500 / 16), Micros(193), Micros(1_407))
+    );
+    // Node b cannot have more than is free, all or nothing; what fits, it gets.
+    let refused = f
+        .store
+        .lease(&lease_request(tenant, "node_b", 1_408, 1_408, 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (refused.granted, refused.free),
+        (Micros::ZERO, Micros(1_407))
+    );
+    let b = f
+        .store
+        .lease(&lease_request(tenant, "node_b", 1_407, 1_407, 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (b.granted, b.lease, b.free),
+        (Micros(1_407), Micros(1_407), Micros::ZERO)
+    );
+    // A charge of node a comes off its lease with the balance: nothing becomes free.
+    let key = project_key(&t, "k", 3);
+    f.store.insert_key(&key, None).await.unwrap();
+    let charged = f
+        .store
+        .settle("node_a", &[settlement(&t, &key, "fast", 150, 4)])
+        .await
+        .unwrap();
+    assert_eq!(charged.charged, vec![Micros(150)]);
+    let probe = f
+        .store
+        .lease(&lease_request(tenant, "node_c", 0, 0, 4))
+        .await
+        .unwrap();
+    assert_eq!(probe.free, Micros::ZERO, "1,450 left, 43 + 1,407 leased");
+    // Node a gives back 40 of its 43: that much is free again.
+    f.store
+        .release_lease(tenant, "node_a", Micros(40))
+        .await
+        .unwrap();
+    let probe = f
+        .store
+        .lease(&lease_request(tenant, "node_c", 0, 0, 4))
+        .await
+        .unwrap();
+    assert_eq!(probe.free, Micros(40));
+    // Node b stops renewing (it crashed); node a renews. Once b's lease has expired, its reservation is free.
+    f.store.renew_leases("node_a", 100).await.unwrap();
+    let late = f
+        .store
+        .lease(&lease_request(tenant, "node_c", 0, 0, 50))
+        .await
+        .unwrap();
+    assert_eq!(late.free, Micros(40 + 1_407), "b's lease expired at 33");
+    // Giving back everything ends a lease: a's 3 are free too.
+    f.store
+        .release_lease(tenant, "node_a", Micros(i64::MAX))
+        .await
+        .unwrap();
+    let last = f
+        .store
+        .lease(&lease_request(tenant, "node_c", 0, 0, 50))
+        .await
+        .unwrap();
+    assert_eq!(last.free, Micros(1_450));
 }

@@ -50,6 +50,35 @@ pub struct SettledBatch {
     pub balances: Vec<(String, Balance)>,
 }
 
+/// A node's ask for more of a tenant's balance: at least `need`, up to `want`, for its lease (its reservation of
+/// part of the balance, against which it holds requests without a store round trip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRequest<'a> {
+    /// The tenant.
+    pub tenant_id: &'a str,
+    /// The node asking (one id per running process).
+    pub node_id: &'a str,
+    /// Granted whole or not at all.
+    pub need: Micros,
+    /// Granted as far as [`crate::credits::lease_grant`] allows (at least `need`).
+    pub want: Micros,
+    /// Leases that expired before this are dropped first: a node that stopped renewing (crashed) reserves nothing.
+    pub now: Timestamp,
+    /// The node's lease on the tenant lasts until then (unless renewed).
+    pub expires_at: Timestamp,
+}
+
+/// What a lease call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseGrant {
+    /// Added to the node's lease (zero when the balance could not cover `need`).
+    pub granted: Micros,
+    /// The node's lease after the call, as the store has it.
+    pub lease: Micros,
+    /// The balance no live lease covers after the call: what any node may still reserve.
+    pub free: Micros,
+}
+
 /// What an answered request's charge survives: the commit before the response waits for this much.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -251,10 +280,26 @@ pub trait CreditStore {
         tenant_id: &str,
         page: &PageRequest,
     ) -> Result<Page<LedgerEntry>, StoreError>;
-    /// Writes a batch of finished requests in one transaction: each one's usage row, its charge (never more than
-    /// the balance: the amount actually charged is returned, in order) and its key's `last_used_at`. All or
-    /// nothing: on an error nothing of the batch is written.
-    async fn settle(&self, batch: &[Settlement]) -> Result<SettledBatch, StoreError>;
+    /// Writes a batch of finished requests of `node_id` in one transaction: each one's usage row, its charge
+    /// (never more than the balance: the amount actually charged is returned, in order), the same amount off the
+    /// node's lease on the tenant (the request was held against it), and its key's `last_used_at`. All or nothing:
+    /// on an error nothing of the batch is written.
+    async fn settle(&self, node_id: &str, batch: &[Settlement])
+    -> Result<SettledBatch, StoreError>;
+    /// Reserves more of a tenant's balance for a node, atomically with every other node's reservations: leases
+    /// that expired before `request.now` are dropped, then at least `need` is granted (up to
+    /// [`crate::credits::lease_grant`]) if the balance less every live lease covers it, else nothing. The node's
+    /// lease lasts until `request.expires_at` either way.
+    async fn lease(&self, request: &LeaseRequest<'_>) -> Result<LeaseGrant, StoreError>;
+    /// Gives `amount` of a node's lease back (all of it, and the lease is gone, when `amount` covers it).
+    async fn release_lease(
+        &self,
+        tenant_id: &str,
+        node_id: &str,
+        amount: Micros,
+    ) -> Result<(), StoreError>;
+    /// Extends every lease of a node until `expires_at`: the node is alive.
+    async fn renew_leases(&self, node_id: &str, expires_at: Timestamp) -> Result<(), StoreError>;
 }
 
 /// Usage, aggregated.

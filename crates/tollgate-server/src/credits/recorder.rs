@@ -1,5 +1,5 @@
 //! The group-committing recorder: finished requests queue here, and one task writes whatever has queued in one
-//! store transaction, applies the tenants' new balances to their wallets, then tells each request its charge. A
+//! store transaction, then tells each request its charge (which its hold then takes off the node's lease). A
 //! request answers only after its batch committed, so an acknowledged charge survives a crash; under load many
 //! requests share one commit (one fsync).
 //!
@@ -11,7 +11,6 @@
 //! - on shutdown, [`Recorder::close`] stops new settlements, and writes every queued one before it returns (bounded
 //!   by a deadline, after which what is left is logged by request id).
 
-use crate::credits::Wallets;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,14 +80,14 @@ impl std::fmt::Debug for Job {
 
 impl Recorder {
     /// Starts the writer task on the current runtime.
-    pub fn start(store: Arc<dyn Store>, wallets: Arc<Wallets>) -> Self {
+    pub fn start(store: Arc<dyn Store>, node_id: String) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let writable = Arc::new(AtomicBool::new(true));
         let (closing, deadline) = watch::channel(None);
         let task = TaskTracker::new();
         let writer = Writer {
             store,
-            wallets,
+            node_id,
             writable: Arc::clone(&writable),
             queue,
             deadline,
@@ -132,7 +131,8 @@ impl Recorder {
 /// The writer task's state.
 struct Writer {
     store: Arc<dyn Store>,
-    wallets: Arc<Wallets>,
+    /// Whose leases the charges come off.
+    node_id: String,
     writable: Arc<AtomicBool>,
     queue: mpsc::Receiver<Job>,
     deadline: watch::Receiver<Option<Instant>>,
@@ -202,7 +202,7 @@ impl Writer {
     async fn write(&mut self, batch: Vec<Job>) -> Result<(), StoreError> {
         let (settlements, waiting): (Vec<Settlement>, Vec<Waiter>) =
             batch.into_iter().map(|j| (j.settlement, j.done)).unzip();
-        let error = match self.store.settle(&settlements).await {
+        let error = match self.store.settle(&self.node_id, &settlements).await {
             Ok(settled) => {
                 self.commit(waiting, settled);
                 return Ok(());
@@ -237,7 +237,7 @@ impl Writer {
     async fn write_alone(&mut self, job: Job) -> Result<(), (Job, StoreError)> {
         match self
             .store
-            .settle(std::slice::from_ref(&job.settlement))
+            .settle(&self.node_id, std::slice::from_ref(&job.settlement))
             .await
         {
             Ok(settled) => {
@@ -255,13 +255,8 @@ impl Writer {
         }
     }
 
-    /// Applies a committed batch: the new balances first, then each request learns its charge (and releases its
-    /// hold), so a wallet never shows the money both held and unspent.
+    /// Tells each request of a committed batch its charge.
     fn commit(&self, waiting: Vec<Waiter>, settled: SettledBatch) {
-        let at = Instant::now();
-        for (tenant_id, balance) in &settled.balances {
-            self.wallets.observe(tenant_id, *balance, at);
-        }
         for (done, charged) in waiting.into_iter().zip(settled.charged) {
             let _ = done.send(Ok(charged));
         }
@@ -352,8 +347,7 @@ mod tests {
             .execute(&mut other)
             .await
             .unwrap();
-        let wallets = Wallets::new();
-        let recorder = Recorder::start(Arc::clone(&store), Arc::clone(&wallets));
+        let recorder = Recorder::start(Arc::clone(&store), "node_test".to_owned());
         let jobs = ["req_a", "req_bad", "req_b"].map(|id| {
             let recorder = recorder.clone();
             let s = settlement(&t, id, 100);
@@ -373,11 +367,6 @@ mod tests {
         assert_eq!(results[2].as_ref().ok(), Some(&Micros(100)));
         let balance = store.balance(&t.tenant.id).await.unwrap();
         assert_eq!(balance.balance, Micros(800), "two charges, not three");
-        assert_eq!(
-            wallets.available(&t.tenant.id),
-            Some(Micros(800)),
-            "the wallet saw the committed balance"
-        );
         assert!(recorder.is_writable(), "a bad row is not an outage");
         recorder.close(Duration::from_secs(1)).await;
         let after = recorder.settle(settlement(&t, "req_late", 1)).await;

@@ -1,136 +1,212 @@
-//! Per-tenant balances and holds in memory. A hold takes a request's worst-case cost out of what other requests
-//! may hold; settling or dropping it gives the hold back, and the charge reaches the wallet as the store's new
-//! balance, observed by the recorder right after the commit.
+//! Per-tenant holds against this node's lease: the part of each tenant's balance the store has reserved for this
+//! node (`CreditStore::lease`). A hold that fits the lease costs no store round trip; one that does not asks the
+//! store for more, which the store grants only out of the balance no node has reserved. So the nodes together
+//! never hold more than a tenant has, whichever nodes its requests reach.
 //!
-//! The balance a wallet shows is always a reading of the store (never this node's own arithmetic), tagged with the
-//! store's version of that balance: a reading is applied only if it is newer than the one the wallet has. So a
-//! charge is never counted twice (once as arithmetic, once in a reading) nor lost to a stale reading, and money
-//! spent or taken away elsewhere (an adjustment, another process) shows here within [`REREAD_AFTER`].
+//! The lease is this node's own arithmetic, kept equal to the store's: only this node changes its lease row (a
+//! grant adds, a settlement takes its charge off in the same transaction, a release gives back), and each change
+//! is applied here by the same amount. Where the two could differ for a moment (a grant read while a settlement
+//! committed), the node keeps the smaller figure: it may hold less than it could, never more.
+//!
+//! A lease lasts [`LEASE_TTL`] in the store and is renewed every [`RENEW_EVERY`] while the node runs, so a node
+//! that dies reserves nothing after at most [`LEASE_TTL`]. The node trusts its own lease only for [`TRUST`] after
+//! the call that last extended it, so a node cut off from the store stops holding well before its lease can be
+//! taken by another. A tenant idle for [`IDLE`] gets its unused lease back into the store, where other nodes can
+//! reserve it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tollgate_core::credits::Balance;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tollgate_core::money::Micros;
-use tollgate_core::ports::{Store, StoreError};
+use tollgate_core::ports::{Clock, LeaseRequest, Store, StoreError};
 
-/// A wallet whose last reading is older than this is re-read from the store before its next hold, so changes made
-/// elsewhere are seen within this time. Every settled batch is also a reading, so a busy tenant costs no extra reads.
-pub const REREAD_AFTER: Duration = Duration::from_secs(1);
+/// How long a lease lasts in the store without renewal: what a crashed node can leave reserved.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How long this node trusts its lease after the store last extended it: half the TTL, so clocks of nodes may
+/// differ by up to the other half.
+pub const TRUST: Duration = Duration::from_secs(15);
+/// How often live leases are extended.
+pub const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// A tenant without holds for this long gives its lease back.
+pub const IDLE: Duration = Duration::from_secs(2);
+/// How often the keeper looks for idle wallets.
+const KEEPER_TICK: Duration = Duration::from_secs(1);
+/// Beyond its need, a lease call asks for what the tenant held over the last second here, and at least this many
+/// more requests of the same cost, so a busy tenant asks about once a second.
+const MIN_HEADROOM_REQUESTS: i64 = 8;
+/// A hold retries a lease this often when holds on other tasks took the grant first.
+const LEASE_ATTEMPTS: usize = 3;
 
-/// A tenant's money as this node sees it.
+/// What a tenant held on this node recently: the headroom a lease asks for.
 #[derive(Debug, Clone, Copy)]
+struct Demand {
+    since: Instant,
+    current: Micros,
+    previous: Micros,
+}
+
+impl Demand {
+    fn new(now: Instant) -> Self {
+        Self {
+            since: now,
+            current: Micros::ZERO,
+            previous: Micros::ZERO,
+        }
+    }
+
+    fn add(&mut self, cost: Micros, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.since);
+        if elapsed >= Duration::from_secs(1) {
+            self.previous = if elapsed < Duration::from_secs(2) {
+                self.current
+            } else {
+                Micros::ZERO
+            };
+            self.current = Micros::ZERO;
+            self.since = now;
+        }
+        self.current = self.current.plus(cost);
+    }
+
+    /// Held over about the last second.
+    fn recent(&self) -> Micros {
+        self.current.max(self.previous)
+    }
+}
+
+/// A tenant's money as this node holds it.
+#[derive(Debug)]
 struct Wallet {
-    /// The store's balance as of the newest reading.
-    balance: Balance,
-    /// Held by requests in flight on this node.
+    /// This node's lease on the tenant.
+    lease: Micros,
+    /// Held by requests in flight on this node (within `lease` while the lease is trusted).
     held: Micros,
-    /// When the store was last read for this wallet.
-    read_at: Instant,
+    /// Until when `lease` may be held against.
+    trusted_until: Instant,
+    /// The last hold or its end.
+    last_used: Instant,
+    /// The store may hold more lease than `lease` (a release failed): give it back when idle.
+    dirty: bool,
+    demand: Demand,
+    /// Serialises this wallet's store calls, so a burst of holds that do not fit makes one lease call.
+    calls: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Wallet {
-    /// Balance less holds, never below zero (money taken away elsewhere can leave holds above the balance).
-    fn available(&self) -> Micros {
-        self.balance.balance.minus(self.held).max(Micros::ZERO)
+    fn new(now: Instant) -> Self {
+        Self {
+            lease: Micros::ZERO,
+            held: Micros::ZERO,
+            trusted_until: now,
+            last_used: now,
+            dirty: false,
+            demand: Demand::new(now),
+            calls: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
-    /// Applies a reading of the store if it is newer than what the wallet has.
-    fn observe(&mut self, stored: Balance, at: Instant) {
-        if stored.version >= self.balance.version {
-            self.balance = stored;
-            self.read_at = self.read_at.max(at);
+    fn trusted(&self, now: Instant) -> bool {
+        now < self.trusted_until
+    }
+
+    /// The lease this node may hold against now.
+    fn usable(&self, now: Instant) -> Micros {
+        if self.trusted(now) {
+            self.lease
+        } else {
+            Micros::ZERO
         }
+    }
+
+    fn try_hold(&mut self, cost: Micros, now: Instant) -> bool {
+        if self.usable(now).minus(self.held) < cost {
+            return false;
+        }
+        self.held = self.held.plus(cost);
+        self.last_used = now;
+        self.demand.add(cost, now);
+        true
     }
 }
 
 /// Why a hold was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum HoldError {
-    /// The hold does not fit the available balance.
+    /// The hold does not fit what this node holds and what no node has reserved.
     #[error("insufficient balance: {available} available, {cost} needed")]
     Insufficient {
-        /// Balance less other requests' holds.
+        /// This node's unused lease plus the balance no node has reserved.
         available: Micros,
         /// The hold asked for.
         cost: Micros,
     },
-    /// The balance could not be read.
+    /// The store could not be asked for a lease.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Every tenant's wallet on this node. Locks are held only for arithmetic, never across an await.
-#[derive(Debug, Default)]
+/// Every tenant's wallet on this node, and the keeper that renews and returns their leases. Locks are held only
+/// for arithmetic, never across an await.
 pub struct Wallets {
+    node_id: String,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     wallets: Mutex<HashMap<String, Wallet>>,
+    stop: CancellationToken,
+    keeper: TaskTracker,
+}
+
+impl std::fmt::Debug for Wallets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wallets")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Wallets {
-    /// No wallets yet; each is loaded from the store on its tenant's first hold.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    /// Wallets of the node `node_id`, leasing from `store`; starts the keeper (stopped by [`Wallets::close`]).
+    pub fn start(node_id: String, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Arc<Self> {
+        let wallets = Arc::new(Self {
+            node_id,
+            store,
+            clock,
+            wallets: Mutex::new(HashMap::new()),
+            stop: CancellationToken::new(),
+            keeper: TaskTracker::new(),
+        });
+        // The keeper holds the wallets weakly: dropped without `close` (a test's app), they still go away.
+        let keeper = Arc::downgrade(&wallets);
+        wallets
+            .keeper
+            .spawn(wallets.stop.clone().run_until_cancelled_owned(keep(keeper)));
+        wallets.keeper.close();
+        wallets
     }
 
-    fn with<R>(&self, tenant_id: &str, f: impl FnOnce(&mut Wallet) -> R) -> Option<R> {
+    /// This node's id in the store's leases.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn with<R>(&self, tenant_id: &str, f: impl FnOnce(&mut Wallet) -> R) -> R {
+        let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+        let wallet = wallets
+            .entry(tenant_id.to_owned())
+            .or_insert_with(|| Wallet::new(Instant::now()));
+        f(wallet)
+    }
+
+    fn with_existing<R>(&self, tenant_id: &str, f: impl FnOnce(&mut Wallet) -> R) -> Option<R> {
         let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
         wallets.get_mut(tenant_id).map(f)
     }
 
-    /// Applies a reading of the tenant's balance taken at `at` (a settled batch's, or a read of the store),
-    /// creating the wallet if this node has none yet.
-    pub fn observe(&self, tenant_id: &str, stored: Balance, at: Instant) {
-        let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
-        match wallets.get_mut(tenant_id) {
-            Some(wallet) => wallet.observe(stored, at),
-            None => {
-                wallets.insert(
-                    tenant_id.to_owned(),
-                    Wallet {
-                        balance: stored,
-                        held: Micros::ZERO,
-                        read_at: at,
-                    },
-                );
-            }
-        }
-    }
-
-    /// Brings the tenant's wallet up to date with the store (loading it the first time).
-    pub async fn refresh(&self, store: &dyn Store, tenant_id: &str) -> Result<(), StoreError> {
-        // The time is taken before the read: the reading is at least this fresh.
-        let at = Instant::now();
-        let stored = store.balance(tenant_id).await?;
-        self.observe(tenant_id, stored, at);
-        Ok(())
-    }
-
-    fn try_hold(&self, tenant_id: &str, cost: Micros) -> Option<Result<(), HoldError>> {
-        self.with(tenant_id, |w| {
-            let available = w.available();
-            if cost <= available {
-                w.held = w.held.plus(cost);
-                Ok(())
-            } else {
-                Err(HoldError::Insufficient { available, cost })
-            }
-        })
-    }
-
-    /// Whether the tenant's wallet exists and was read within [`REREAD_AFTER`].
-    fn is_fresh(&self, tenant_id: &str) -> bool {
-        self.with(tenant_id, |w| w.read_at.elapsed() < REREAD_AFTER)
-            .unwrap_or(false)
-    }
-
-    /// Holds `cost` against the tenant's available balance. A zero hold (a free model) is never refused. A wallet
-    /// not read within [`REREAD_AFTER`] is re-read first, so a balance that went down elsewhere is not trusted.
-    pub async fn hold(
-        self: &Arc<Self>,
-        store: &dyn Store,
-        tenant_id: &str,
-        cost: Micros,
-    ) -> Result<Hold, HoldError> {
+    /// Holds `cost` for a request of the tenant: from this node's lease when it fits, else from a larger lease.
+    /// A zero hold (a free model) is never refused.
+    pub async fn hold(self: &Arc<Self>, tenant_id: &str, cost: Micros) -> Result<Hold, HoldError> {
         // The guard exists only once the amount is held: dropping it gives back exactly what was taken.
         let held = || Hold {
             wallets: Arc::clone(self),
@@ -141,26 +217,189 @@ impl Wallets {
         if cost <= Micros::ZERO {
             return Ok(held());
         }
-        if !self.is_fresh(tenant_id) {
-            self.refresh(store, tenant_id).await?;
+        let (fits, calls) = self.with(tenant_id, |w| {
+            (w.try_hold(cost, Instant::now()), Arc::clone(&w.calls))
+        });
+        if fits {
+            return Ok(held());
         }
-        match self.try_hold(tenant_id, cost) {
-            Some(Ok(())) => Ok(held()),
-            Some(Err(refused)) => Err(refused),
-            None => Err(HoldError::Store(StoreError::Backend(
-                "wallet vanished".to_owned(),
-            ))),
+        let _one_call = calls.lock().await;
+        let mut refusal = None;
+        for _ in 0..LEASE_ATTEMPTS {
+            // Another task may have leased while this one waited.
+            let (fits, need, want) = self.with(tenant_id, |w| {
+                let now = Instant::now();
+                let fits = w.try_hold(cost, now);
+                let need = w.held.plus(cost).minus(w.usable(now));
+                let headroom = w
+                    .demand
+                    .recent()
+                    .max(Micros(cost.get().saturating_mul(MIN_HEADROOM_REQUESTS)));
+                (fits, need, need.plus(headroom))
+            });
+            if fits {
+                return Ok(held());
+            }
+            let asked = Instant::now();
+            let now = self.clock.now();
+            let grant = self
+                .store
+                .lease(&LeaseRequest {
+                    tenant_id,
+                    node_id: &self.node_id,
+                    need,
+                    want,
+                    now,
+                    expires_at: now.saturating_add(ttl_seconds()),
+                })
+                .await?;
+            let fits = self.with(tenant_id, |w| {
+                let now = Instant::now();
+                w.lease = w.usable(now).plus(grant.granted).min(grant.lease);
+                w.trusted_until = asked + TRUST;
+                w.try_hold(cost, now)
+            });
+            if fits {
+                return Ok(held());
+            }
+            if grant.granted == Micros::ZERO {
+                let unused = self.with(tenant_id, |w| w.lease.minus(w.held).max(Micros::ZERO));
+                refusal = Some(HoldError::Insufficient {
+                    available: unused.plus(grant.free),
+                    cost,
+                });
+                break;
+            }
+        }
+        Err(refusal.unwrap_or(HoldError::Insufficient {
+            available: Micros::ZERO,
+            cost,
+        }))
+    }
+
+    /// The tenant's unused lease on this node.
+    pub fn available(&self, tenant_id: &str) -> Option<Micros> {
+        self.with_existing(tenant_id, |w| w.lease.minus(w.held))
+    }
+
+    /// Extends every lease of this node; on success the node trusts them for [`TRUST`] more.
+    async fn renew(&self) {
+        let any = {
+            let wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+            wallets.values().any(|w| w.lease > Micros::ZERO)
+        };
+        if !any {
+            return;
+        }
+        let asked = Instant::now();
+        let expires_at = self.clock.now().saturating_add(ttl_seconds());
+        match self.store.renew_leases(&self.node_id, expires_at).await {
+            Ok(()) => {
+                let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+                for w in wallets.values_mut() {
+                    w.trusted_until = w.trusted_until.max(asked + TRUST);
+                }
+            }
+            // The next renewal tries again; holds stop once the trust runs out.
+            Err(error) => tracing::warn!(%error, "renewing credit leases failed"),
         }
     }
 
-    /// The tenant's balance less holds in flight, as this node sees it.
-    pub fn available(&self, tenant_id: &str) -> Option<Micros> {
-        self.with(tenant_id, |w| w.available())
+    /// Gives back the lease of every tenant without holds for [`IDLE`], and forgets its wallet.
+    async fn return_idle(&self) {
+        let idle: Vec<(String, Arc<tokio::sync::Mutex<()>>)> = {
+            let wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+            wallets
+                .iter()
+                .filter(|(_, w)| w.held == Micros::ZERO && w.last_used.elapsed() >= IDLE)
+                .map(|(t, w)| (t.clone(), Arc::clone(&w.calls)))
+                .collect()
+        };
+        for (tenant_id, calls) in idle {
+            // A hold is leasing for this tenant right now: it is not idle.
+            let Ok(_one_call) = calls.try_lock() else {
+                continue;
+            };
+            if !self.give_back(&tenant_id).await {
+                continue;
+            }
+            let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+            if wallets
+                .get(&tenant_id)
+                .is_some_and(|w| w.held == Micros::ZERO && w.lease == Micros::ZERO && !w.dirty)
+            {
+                wallets.remove(&tenant_id);
+            }
+        }
+    }
+
+    /// Returns a tenant's whole lease to the store if nothing is held against it; true once nothing is reserved.
+    async fn give_back(&self, tenant_id: &str) -> bool {
+        // Zeroed here first, so no hold can use what is being given back.
+        let returning = self.with_existing(tenant_id, |w| {
+            if w.held > Micros::ZERO {
+                return None;
+            }
+            let had = w.lease > Micros::ZERO || w.dirty;
+            w.lease = Micros::ZERO;
+            Some(had)
+        });
+        match returning {
+            // No wallet: nothing reserved here.
+            None | Some(Some(false)) => true,
+            // Held against: not idle after all.
+            Some(None) => false,
+            Some(Some(true)) => {
+                let result = self
+                    .store
+                    .release_lease(tenant_id, &self.node_id, Micros(i64::MAX))
+                    .await;
+                let ok = result.is_ok();
+                if let Err(error) = result {
+                    tracing::warn!(%error, %tenant_id, "returning a credit lease failed");
+                }
+                self.with_existing(tenant_id, |w| w.dirty = !ok);
+                ok
+            }
+        }
+    }
+
+    /// Stops the keeper and gives back every lease not held against (the server is stopping).
+    pub async fn close(&self) {
+        self.stop.cancel();
+        self.keeper.wait().await;
+        let tenants: Vec<String> = {
+            let wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+            wallets.keys().cloned().collect()
+        };
+        for tenant_id in tenants {
+            self.give_back(&tenant_id).await;
+        }
     }
 }
 
-/// A request's hold. Release it once its charge is durable (the recorder has already applied the new balance);
-/// dropped (a refused or failed request), it is released all the same.
+/// Renews the leases and gives idle ones back, until stopped or the wallets are gone.
+async fn keep(wallets: std::sync::Weak<Wallets>) {
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(KEEPER_TICK).await;
+        let Some(wallets) = wallets.upgrade() else {
+            return;
+        };
+        if renewed.elapsed() >= RENEW_EVERY {
+            renewed = Instant::now();
+            wallets.renew().await;
+        }
+        wallets.return_idle().await;
+    }
+}
+
+fn ttl_seconds() -> i64 {
+    i64::try_from(LEASE_TTL.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// A request's hold. Settle it with its charge once the charge is durable (the store took the charge off this
+/// node's lease in the same transaction); dropped (a refused or failed request), it is released all the same.
 #[derive(Debug)]
 pub struct Hold {
     wallets: Arc<Wallets>,
@@ -175,103 +414,95 @@ impl Hold {
         self.amount
     }
 
-    /// Gives the hold back.
-    pub fn release(mut self) {
-        self.close();
+    /// Ends the hold of a request whose `charged` amount the store has committed (and taken off the lease).
+    pub fn settle(mut self, charged: Micros) {
+        self.close(charged);
     }
 
-    fn close(&mut self) {
+    fn close(&mut self, charged: Micros) {
         if !self.open {
             return;
         }
         self.open = false;
         let amount = self.amount;
-        self.wallets.with(&self.tenant_id, |w| {
-            w.held = w.held.minus(amount);
+        self.wallets.with_existing(&self.tenant_id, |w| {
+            w.held = w.held.minus(amount).max(Micros::ZERO);
+            w.lease = w.lease.minus(charged).max(Micros::ZERO);
+            w.last_used = Instant::now();
         });
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.close();
+        self.close(Micros::ZERO);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::store_and_tenant;
+    use tollgate_core::ports::SystemClock;
 
-    fn reading(balance: i64, version: i64) -> Balance {
-        Balance {
-            balance: Micros(balance),
-            version,
-        }
+    /// What another node would find free on the tenant.
+    async fn free(store: &Arc<dyn Store>, tenant_id: &str) -> Micros {
+        let now = SystemClock.now();
+        store
+            .lease(&LeaseRequest {
+                tenant_id,
+                node_id: "node_probe",
+                need: Micros::ZERO,
+                want: Micros::ZERO,
+                now,
+                expires_at: now,
+            })
+            .await
+            .unwrap()
+            .free
     }
 
-    fn wallets(balance: i64) -> Arc<Wallets> {
-        let w = Wallets::new();
-        w.observe("t", reading(balance, 1), Instant::now());
-        w
-    }
+    #[tokio::test]
+    async fn holds_come_from_the_lease_and_an_idle_or_closing_node_gives_it_back() {
+        let (_dir, _url, store, t) = store_and_tenant().await;
+        store.create_tenant(&t).await.unwrap();
+        let tenant = t.tenant.id.as_str();
+        store.grant(tenant, Micros(16_000), None, 2).await.unwrap();
+        let wallets = Wallets::start("node_a".into(), Arc::clone(&store), Arc::new(SystemClock));
 
-    fn hold(w: &Arc<Wallets>, amount: i64) -> Hold {
-        w.try_hold("t", Micros(amount)).unwrap().unwrap();
-        Hold {
-            wallets: Arc::clone(w),
-            tenant_id: "t".into(),
-            amount: Micros(amount),
-            open: true,
-        }
-    }
-
-    #[test]
-    fn holds_take_and_release_exactly() {
-        let w = wallets(100);
-        let a = hold(&w, 60);
-        assert!(matches!(
-            w.try_hold("t", Micros(50)),
-            Some(Err(HoldError::Insufficient {
-                available: Micros(40),
-                cost: Micros(50)
-            }))
-        ));
-        assert_eq!(
-            w.available("t"),
-            Some(Micros(40)),
-            "a refusal takes nothing"
+        let first = wallets.hold(tenant, Micros(100)).await.unwrap();
+        let leased = wallets.available(tenant).unwrap().plus(Micros(100));
+        assert_eq!(free(&store, tenant).await, Micros(16_000).minus(leased));
+        // A second hold that fits the lease leaves the store alone.
+        let second = wallets.hold(tenant, Micros(100)).await.unwrap();
+        assert_eq!(free(&store, tenant).await, Micros(16_000).minus(leased));
+        // More than the lease has left: the node leases more, or refuses with what it could spend.
+        let refused = wallets.hold(tenant, Micros(20_000)).await.unwrap_err();
+        assert!(
+            matches!(refused, HoldError::Insufficient { available, cost: Micros(20_000) }
+                if available == Micros(16_000 - 200)),
+            "{refused:?}"
         );
-        // The recorder applies the committed balance first, then the request releases its hold.
-        w.observe("t", reading(75, 2), Instant::now());
-        assert_eq!(w.available("t"), Some(Micros(15)));
-        a.release();
-        assert_eq!(w.available("t"), Some(Micros(75)));
-        drop(hold(&w, 10));
+        first.settle(Micros(60));
+        drop(second);
+        // Idle for IDLE: the keeper returns the lease; only the charge stays taken (the store charged it; here
+        // the probe sees the balance as granted, since this test settles nothing in the store).
+        tokio::time::sleep(IDLE + KEEPER_TICK * 2).await;
+        assert_eq!(free(&store, tenant).await, Micros(16_000));
         assert_eq!(
-            w.available("t"),
-            Some(Micros(75)),
-            "a dropped hold is given back"
+            wallets.available(tenant),
+            None,
+            "the idle wallet is forgotten"
         );
-    }
 
-    #[test]
-    fn a_balance_that_went_down_elsewhere_is_taken_and_stale_readings_are_ignored() {
-        let w = wallets(100);
-        let a = hold(&w, 30);
-        // Another process (or an adjustment) took 90 away: the reading is newer, so it wins.
-        w.observe("t", reading(10, 5), Instant::now());
-        assert_eq!(w.available("t"), Some(Micros(0)));
-        assert!(matches!(
-            w.try_hold("t", Micros(1)),
-            Some(Err(HoldError::Insufficient { .. }))
-        ));
-        // A read that started before that change and finished after it must not bring the money back.
-        w.observe("t", reading(100, 4), Instant::now());
-        assert_eq!(w.available("t"), Some(Micros(0)));
-        a.release();
-        assert_eq!(w.available("t"), Some(Micros(10)));
-        // A grant made elsewhere shows the same way.
-        w.observe("t", reading(1_010, 6), Instant::now());
-        assert_eq!(w.available("t"), Some(Micros(1_010)));
+        let _held = wallets.hold(tenant, Micros(100)).await.unwrap();
+        drop(_held);
+        assert!(free(&store, tenant).await < Micros(16_000));
+        wallets.close().await;
+        assert_eq!(
+            free(&store, tenant).await,
+            Micros(16_000),
+            "close gives every lease back"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Hold: the request's worst case is taken from its tenant's available balance before the provider is called
-//! (402 when it does not fit), and refused outright (503) while the recorder cannot write, since whatever the
+//! Hold: the request's worst case is taken from this node's lease on its tenant's balance before the provider is
+//! called (402 when neither the lease nor the balance no node has reserved covers it), and refused outright (503) while the recorder cannot write, since whatever the
 //! upstream did then could not be charged.
 
 use crate::app::AppState;
@@ -29,7 +29,7 @@ pub async fn take(
     let tenant_id = principal.key.tenant_id.clone();
     let hold = state
         .wallets
-        .hold(state.store.as_ref(), &tenant_id, worst.cost)
+        .hold(&tenant_id, worst.cost)
         .await
         .map_err(|e| match e {
             HoldError::Insufficient { available, cost } => {

@@ -1,6 +1,6 @@
 //! Settle and record: the provider's reported usage becomes the request's charge, capped at its hold (an overrun is
-//! logged, never hidden), recorded durably by the group-committing recorder; only then is the hold released and the
-//! response (or a stream's last event) sent.
+//! logged, never hidden), recorded durably by the group-committing recorder (which takes it off this node's lease
+//! in the same transaction); only then does the hold end and the response (or a stream's last event) go out.
 
 use crate::app::AppState;
 use crate::credits::Hold;
@@ -93,7 +93,7 @@ impl Bill {
             tracing::warn!(%request_id, charged_cents = %charged, owed_cents = %owed,
                 "the balance could not cover the charge: it was spent elsewhere meanwhile");
         }
-        self.hold.release();
+        self.hold.settle(charged);
         Ok(())
     }
 }

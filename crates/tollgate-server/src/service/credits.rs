@@ -43,7 +43,6 @@ pub async fn grant(app: &App, tenant_id: &str, input: Grant) -> Result<CreditsOb
         .grant(tenant_id, amount, input.reason.as_deref(), app.clock.now())
         .await?
         .ok_or_else(|| ApiError::not_found("organization", tenant_id))?;
-    app.wallets.refresh(app.store.as_ref(), tenant_id).await?;
     credits(
         app,
         tenant_id,

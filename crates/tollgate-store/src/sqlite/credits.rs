@@ -3,13 +3,15 @@
 //! CHECK backs the arithmetic).
 
 use super::rows::{self, fetch_limit};
-use super::{SqliteStore, db_error};
+use super::{SqliteStore, db_error, leases};
 use async_trait::async_trait;
 use sqlx::{Row, Sqlite, Transaction};
 use tollgate_core::credits::{Balance, LedgerEntry, LedgerKind, Settlement};
 use tollgate_core::id;
 use tollgate_core::money::Micros;
-use tollgate_core::ports::{CreditStore, Page, PageRequest, SettledBatch, StoreError};
+use tollgate_core::ports::{
+    CreditStore, LeaseGrant, LeaseRequest, Page, PageRequest, SettledBatch, StoreError,
+};
 use tollgate_core::tenant::Timestamp;
 
 /// Adds a grant or adjustment to the tenant's balance (and to what it was granted) and appends its ledger entry,
@@ -122,10 +124,31 @@ impl CreditStore for SqliteStore {
         rows::page(&self.pool, query, page, rows::ledger_entry).await
     }
 
-    async fn settle(&self, batch: &[Settlement]) -> Result<SettledBatch, StoreError> {
+    async fn settle(
+        &self,
+        node_id: &str,
+        batch: &[Settlement],
+    ) -> Result<SettledBatch, StoreError> {
         if batch.is_empty() {
             return Ok(SettledBatch::default());
         }
-        self.settler.settle(batch).await
+        self.settler.settle(node_id, batch).await
+    }
+
+    async fn lease(&self, request: &LeaseRequest<'_>) -> Result<LeaseGrant, StoreError> {
+        leases::grant(&self.pool, request).await
+    }
+
+    async fn release_lease(
+        &self,
+        tenant_id: &str,
+        node_id: &str,
+        amount: Micros,
+    ) -> Result<(), StoreError> {
+        leases::release(&self.pool, tenant_id, node_id, amount).await
+    }
+
+    async fn renew_leases(&self, node_id: &str, expires_at: Timestamp) -> Result<(), StoreError> {
+        leases::renew(&self.pool, node_id, expires_at).await
     }
 }

@@ -3,6 +3,7 @@
 
 mod credits;
 mod keys;
+mod leases;
 mod members;
 mod projects;
 mod rows;

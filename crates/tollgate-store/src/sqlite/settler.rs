@@ -27,6 +27,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 const QUEUE: usize = 64;
 
 struct Job {
+    node_id: String,
     batch: Vec<Settlement>,
     done: oneshot::Sender<Result<SettledBatch, StoreError>>,
 }
@@ -58,11 +59,16 @@ impl Settler {
     }
 
     /// Writes `batch` in one transaction and returns what it did.
-    pub(crate) async fn settle(&self, batch: &[Settlement]) -> Result<SettledBatch, StoreError> {
+    pub(crate) async fn settle(
+        &self,
+        node_id: &str,
+        batch: &[Settlement],
+    ) -> Result<SettledBatch, StoreError> {
         let (done, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("the settlement thread has stopped".to_owned());
         self.jobs
             .send(Job {
+                node_id: node_id.to_owned(),
                 batch: batch.to_vec(),
                 done,
             })
@@ -88,7 +94,7 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection, rusqlite::
 
 fn run(mut connection: Connection, mut queue: mpsc::Receiver<Job>) {
     while let Some(job) = queue.blocking_recv() {
-        let result = settle_batch(&mut connection, &job.batch).map_err(error);
+        let result = settle_batch(&mut connection, &job.node_id, &job.batch).map_err(error);
         let _ = job.done.send(result);
     }
 }
@@ -105,15 +111,18 @@ fn error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Settles a batch in one `BEGIN IMMEDIATE` transaction: one balance read and write per tenant, one ledger and one
-/// usage row per settlement, one `last_used_at` write per key (only when it moves: an unchanged row dirties no
-/// page). Returns what each request was charged, in order, and the new balances.
+/// Settles a batch in one `BEGIN IMMEDIATE` transaction: one balance read and write per tenant, and the same
+/// amount off the node's lease on it; one ledger and one usage row per settlement; one `last_used_at` write per key
+/// (only when it moves: an unchanged row dirties no page). Returns what each request was charged, in order, and
+/// the new balances.
 fn settle_batch(
     connection: &mut Connection,
+    node_id: &str,
     batch: &[Settlement],
 ) -> Result<SettledBatch, rusqlite::Error> {
     let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut balances: BTreeMap<&str, (Balance, bool)> = BTreeMap::new();
+    // Per tenant: the balance as it goes, as it was, and whether it changed.
+    let mut balances: BTreeMap<&str, (Balance, Micros, bool)> = BTreeMap::new();
     {
         let mut read = tx.prepare_cached(
             "SELECT balance_micros, version FROM credit_balances WHERE tenant_id = ?1",
@@ -129,7 +138,7 @@ fn settle_batch(
                     })
                     .optional()?
                     .unwrap_or_default();
-                balances.insert(&s.tenant_id, (stored, false));
+                balances.insert(&s.tenant_id, (stored, stored.balance, false));
             }
         }
     }
@@ -147,7 +156,7 @@ fn settle_batch(
             // Holds make a charge above the balance impossible on one node; if another process spent the money
             // meanwhile, the balance stops at zero and the caller sees the charge fall short of the cost.
             let charge = match balances.get_mut(s.tenant_id.as_str()) {
-                Some((stored, changed)) if s.cost > Micros::ZERO => {
+                Some((stored, _, changed)) if s.cost > Micros::ZERO => {
                     let charge = s.cost.min(stored.balance);
                     if charge > Micros::ZERO {
                         stored.balance = stored.balance.minus(charge);
@@ -195,10 +204,19 @@ fn settle_batch(
         let mut write = tx.prepare_cached(
             "UPDATE credit_balances SET balance_micros = ?1, version = ?2 WHERE tenant_id = ?3",
         )?;
-        for (tenant_id, (stored, changed)) in &mut balances {
+        let mut lease = tx.prepare_cached(
+            "UPDATE credit_leases SET amount_micros = MAX(0, amount_micros - ?1) \
+             WHERE tenant_id = ?2 AND node_id = ?3",
+        )?;
+        for (tenant_id, (stored, before, changed)) in &mut balances {
             if *changed {
                 stored.version += 1;
                 write.execute(params![stored.balance.get(), stored.version, tenant_id])?;
+                lease.execute(params![
+                    before.minus(stored.balance).get(),
+                    tenant_id,
+                    node_id
+                ])?;
                 after.push(((*tenant_id).to_owned(), *stored));
             }
         }

@@ -1,14 +1,14 @@
 //! Charges are never lost to a store that cannot be written for a while: requests the upstream answered wait for
 //! their charge and get it once the store recovers; new requests are refused with 503 meanwhile. And a balance that
-//! goes down behind this node's back (another process) is not trusted past a second.
+//! another node reserves is never this node's to spend.
 
 use futures::future::join_all;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::sqlite::SqliteConnection;
 use std::time::Duration;
-use tollgate_core::credits::Settlement;
 use tollgate_core::money::Micros;
+use tollgate_core::ports::LeaseRequest;
 use tollgate_server::config::ExposeSecret;
 use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
 
@@ -132,38 +132,66 @@ async fn answered_requests_are_charged_once_a_locked_store_recovers_and_new_ones
 }
 
 #[tokio::test]
-async fn a_balance_spent_by_another_process_is_seen_before_the_next_hold() {
+async fn another_node_reserves_only_what_this_node_has_not_and_neither_overspends() {
     let app = TestApp::start().await;
     let t = app.funded_tenant("pro", 1).await;
     let body = TestApp::chat_body("fast", "mock:words=1 hi");
     assert_eq!(app.chat(&t, &body).await.status(), 200);
-    // Another node charges the same tenant almost everything that is left, behind this node's back.
-    let left = app.state.store.balance(&t.id).await.unwrap().balance;
-    let spend = left.minus(Micros(1_000));
-    let charged = app
-        .state
-        .store
-        .settle(&[Settlement {
-            request_id: "req_elsewhere".into(),
-            tenant_id: t.id.clone(),
-            project_id: t.project_id.clone(),
-            key_id: t.project_key_id.clone(),
-            model: "fast".into(),
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            cost: spend,
-            at: app.clock_now(),
-        }])
-        .await
-        .unwrap();
-    assert_eq!(charged.charged, vec![spend]);
-    // Within a second the node re-reads the balance before it holds: the request's worst case no longer fits.
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let err = error_of(app.chat(&t, &body).await, 402).await;
+    let store = &app.state.store;
+    let lease = |need: i64, want: i64| {
+        let now = app.clock_now();
+        let tenant_id = t.id.clone();
+        async move {
+            store
+                .lease(&LeaseRequest {
+                    tenant_id: &tenant_id,
+                    node_id: "node_other",
+                    need: Micros(need),
+                    want: Micros(want),
+                    now,
+                    expires_at: now + 30,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // This node leased part of the balance for its first request: another node finds only the rest free, and
+    // cannot have the whole balance.
+    let balance = store.balance(&t.id).await.unwrap().balance;
+    let ours = app.state.wallets.available(&t.id).unwrap();
+    assert!(ours > Micros::ZERO, "this node holds a lease");
+    let probe = lease(0, 0).await;
     assert_eq!(
-        err["details"]["balance_before_cents"],
-        json!(0.001),
+        probe.free,
+        balance.minus(ours),
+        "free is the balance less this node's lease"
+    );
+    assert_eq!(
+        lease(balance.get(), balance.get()).await.granted,
+        Micros::ZERO,
+        "all or nothing"
+    );
+    // The other node takes everything that is free.
+    let taken = lease(probe.free.get(), probe.free.get()).await;
+    assert_eq!((taken.granted, taken.free), (probe.free, Micros::ZERO));
+    // This node still serves from its own lease…
+    assert_eq!(app.chat(&t, &body).await.status(), 200);
+    // …and refuses what its lease cannot cover, naming what it could still spend.
+    let unused = app.state.wallets.available(&t.id).unwrap();
+    let mut big = body.clone();
+    // Two choices hold twice the worst case of one: more than the lease has left.
+    big["n"] = json!(2);
+    let err = error_of(app.chat(&t, &big).await, 402).await;
+    assert_eq!(
+        err["details"]["balance_before_cents"].to_string(),
+        unused.to_string(),
         "{err}"
+    );
+    let after = store.balance(&t.id).await.unwrap().balance;
+    assert!(
+        after >= taken.lease,
+        "the other node's reservation is intact: {after} ≥ {}",
+        taken.lease
     );
 }
 
