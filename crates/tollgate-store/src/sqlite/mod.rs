@@ -1,23 +1,25 @@
 //! SQLite: one file, WAL mode, `synchronous = FULL` (a committed charge survives power loss; `NORMAL` with
 //! `durability = "process"`: it survives a crash of the process), foreign keys on.
 
-mod credits;
-mod keys;
-mod members;
-mod projects;
-mod rows;
 mod settler;
-mod tenants;
-mod usage;
 
 use crate::OpenError;
-use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
-use tollgate_core::ports::{Durability, Store, StoreError};
+use tollgate_core::credits::Settlement;
+use tollgate_core::ports::{Durability, SettledBatch, StoreError};
+
+// SQLite has one writer at a time: `BEGIN IMMEDIATE` takes the write lock first, so whatever a transaction reads
+// stays true until it commits; the tenant row need not be locked as well.
+crate::queries::store_queries!(
+    SqliteStore,
+    sqlx::Sqlite,
+    begin = "BEGIN IMMEDIATE",
+    lock_tenant = "SELECT 1 FROM tenants WHERE id = $1",
+);
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -103,14 +105,10 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+impl SqliteStore {
+    /// Settlement goes through its own connection and thread ([`settler`]).
+    async fn settle_batch(&self, batch: &[Settlement]) -> Result<SettledBatch, StoreError> {
+        self.settler.settle(batch).await
     }
 }
 
