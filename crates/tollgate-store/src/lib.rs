@@ -19,7 +19,7 @@ pub mod sqlite;
 pub mod testing;
 
 use std::sync::Arc;
-use tollgate_core::ports::{Durability, Store};
+use tollgate_core::ports::{Durability, Store, StoreError};
 
 /// Why the store could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,26 @@ pub enum OpenError {
     /// A migration failed; the database is left at the last migration that succeeded.
     #[error("migration failed: {0}")]
     Migrate(String),
+}
+
+/// A database error as the domain sees it, by one rule for both backends: a broken uniqueness rule is a conflict;
+/// an error whose code the backend calls `transient` (locked, full, read-only, shutting down, deadlocked…) and a
+/// lost, refused or exhausted connection are unavailable (retrying may succeed); anything else is a backend failure.
+fn store_error(e: sqlx::Error, transient: fn(&str) -> bool) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| transient(&c)) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Backend(e.to_string()),
+    }
 }
 
 /// Opens the store at `url` (creating an SQLite file and its directory if missing; a PostgreSQL database must

@@ -62,14 +62,21 @@ pub(crate) fn usage_sql(g: tollgate_core::credits::UsageGrouping) -> String {
 /// - `lock_tenant`: a statement taking `$1` = tenant id that returns a row when the tenant exists and holds, until
 ///   the transaction ends, the lock that serialises that tenant's rule-checked writes (the plan's key limit, the last
 ///   owner, grants);
-/// - in scope where it expands: `db_error(sqlx::Error) -> StoreError`, and `$store::settle_batch`, which writes a
-///   non-empty batch of settlements.
+/// - `migrations_table`: a statement counting (as a 64-bit integer) the tables named `_sqlx_migrations`;
+/// - in scope where it expands: `db_error(sqlx::Error) -> StoreError`, `MIGRATOR` (its `sqlx::migrate!`), and
+///   `$store::settle_batch`, which writes a non-empty batch of settlements.
 macro_rules! store_queries {
-    ($store:ident, $db:ty, begin = $begin:expr, lock_tenant = $lock_tenant:expr $(,)?) => {
+    (
+        $store:ident,
+        $db:ty,
+        begin = $begin:expr,
+        lock_tenant = $lock_tenant:expr,
+        migrations_table = $migrations_table:expr $(,)?
+    ) => {
         mod queries {
             use super::{$store, db_error};
-            use $crate::rows::{self, KEY_COLUMNS, KEY_FIELDS, fetch_limit};
             use async_trait::async_trait;
+            use $crate::rows::{self, KEY_COLUMNS, KEY_FIELDS, fetch_limit};
             use sqlx::{Executor, Row, Transaction};
             use tollgate_core::credits::{
                 Balance, LedgerEntry, LedgerKind, Settlement, UsageQuery, UsageTotals,
@@ -93,7 +100,61 @@ macro_rules! store_queries {
             const CURRENT_MEMBER: &str =
                 "SELECT * FROM members WHERE tenant_id = $1 AND id = $2 AND removed_at IS NULL";
 
+            /// A statement with its arguments bound.
+            type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>;
+            /// Decodes one row.
+            type Decode<T> = fn(&<Db as sqlx::Database>::Row) -> Result<T, StoreError>;
+
             impl $store {
+                /// Applies pending migrations; returns how many ran. (On PostgreSQL, nodes starting together are
+                /// safe: sqlx holds an advisory lock while it migrates.)
+                pub async fn migrate(&self) -> Result<usize, $crate::OpenError> {
+                    let before = self.applied_migrations().await?;
+                    super::MIGRATOR
+                        .run(&self.pool)
+                        .await
+                        .map_err(|e| $crate::OpenError::Migrate(e.to_string()))?;
+                    let after = self.applied_migrations().await?;
+                    Ok(after.saturating_sub(before))
+                }
+
+                async fn applied_migrations(&self) -> Result<usize, $crate::OpenError> {
+                    let count = |sql| async move {
+                        sqlx::query(sql)
+                            .fetch_one(&self.pool)
+                            .await
+                            .and_then(|row| row.try_get::<i64, _>(0))
+                            .map_err(|e| $crate::OpenError::Migrate(e.to_string()))
+                    };
+                    if count($migrations_table).await? == 0 {
+                        return Ok(0);
+                    }
+                    let applied =
+                        count("SELECT count(*) FROM _sqlx_migrations WHERE success").await?;
+                    Ok(usize::try_from(applied).unwrap_or(0))
+                }
+
+                /// Runs `query` for at most one row and decodes it.
+                async fn optional<T>(
+                    &self,
+                    query: Query<'_>,
+                    decode: Decode<T>,
+                ) -> Result<Option<T>, StoreError> {
+                    let row = query.fetch_optional(&self.pool).await.map_err(db_error)?;
+                    rows::one(row, decode)
+                }
+
+                /// Runs `query`, fetched with `LIMIT request.limit + 1` ([`fetch_limit`]), and decodes a page of it.
+                async fn page<T>(
+                    &self,
+                    query: Query<'_>,
+                    request: &PageRequest,
+                    decode: Decode<T>,
+                ) -> Result<Page<T>, StoreError> {
+                    let found = query.fetch_all(&self.pool).await.map_err(db_error)?;
+                    rows::page(found, request, decode)
+                }
+
                 /// Opens a write transaction holding `tenant_id`'s lock; `false` with it if no such tenant.
                 async fn lock_tenant(
                     &self,
@@ -196,17 +257,15 @@ macro_rules! store_queries {
                 async fn create_tenant(&self, new: &NewTenant) -> Result<(), StoreError> {
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_error)?;
                     let t = &new.tenant;
-                    sqlx::query(
-                        "INSERT INTO tenants (id, name, plan, status, created_at) VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(&t.id)
-                    .bind(&t.name)
-                    .bind(&t.plan)
-                    .bind(t.status.as_str())
-                    .bind(t.created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+                    sqlx::query("INSERT INTO tenants (id, name, plan, status, created_at) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(&t.id)
+                        .bind(&t.name)
+                        .bind(&t.plan)
+                        .bind(t.status.as_str())
+                        .bind(t.created_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
                     insert_project(&mut *tx, &new.project).await?;
                     insert_member(&mut *tx, &new.owner).await?;
                     insert_key(&mut *tx, &new.admin_key, None).await?;
@@ -214,24 +273,25 @@ macro_rules! store_queries {
                 }
 
                 async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
-                    let row = sqlx::query("SELECT * FROM tenants WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_error)?;
-                    rows::one(row, rows::tenant)
+                    self.optional(
+                        sqlx::query("SELECT * FROM tenants WHERE id = $1").bind(id),
+                        rows::tenant,
+                    )
+                    .await
                 }
 
-                async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>, StoreError> {
-                    let found = sqlx::query(
-                        "SELECT * FROM tenants WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2",
+                async fn list_tenants(
+                    &self,
+                    page: &PageRequest,
+                ) -> Result<Page<Tenant>, StoreError> {
+                    self.page(
+                        sqlx::query("SELECT * FROM tenants WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2")
+                            .bind(&page.after)
+                            .bind(fetch_limit(page)),
+                        page,
+                        rows::tenant,
                     )
-                    .bind(&page.after)
-                    .bind(fetch_limit(page))
-                    .fetch_all(&self.pool)
                     .await
-                    .map_err(db_error)?;
-                    rows::page(found, page, rows::tenant)
                 }
 
                 async fn update_tenant(
@@ -239,17 +299,17 @@ macro_rules! store_queries {
                     id: &str,
                     update: &TenantUpdate,
                 ) -> Result<Option<Tenant>, StoreError> {
-                    let row = sqlx::query(
-                        "UPDATE tenants SET plan = COALESCE($1, plan), status = COALESCE($2, status) \
+                    self.optional(
+                        sqlx::query(
+                            "UPDATE tenants SET plan = COALESCE($1, plan), status = COALESCE($2, status) \
                          WHERE id = $3 RETURNING *",
+                        )
+                        .bind(&update.plan)
+                        .bind(update.status.map(|s| s.as_str()))
+                        .bind(id),
+                        rows::tenant,
                     )
-                    .bind(&update.plan)
-                    .bind(update.status.map(|s| s.as_str()))
-                    .bind(id)
-                    .fetch_optional(&self.pool)
                     .await
-                    .map_err(db_error)?;
-                    rows::one(row, rows::tenant)
                 }
             }
 
@@ -260,22 +320,24 @@ macro_rules! store_queries {
                     tenant_id: &str,
                     project_id: &str,
                 ) -> Result<Option<Project>, StoreError> {
-                    let row = sqlx::query("SELECT * FROM projects WHERE tenant_id = $1 AND id = $2")
-                        .bind(tenant_id)
-                        .bind(project_id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_error)?;
-                    rows::one(row, rows::project)
+                    self.optional(
+                        sqlx::query("SELECT * FROM projects WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant_id)
+                            .bind(project_id),
+                        rows::project,
+                    )
+                    .await
                 }
 
-                async fn find_project(&self, project_id: &str) -> Result<Option<Project>, StoreError> {
-                    let row = sqlx::query("SELECT * FROM projects WHERE id = $1")
-                        .bind(project_id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_error)?;
-                    rows::one(row, rows::project)
+                async fn find_project(
+                    &self,
+                    project_id: &str,
+                ) -> Result<Option<Project>, StoreError> {
+                    self.optional(
+                        sqlx::query("SELECT * FROM projects WHERE id = $1").bind(project_id),
+                        rows::project,
+                    )
+                    .await
                 }
 
                 async fn create_project(&self, project: &Project) -> Result<(), StoreError> {
@@ -287,17 +349,18 @@ macro_rules! store_queries {
                     tenant_id: &str,
                     page: &PageRequest,
                 ) -> Result<Page<Project>, StoreError> {
-                    let found = sqlx::query(
-                        "SELECT * FROM projects WHERE tenant_id = $1 AND ($2 IS NULL OR id > $2) \
+                    self.page(
+                        sqlx::query(
+                            "SELECT * FROM projects WHERE tenant_id = $1 AND ($2 IS NULL OR id > $2) \
                          ORDER BY id LIMIT $3",
+                        )
+                        .bind(tenant_id)
+                        .bind(&page.after)
+                        .bind(fetch_limit(page)),
+                        page,
+                        rows::project,
                     )
-                    .bind(tenant_id)
-                    .bind(&page.after)
-                    .bind(fetch_limit(page))
-                    .fetch_all(&self.pool)
                     .await
-                    .map_err(db_error)?;
-                    rows::page(found, page, rows::project)
                 }
 
                 async fn rename_project(
@@ -306,7 +369,8 @@ macro_rules! store_queries {
                     project_id: &str,
                     name: &str,
                 ) -> Result<Option<Project>, StoreError> {
-                    self.update_project("name = $1", name, tenant_id, project_id).await
+                    self.update_project("name = $1", name, tenant_id, project_id)
+                        .await
                 }
 
                 async fn archive_project(
@@ -315,7 +379,8 @@ macro_rules! store_queries {
                     project_id: &str,
                 ) -> Result<Option<Project>, StoreError> {
                     let archived = ProjectStatus::Archived.as_str();
-                    self.update_project("status = $1", archived, tenant_id, project_id).await
+                    self.update_project("status = $1", archived, tenant_id, project_id)
+                        .await
                 }
             }
 
@@ -328,16 +393,17 @@ macro_rules! store_queries {
                     tenant_id: &str,
                     project_id: &str,
                 ) -> Result<Option<Project>, StoreError> {
-                    let sql =
-                        format!("UPDATE projects SET {set} WHERE tenant_id = $2 AND id = $3 RETURNING *");
-                    let row = sqlx::query(&sql)
-                        .bind(value)
-                        .bind(tenant_id)
-                        .bind(project_id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_error)?;
-                    rows::one(row, rows::project)
+                    let sql = format!(
+                        "UPDATE projects SET {set} WHERE tenant_id = $2 AND id = $3 RETURNING *"
+                    );
+                    self.optional(
+                        sqlx::query(&sql)
+                            .bind(value)
+                            .bind(tenant_id)
+                            .bind(project_id),
+                        rows::project,
+                    )
+                    .await
                 }
             }
 
@@ -348,13 +414,11 @@ macro_rules! store_queries {
                     tenant_id: &str,
                     member_id: &str,
                 ) -> Result<Option<Member>, StoreError> {
-                    let row = sqlx::query(CURRENT_MEMBER)
-                        .bind(tenant_id)
-                        .bind(member_id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_error)?;
-                    rows::one(row, rows::member)
+                    self.optional(
+                        sqlx::query(CURRENT_MEMBER).bind(tenant_id).bind(member_id),
+                        rows::member,
+                    )
+                    .await
                 }
 
                 async fn add_member(&self, member: &Member) -> Result<(), StoreError> {
@@ -366,17 +430,18 @@ macro_rules! store_queries {
                     tenant_id: &str,
                     page: &PageRequest,
                 ) -> Result<Page<Member>, StoreError> {
-                    let found = sqlx::query(
-                        "SELECT * FROM members WHERE tenant_id = $1 AND removed_at IS NULL \
+                    self.page(
+                        sqlx::query(
+                            "SELECT * FROM members WHERE tenant_id = $1 AND removed_at IS NULL \
                          AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
+                        )
+                        .bind(tenant_id)
+                        .bind(&page.after)
+                        .bind(fetch_limit(page)),
+                        page,
+                        rows::member,
                     )
-                    .bind(tenant_id)
-                    .bind(&page.after)
-                    .bind(fetch_limit(page))
-                    .fetch_all(&self.pool)
                     .await
-                    .map_err(db_error)?;
-                    rows::page(found, page, rows::member)
                 }
 
                 async fn set_role(
@@ -503,23 +568,17 @@ macro_rules! store_queries {
                         "SELECT {cols} FROM api_keys k WHERE k.tenant_id = $1 AND k.id = $2",
                         cols = *KEY_COLUMNS
                     );
-                    let row = sqlx::query(&sql)
-                        .bind(tenant_id)
-                        .bind(key_id)
-                        .fetch_optional(&self.pool)
+                    self.optional(sqlx::query(&sql).bind(tenant_id).bind(key_id), rows::key)
                         .await
-                        .map_err(db_error)?;
-                    rows::one(row, rows::key)
                 }
 
                 async fn find_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
-                    let sql = format!("SELECT {cols} FROM api_keys k WHERE k.id = $1", cols = *KEY_COLUMNS);
-                    let row = sqlx::query(&sql)
-                        .bind(key_id)
-                        .fetch_optional(&self.pool)
+                    let sql = format!(
+                        "SELECT {cols} FROM api_keys k WHERE k.id = $1",
+                        cols = *KEY_COLUMNS
+                    );
+                    self.optional(sqlx::query(&sql).bind(key_id), rows::key)
                         .await
-                        .map_err(db_error)?;
-                    rows::one(row, rows::key)
                 }
 
                 async fn list_keys(
@@ -538,15 +597,16 @@ macro_rules! store_queries {
                          AND ($3 IS NULL OR k.id > $3) ORDER BY k.id LIMIT $4",
                         cols = *KEY_COLUMNS
                     );
-                    let found = sqlx::query(&sql)
-                        .bind(tenant_id)
-                        .bind(owner_id)
-                        .bind(&page.after)
-                        .bind(fetch_limit(page))
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(db_error)?;
-                    rows::page(found, page, rows::key)
+                    self.page(
+                        sqlx::query(&sql)
+                            .bind(tenant_id)
+                            .bind(owner_id)
+                            .bind(&page.after)
+                            .bind(fetch_limit(page)),
+                        page,
+                        rows::key,
+                    )
+                    .await
                 }
 
                 async fn revoke_key(
@@ -560,14 +620,11 @@ macro_rules! store_queries {
                         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 \
                          AND id = $3 RETURNING {KEY_FIELDS}"
                     );
-                    let row = sqlx::query(&sql)
-                        .bind(at)
-                        .bind(tenant_id)
-                        .bind(key_id)
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_error)?;
-                    rows::one(row, rows::key)
+                    self.optional(
+                        sqlx::query(&sql).bind(at).bind(tenant_id).bind(key_id),
+                        rows::key,
+                    )
+                    .await
                 }
 
                 async fn principal_by_digest(
@@ -583,12 +640,11 @@ macro_rules! store_queries {
                          WHERE k.digest = $1",
                         cols = *KEY_COLUMNS
                     );
-                    let row = sqlx::query(&sql)
-                        .bind(digest.as_bytes().as_slice())
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db_error)?;
-                    rows::one(row, rows::principal)
+                    self.optional(
+                        sqlx::query(&sql).bind(digest.as_bytes().as_slice()),
+                        rows::principal,
+                    )
+                    .await
                 }
             }
 
@@ -645,14 +701,13 @@ macro_rules! store_queries {
             #[async_trait]
             impl CreditStore for $store {
                 async fn balance(&self, tenant_id: &str) -> Result<Balance, StoreError> {
-                    let row = sqlx::query(
-                        "SELECT balance_micros, version FROM credit_balances WHERE tenant_id = $1",
+                    self.optional(
+                        sqlx::query("SELECT balance_micros, version FROM credit_balances WHERE tenant_id = $1")
+                            .bind(tenant_id),
+                        rows::balance,
                     )
-                    .bind(tenant_id)
-                    .fetch_optional(&self.pool)
                     .await
-                    .map_err(db_error)?;
-                    rows::one(row, rows::balance).map(Option::unwrap_or_default)
+                    .map(Option::unwrap_or_default)
                 }
 
                 async fn grant(
@@ -677,17 +732,18 @@ macro_rules! store_queries {
                     tenant_id: &str,
                     page: &PageRequest,
                 ) -> Result<Page<LedgerEntry>, StoreError> {
-                    let found = sqlx::query(
-                        "SELECT * FROM ledger_entries WHERE tenant_id = $1 AND ($2 IS NULL OR id < $2) \
+                    self.page(
+                        sqlx::query(
+                            "SELECT * FROM ledger_entries WHERE tenant_id = $1 AND ($2 IS NULL OR id < $2) \
                          ORDER BY id DESC LIMIT $3",
+                        )
+                        .bind(tenant_id)
+                        .bind(&page.after)
+                        .bind(fetch_limit(page)),
+                        page,
+                        rows::ledger_entry,
                     )
-                    .bind(tenant_id)
-                    .bind(&page.after)
-                    .bind(fetch_limit(page))
-                    .fetch_all(&self.pool)
                     .await
-                    .map_err(db_error)?;
-                    rows::page(found, page, rows::ledger_entry)
                 }
 
                 async fn settle(&self, batch: &[Settlement]) -> Result<SettledBatch, StoreError> {

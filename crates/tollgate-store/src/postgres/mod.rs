@@ -6,9 +6,9 @@
 mod settle;
 
 use crate::OpenError;
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
 use tollgate_core::ports::{Durability, StoreError};
@@ -21,6 +21,7 @@ crate::queries::store_queries!(
     sqlx::Postgres,
     begin = "BEGIN",
     lock_tenant = "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE",
+    migrations_table = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'",
 );
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -74,35 +75,6 @@ impl PgStore {
             .connect_lazy_with(options.options([("lock_timeout", SETTLER_LOCK_TIMEOUT)]));
         Ok(Self { pool, settler })
     }
-
-    /// Applies pending migrations; returns how many ran. Nodes starting together are safe: sqlx holds an advisory
-    /// lock while it migrates.
-    pub async fn migrate(&self) -> Result<usize, OpenError> {
-        let before = self.applied_migrations().await?;
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        let after = self.applied_migrations().await?;
-        Ok(after.saturating_sub(before))
-    }
-
-    async fn applied_migrations(&self) -> Result<usize, OpenError> {
-        let exists: bool = sqlx::query("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(&self.pool)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| OpenError::Open(e.to_string()))?;
-        if !exists {
-            return Ok(0);
-        }
-        let applied: i64 = sqlx::query("SELECT count(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        Ok(usize::try_from(applied).unwrap_or(0))
-    }
 }
 
 /// SQLSTATE classes and codes that mean "not now" rather than "not this": connection exceptions (08), insufficient
@@ -117,30 +89,17 @@ fn is_transient(code: &str) -> bool {
         || ["25006", "40001", "40P01", "55P03"].contains(&code)
 }
 
-/// A database error as the domain sees it: a broken uniqueness rule is a conflict; an unreachable, overloaded,
-/// shutting-down or read-only server, a deadlock or a lock timeout is unavailable (retrying may succeed); anything
-/// else is a backend failure. sqlx's messages name neither the URL nor its password.
+/// A database error as the domain sees it (see [`crate::store_error`]). sqlx's messages name neither the URL nor its
+/// password.
 fn db_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
-        }
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient(&c)) => {
-            StoreError::Unavailable(e.to_string())
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
-        _ => StoreError::Backend(e.to_string()),
-    }
+    crate::store_error(e, is_transient)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::ScratchDatabase;
+    use sqlx::Row;
 
     #[test]
     fn lost_connections_shutdowns_deadlocks_and_lock_timeouts_are_transient() {

@@ -4,9 +4,9 @@
 mod settler;
 
 use crate::OpenError;
+use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 use tollgate_core::credits::Settlement;
@@ -19,6 +19,8 @@ crate::queries::store_queries!(
     sqlx::Sqlite,
     begin = "BEGIN IMMEDIATE",
     lock_tenant = "SELECT 1 FROM tenants WHERE id = $1",
+    migrations_table =
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
 );
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -73,36 +75,6 @@ impl SqliteStore {
             .map_err(|e| OpenError::Open(e.to_string()))?;
         Ok(Self { pool, settler })
     }
-
-    /// Applies pending migrations; returns how many ran.
-    pub async fn migrate(&self) -> Result<usize, OpenError> {
-        let before = self.applied_migrations().await?;
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        let after = self.applied_migrations().await?;
-        Ok(after.saturating_sub(before))
-    }
-
-    async fn applied_migrations(&self) -> Result<usize, OpenError> {
-        let exists: i64 = sqlx::query(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .and_then(|row| row.try_get(0))
-        .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        if exists == 0 {
-            return Ok(0);
-        }
-        let applied: i64 = sqlx::query("SELECT count(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        Ok(usize::try_from(applied).unwrap_or(0))
-    }
 }
 
 impl SqliteStore {
@@ -116,36 +88,19 @@ impl SqliteStore {
 /// CANTOPEN, PROTOCOL (<https://www.sqlite.org/rescode.html>).
 const TRANSIENT_CODES: [i64; 7] = [5, 6, 8, 10, 13, 14, 15];
 
-/// A database error as the domain sees it: a broken uniqueness rule is a conflict; a locked, full, read-only or
-/// unreachable database is unavailable (retrying may succeed); anything else is a backend failure.
+/// A database error as the domain sees it (see [`crate::store_error`]).
 fn db_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
-        }
-        sqlx::Error::Database(db) => {
-            // sqlx reports SQLite's extended result code; its low byte is the primary code.
-            let primary = db
-                .code()
-                .and_then(|c| c.parse::<i64>().ok())
-                .map(|c| c & 0xff);
-            if primary.is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
-                StoreError::Unavailable(e.to_string())
-            } else {
-                StoreError::Backend(e.to_string())
-            }
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
-        _ => StoreError::Backend(e.to_string()),
-    }
+    // sqlx reports SQLite's extended result code; its low byte is the primary code.
+    crate::store_error(e, |code| {
+        code.parse::<i64>()
+            .is_ok_and(|c| TRANSIENT_CODES.contains(&(c & 0xff)))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::Row;
 
     async fn synchronous(pool: &SqlitePool) -> i64 {
         sqlx::query("PRAGMA synchronous")
