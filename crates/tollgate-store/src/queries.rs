@@ -73,6 +73,7 @@ macro_rules! store_queries {
         lock_tenant = $lock_tenant:expr,
         migrations_table = $migrations_table:expr $(,)?
     ) => {
+        /// The shared statements ([`crate::queries`]) as this backend's implementation of the store traits.
         mod queries {
             use super::{$store, db_error};
             use async_trait::async_trait;
@@ -118,19 +119,24 @@ macro_rules! store_queries {
                     Ok(after.saturating_sub(before))
                 }
 
+                /// How many migrations have run. Its first query is the first contact with the database, so
+                /// its failure reads as "cannot open the database".
                 async fn applied_migrations(&self) -> Result<usize, $crate::OpenError> {
                     let count = |sql| async move {
                         sqlx::query(sql)
                             .fetch_one(&self.pool)
                             .await
                             .and_then(|row| row.try_get::<i64, _>(0))
-                            .map_err(|e| $crate::OpenError::Migrate(e.to_string()))
                     };
-                    if count($migrations_table).await? == 0 {
+                    let tables = count($migrations_table)
+                        .await
+                        .map_err(|e| $crate::OpenError::Open(e.to_string()))?;
+                    if tables == 0 {
                         return Ok(0);
                     }
-                    let applied =
-                        count("SELECT count(*) FROM _sqlx_migrations WHERE success").await?;
+                    let applied = count("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                        .await
+                        .map_err(|e| $crate::OpenError::Migrate(e.to_string()))?;
                     Ok(usize::try_from(applied).unwrap_or(0))
                 }
 
@@ -257,15 +263,18 @@ macro_rules! store_queries {
                 async fn create_tenant(&self, new: &NewTenant) -> Result<(), StoreError> {
                     let mut tx = self.pool.begin_with($begin).await.map_err(db_error)?;
                     let t = &new.tenant;
-                    sqlx::query("INSERT INTO tenants (id, name, plan, status, created_at) VALUES ($1, $2, $3, $4, $5)")
-                        .bind(&t.id)
-                        .bind(&t.name)
-                        .bind(&t.plan)
-                        .bind(t.status.as_str())
-                        .bind(t.created_at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_error)?;
+                    sqlx::query(
+                        "INSERT INTO tenants (id, name, plan, status, created_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&t.id)
+                    .bind(&t.name)
+                    .bind(&t.plan)
+                    .bind(t.status.as_str())
+                    .bind(t.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
                     insert_project(&mut *tx, &new.project).await?;
                     insert_member(&mut *tx, &new.owner).await?;
                     insert_key(&mut *tx, &new.admin_key, None).await?;

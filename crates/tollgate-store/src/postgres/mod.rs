@@ -1,5 +1,5 @@
 //! PostgreSQL: the system of record that several nodes share. Statements are the shared ones
-//! ([`crate::queries`]); what differs from SQLite is concurrency: here many writers run at once under READ COMMITTED,
+//! (`queries`); what differs from SQLite is concurrency: here many writers run at once under READ COMMITTED,
 //! where each statement reads its own snapshot, so every rule-checked write first locks its tenant's row, and
 //! settlement locks the balance rows it changes (in tenant id order, so that no two batches deadlock).
 
@@ -21,7 +21,8 @@ crate::queries::store_queries!(
     sqlx::Postgres,
     begin = "BEGIN",
     lock_tenant = "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE",
-    migrations_table = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'",
+    migrations_table = "SELECT count(*) FROM pg_tables \
+        WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'",
 );
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");

@@ -30,7 +30,7 @@ const MAX_CONNECTIONS: u32 = 8;
 /// How long a writer waits for the write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The SQLite implementation of [`Store`].
+/// The SQLite implementation of [`Store`](tollgate_core::ports::Store).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Reads and management writes.
