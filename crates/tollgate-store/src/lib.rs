@@ -1,20 +1,32 @@
 //! The system of record behind the core's [`Store`] traits.
 //!
-//! SQLite (embedded, the default) lives in [`sqlite`]; PostgreSQL will sit beside it as another implementation
-//! of the same traits. [`connect`] picks the backend from the URL scheme and applies pending migrations, so a
-//! caller only ever holds an `Arc<dyn Store>`.
+//! # Layout
+//! - [`sqlite`]: SQLite, embedded, the default: one file, one writer at a time.
+//! - [`postgres`]: PostgreSQL, for several nodes sharing one database.
+//! - `queries`: the SQL both run, written once; `rows`: their rows to domain values; `settle`: what a batch of
+//!   settlements writes. A backend adds only what truly differs: how a tenant's writes are serialised, how
+//!   settlements are written, its migrations (`migrations/{sqlite,postgres}`) and its error codes.
+//! - [`testing`]: throwaway PostgreSQL databases for the test suites.
+//!
+//! [`connect`] picks the backend from the URL scheme (`sqlite:`, `postgres:` or `postgresql:`) and applies pending
+//! migrations, so a caller only ever holds an `Arc<dyn Store>`.
 
+pub mod postgres;
+mod queries;
+mod rows;
+mod settle;
 pub mod sqlite;
+pub mod testing;
 
 use std::sync::Arc;
-use tollgate_core::ports::{Durability, Store};
+use tollgate_core::ports::{Durability, Store, StoreError};
 
 /// Why the store could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The URL names a backend this build does not have, or is not a URL at all.
     #[error(
-        "unsupported database_url {0:?}: this version supports sqlite://PATH (PostgreSQL support is planned)"
+        "unsupported database_url {0:?}: this version supports sqlite://PATH and postgres://USER@HOST/DATABASE"
     )]
     Unsupported(String),
     /// The database could not be opened or created.
@@ -25,8 +37,28 @@ pub enum OpenError {
     Migrate(String),
 }
 
-/// Opens the store at `url` (creating an SQLite file and its directory if missing) and applies pending
-/// migrations.
+/// A database error as the domain sees it, by one rule for both backends: a broken uniqueness rule is a conflict;
+/// an error whose code the backend calls `transient` (locked, full, read-only, shutting down, deadlocked…) and a
+/// lost, refused or exhausted connection are unavailable (retrying may succeed); anything else is a backend failure.
+fn store_error(e: sqlx::Error, transient: fn(&str) -> bool) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(db.message().to_owned())
+        }
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| transient(&c)) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// Opens the store at `url` (creating an SQLite file and its directory if missing; a PostgreSQL database must
+/// exist) and applies pending migrations.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, OpenError> {
     connect_with(url, Durability::default()).await
 }
@@ -36,6 +68,11 @@ pub async fn connect_with(url: &str, durability: Durability) -> Result<Arc<dyn S
     match backend(url)? {
         Backend::Sqlite => {
             let store = sqlite::SqliteStore::open(url, durability).await?;
+            store.migrate().await?;
+            Ok(Arc::new(store))
+        }
+        Backend::Postgres => {
+            let store = postgres::PgStore::open(url, durability).await?;
             store.migrate().await?;
             Ok(Arc::new(store))
         }
@@ -51,16 +88,25 @@ pub async fn migrate(url: &str) -> Result<usize, OpenError> {
                 .migrate()
                 .await
         }
+        Backend::Postgres => {
+            postgres::PgStore::open(url, Durability::default())
+                .await?
+                .migrate()
+                .await
+        }
     }
 }
 
 enum Backend {
     Sqlite,
+    Postgres,
 }
 
 fn backend(url: &str) -> Result<Backend, OpenError> {
     if url.starts_with("sqlite:") {
         Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
     } else {
         Err(OpenError::Unsupported(redact_password(url)))
     }
@@ -69,7 +115,7 @@ fn backend(url: &str) -> Result<Backend, OpenError> {
 /// The URL with any password replaced, so a rejected database URL can be shown in an error. Parsed by the `url`
 /// crate, as a database driver would: the user information ends at the *last* `@` of the authority, so a password
 /// containing `@` is still found. A URL that does not parse shows only its scheme.
-fn redact_password(raw: &str) -> String {
+pub(crate) fn redact_password(raw: &str) -> String {
     const HIDDEN: &str = "***";
     let Ok(mut url) = url::Url::parse(raw) else {
         return match raw.split_once(':') {
@@ -110,16 +156,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unsupported_urls_do_not_show_passwords() {
-        let Err(err) = backend("postgres://app:hunter2@db:5432/tollgate") else {
-            unreachable!("postgres is not built yet");
+    fn both_postgres_schemes_select_postgres() {
+        for url in ["postgres://app@db/tollgate", "postgresql://app@db/tollgate"] {
+            assert!(matches!(backend(url), Ok(Backend::Postgres)), "{url}");
+        }
+        assert!(matches!(backend("sqlite://x.db"), Ok(Backend::Sqlite)));
+    }
+
+    #[test]
+    fn unsupported_urls_do_not_show_passwords_and_name_what_is_supported() {
+        let Err(err) = backend("mysql://app:hunter2@db:3306/tollgate") else {
+            unreachable!("mysql is not supported");
         };
         let text = err.to_string();
         assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("mysql://app:***@db:3306/tollgate"), "{text}");
         assert!(
-            text.contains("postgres://app:***@db:5432/tollgate"),
+            text.contains("sqlite://") && text.contains("postgres://"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_postgres_url_is_an_open_error_without_its_password() {
+        let Err(err) = connect("postgres://app:hunter2@db:notaport/tollgate").await else {
+            unreachable!("the port does not parse");
+        };
+        let text = err.to_string();
+        assert!(matches!(err, OpenError::Open(_)), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 
     #[test]

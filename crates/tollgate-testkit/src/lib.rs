@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![expect(
     clippy::expect_used,
+    clippy::panic,
     reason = "test support: a setup step that fails should stop the test with its reason"
 )]
 
@@ -30,11 +31,59 @@ pub struct TestApp {
     pub state: AppState,
     /// The server's clock; `advance` it to test expiry.
     pub clock: Arc<ManualClock>,
-    _db_dir: tempfile::TempDir,
     _stop: Vec<oneshot::Sender<()>>,
     /// The server's shutdown signal (dropping it shuts the server down too) and its task, for [`TestApp::shutdown`].
     server_stop: Mutex<Option<oneshot::Sender<()>>>,
     server: Mutex<Option<JoinHandle<std::io::Result<()>>>>,
+    /// The database behind the server; declared last, so it is removed after the server is told to stop.
+    pub database: TestDatabase,
+}
+
+/// The variable that picks the backend for [`TestApp`]s: `postgres` (with [`POSTGRES_URL_VAR`] naming a server)
+/// gives each app a fresh PostgreSQL database; unset or `sqlite`, a temporary SQLite file.
+pub const DATABASE_VAR: &str = "TOLLGATE_TEST_DATABASE";
+
+pub use tollgate_store::testing::POSTGRES_URL_VAR;
+
+/// Where a [`TestApp`]'s data lives; dropping it removes the database.
+#[derive(Debug)]
+pub enum TestDatabase {
+    /// A temporary directory holding `tollgate.db`.
+    Sqlite(tempfile::TempDir),
+    /// A database created on the test server for this app alone.
+    Postgres(tollgate_store::testing::ScratchDatabase),
+}
+
+impl TestDatabase {
+    /// A fresh database on the backend that [`DATABASE_VAR`] picks, and its URL.
+    async fn create() -> (Self, String) {
+        match std::env::var(DATABASE_VAR).as_deref() {
+            Ok("postgres") => {
+                // Asked for PostgreSQL: a missing or unreachable server is a failure, never a silent SQLite run.
+                let server = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+                    panic!(
+                        "{DATABASE_VAR}=postgres needs {POSTGRES_URL_VAR} (see scripts/postgres)"
+                    )
+                });
+                let db = tollgate_store::testing::ScratchDatabase::create(&server)
+                    .await
+                    .expect("create a test database");
+                let url = db.url().to_owned();
+                (Self::Postgres(db), url)
+            }
+            Ok("sqlite") | Err(_) => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}/tollgate.db", dir.path().display());
+                (Self::Sqlite(dir), url)
+            }
+            Ok(other) => panic!("{DATABASE_VAR}={other:?}: expected sqlite or postgres"),
+        }
+    }
+
+    /// Whether this is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
 }
 
 /// A change to the test configuration, applied before the server starts.
@@ -76,9 +125,9 @@ impl TestAppBuilder {
             let _ = rx.await;
         }));
 
-        let db_dir = tempfile::tempdir().expect("temp dir");
+        let (database, database_url) = TestDatabase::create().await;
         let mut config = Config {
-            database_url: format!("sqlite://{}/tollgate.db", db_dir.path().display()).into(),
+            database_url: database_url.into(),
             operator_token: Some(OPERATOR_TOKEN.into()),
             providers: vec![
                 provider("mock", &mock_url, 5_000),
@@ -120,7 +169,7 @@ impl TestAppBuilder {
             http: reqwest::Client::new(),
             state,
             clock,
-            _db_dir: db_dir,
+            database,
             _stop: stop,
             server_stop: Mutex::new(Some(server_stop)),
             server: Mutex::new(Some(server)),

@@ -83,10 +83,12 @@ pub struct LeaseGrant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// Power loss: every commit reaches the disk (SQLite `synchronous = FULL`).
+    /// Power loss: every commit reaches the disk (SQLite `synchronous = FULL`, PostgreSQL
+    /// `synchronous_commit = on`).
     #[default]
     Fsync,
-    /// A crash or `kill -9` of the process, not of the machine (SQLite WAL with `synchronous = NORMAL`).
+    /// A crash or `kill -9` of the process, not of the machine (SQLite WAL with `synchronous = NORMAL`; PostgreSQL
+    /// `synchronous_commit = off`, which loses recent commits only to a crash of the database server).
     Process,
 }
 

@@ -1,24 +1,27 @@
 //! SQLite: one file, WAL mode, `synchronous = FULL` (a committed charge survives power loss; `NORMAL` with
 //! `durability = "process"`: it survives a crash of the process), foreign keys on.
 
-mod credits;
-mod keys;
-mod leases;
-mod members;
-mod projects;
-mod rows;
 mod settler;
-mod tenants;
-mod usage;
 
 use crate::OpenError;
-use async_trait::async_trait;
+use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
-use tollgate_core::ports::{Durability, Store, StoreError};
+use tollgate_core::credits::Settlement;
+use tollgate_core::ports::{Durability, SettledBatch, StoreError};
+
+// SQLite has one writer at a time: `BEGIN IMMEDIATE` takes the write lock first, so whatever a transaction reads
+// stays true until it commits; the tenant row need not be locked as well.
+crate::queries::store_queries!(
+    SqliteStore,
+    sqlx::Sqlite,
+    begin = "BEGIN IMMEDIATE",
+    lock_tenant = "SELECT 1 FROM tenants WHERE id = $1",
+    migrations_table =
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+);
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -27,7 +30,7 @@ const MAX_CONNECTIONS: u32 = 8;
 /// How long a writer waits for the write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The SQLite implementation of [`Store`].
+/// The SQLite implementation of [`Store`](tollgate_core::ports::Store).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Reads and management writes.
@@ -72,46 +75,16 @@ impl SqliteStore {
             .map_err(|e| OpenError::Open(e.to_string()))?;
         Ok(Self { pool, settler })
     }
-
-    /// Applies pending migrations; returns how many ran.
-    pub async fn migrate(&self) -> Result<usize, OpenError> {
-        let before = self.applied_migrations().await?;
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        let after = self.applied_migrations().await?;
-        Ok(after.saturating_sub(before))
-    }
-
-    async fn applied_migrations(&self) -> Result<usize, OpenError> {
-        let exists: i64 = sqlx::query(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .and_then(|row| row.try_get(0))
-        .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        if exists == 0 {
-            return Ok(0);
-        }
-        let applied: i64 = sqlx::query("SELECT count(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| OpenError::Migrate(e.to_string()))?;
-        Ok(usize::try_from(applied).unwrap_or(0))
-    }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+impl SqliteStore {
+    /// Settlement goes through its own connection and thread ([`settler`]).
+    async fn settle_batch(
+        &self,
+        node_id: &str,
+        batch: &[Settlement],
+    ) -> Result<SettledBatch, StoreError> {
+        self.settler.settle(node_id, batch).await
     }
 }
 
@@ -119,36 +92,19 @@ impl Store for SqliteStore {
 /// CANTOPEN, PROTOCOL (<https://www.sqlite.org/rescode.html>).
 const TRANSIENT_CODES: [i64; 7] = [5, 6, 8, 10, 13, 14, 15];
 
-/// A database error as the domain sees it: a broken uniqueness rule is a conflict; a locked, full, read-only or
-/// unreachable database is unavailable (retrying may succeed); anything else is a backend failure.
+/// A database error as the domain sees it (see [`crate::store_error`]).
 fn db_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
-        }
-        sqlx::Error::Database(db) => {
-            // sqlx reports SQLite's extended result code; its low byte is the primary code.
-            let primary = db
-                .code()
-                .and_then(|c| c.parse::<i64>().ok())
-                .map(|c| c & 0xff);
-            if primary.is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
-                StoreError::Unavailable(e.to_string())
-            } else {
-                StoreError::Backend(e.to_string())
-            }
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
-        _ => StoreError::Backend(e.to_string()),
-    }
+    // sqlx reports SQLite's extended result code; its low byte is the primary code.
+    crate::store_error(e, |code| {
+        code.parse::<i64>()
+            .is_ok_and(|c| TRANSIENT_CODES.contains(&(c & 0xff)))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::Row;
 
     async fn synchronous(pool: &SqlitePool) -> i64 {
         sqlx::query("PRAGMA synchronous")

@@ -9,16 +9,15 @@
 
 use super::TRANSIENT_CODES;
 use crate::OpenError;
+use crate::settle;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tollgate_core::credits::{Balance, LedgerEntry, LedgerKind, Settlement};
-use tollgate_core::id;
+use tollgate_core::credits::{Balance, Settlement};
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{Durability, SettledBatch, StoreError};
-use tollgate_core::tenant::Timestamp;
 
 /// The writer waits this long for SQLite's write lock: its caller (the recorder) retries with backoff and refuses
 /// new paid requests meanwhile, so a long wait here would only delay noticing that the store cannot be written.
@@ -111,133 +110,93 @@ fn error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Settles a batch in one `BEGIN IMMEDIATE` transaction: one balance read and write per tenant, and the same
-/// amount off the node's lease on it; one ledger and one usage row per settlement; one `last_used_at` write per key
-/// (only when it moves: an unchanged row dirties no page). Returns what each request was charged, in order, and
-/// the new balances.
+/// Settles a batch in one `BEGIN IMMEDIATE` transaction (the write lock serialises it with every other writer): one
+/// balance read and write per tenant and its charges off `node_id`'s lease, one ledger and one usage row per
+/// settlement, one `last_used_at` write per key (only when it moves: an unchanged row dirties no page). Returns
+/// what each request was charged, in order, and the new balances.
 fn settle_batch(
     connection: &mut Connection,
     node_id: &str,
     batch: &[Settlement],
 ) -> Result<SettledBatch, rusqlite::Error> {
     let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    // Per tenant: the balance as it goes, as it was, and whether it changed.
-    let mut balances: BTreeMap<&str, (Balance, Micros, bool)> = BTreeMap::new();
+    let mut stored = BTreeMap::new();
     {
         let mut read = tx.prepare_cached(
             "SELECT balance_micros, version FROM credit_balances WHERE tenant_id = ?1",
         )?;
-        for s in batch.iter().filter(|s| s.cost > Micros::ZERO) {
-            if !balances.contains_key(s.tenant_id.as_str()) {
-                let stored = read
-                    .query_row(params![s.tenant_id], |row| {
-                        Ok(Balance {
-                            balance: Micros(row.get(0)?),
-                            version: row.get(1)?,
-                        })
+        for tenant in settle::charged_tenants(batch) {
+            let balance = read
+                .query_row(params![tenant], |row| {
+                    Ok(Balance {
+                        balance: Micros(row.get(0)?),
+                        version: row.get(1)?,
                     })
-                    .optional()?
-                    .unwrap_or_default();
-                balances.insert(&s.tenant_id, (stored, stored.balance, false));
-            }
+                })
+                .optional()?
+                .unwrap_or_default();
+            stored.insert(tenant, balance);
         }
     }
-    let mut charged = Vec::with_capacity(batch.len());
+    let plan = settle::plan(batch, &stored);
     {
         let mut ledger = tx.prepare_cached(
             "INSERT INTO ledger_entries (id, tenant_id, kind, amount_micros, balance_after_micros, reason, \
              created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
+        for entry in &plan.ledger {
+            ledger.execute(params![
+                entry.id,
+                entry.tenant_id,
+                entry.kind.as_str(),
+                entry.amount.get(),
+                entry.balance_after.get(),
+                entry.reason,
+                entry.created_at,
+            ])?;
+        }
         let mut usage = tx.prepare_cached(
             "INSERT INTO usage_records (id, request_id, tenant_id, project_id, key_id, model, prompt_tokens, \
              completion_tokens, cost_micros, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
-        for s in batch {
-            // Holds make a charge above the balance impossible on one node; if another process spent the money
-            // meanwhile, the balance stops at zero and the caller sees the charge fall short of the cost.
-            let charge = match balances.get_mut(s.tenant_id.as_str()) {
-                Some((stored, _, changed)) if s.cost > Micros::ZERO => {
-                    let charge = s.cost.min(stored.balance);
-                    if charge > Micros::ZERO {
-                        stored.balance = stored.balance.minus(charge);
-                        *changed = true;
-                        let entry = LedgerEntry {
-                            id: id::new_id(id::LEDGER_ENTRY),
-                            tenant_id: s.tenant_id.clone(),
-                            kind: LedgerKind::Charge,
-                            amount: Micros(-charge.get()),
-                            balance_after: stored.balance,
-                            reason: Some(s.request_id.clone()),
-                            created_at: s.at,
-                        };
-                        ledger.execute(params![
-                            entry.id,
-                            entry.tenant_id,
-                            entry.kind.as_str(),
-                            entry.amount.get(),
-                            entry.balance_after.get(),
-                            entry.reason,
-                            entry.created_at,
-                        ])?;
-                    }
-                    charge
-                }
-                _ => Micros::ZERO,
-            };
+        for row in &plan.usage {
+            let (s, (prompt, completion)) = (row.settlement, row.tokens());
             usage.execute(params![
-                id::new_id(id::USAGE),
+                row.id,
                 s.request_id,
                 s.tenant_id,
                 s.project_id,
                 s.key_id,
                 s.model,
-                i64::try_from(s.prompt_tokens).unwrap_or(i64::MAX),
-                i64::try_from(s.completion_tokens).unwrap_or(i64::MAX),
-                charge.get(),
+                prompt,
+                completion,
+                row.charge.get(),
                 s.at,
             ])?;
-            charged.push(charge);
         }
-    }
-    let mut after = Vec::new();
-    {
         let mut write = tx.prepare_cached(
             "UPDATE credit_balances SET balance_micros = ?1, version = ?2 WHERE tenant_id = ?3",
         )?;
+        for (tenant_id, balance) in &plan.balances {
+            write.execute(params![balance.balance.get(), balance.version, tenant_id])?;
+        }
         let mut lease = tx.prepare_cached(
             "UPDATE credit_leases SET amount_micros = MAX(0, amount_micros - ?1) \
              WHERE tenant_id = ?2 AND node_id = ?3",
         )?;
-        for (tenant_id, (stored, before, changed)) in &mut balances {
-            if *changed {
-                stored.version += 1;
-                write.execute(params![stored.balance.get(), stored.version, tenant_id])?;
-                lease.execute(params![
-                    before.minus(stored.balance).get(),
-                    tenant_id,
-                    node_id
-                ])?;
-                after.push(((*tenant_id).to_owned(), *stored));
-            }
-        }
-        let mut last_used: BTreeMap<&str, Timestamp> = BTreeMap::new();
-        for s in batch {
-            let at = last_used.entry(&s.key_id).or_insert(s.at);
-            *at = (*at).max(s.at);
+        for (tenant_id, charged) in &plan.lease_charges {
+            lease.execute(params![charged.get(), tenant_id, node_id])?;
         }
         let mut used = tx.prepare_cached(
             "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 \
              AND (last_used_at IS NULL OR last_used_at < ?1)",
         )?;
-        for (key_id, at) in last_used {
+        for (key_id, at) in &plan.last_used {
             used.execute(params![at, key_id])?;
         }
     }
     tx.commit()?;
-    Ok(SettledBatch {
-        charged,
-        balances: after,
-    })
+    Ok(plan.outcome())
 }
 
 #[cfg(test)]

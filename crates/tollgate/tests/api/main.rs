@@ -1,5 +1,5 @@
-//! Black-box tests: a real server on a random port, a temporary SQLite database, the mock upstream.
-//! Folders mirror the routes.
+//! Black-box tests: a real server on a random port, a temporary database (SQLite, or PostgreSQL with
+//! `TOLLGATE_TEST_DATABASE=postgres`: see `tollgate-testkit`), the mock upstream. Folders mirror the routes.
 #![allow(
     clippy::unwrap_used,
     clippy::panic,

@@ -4,24 +4,53 @@
 
 use futures::future::join_all;
 use serde_json::{Value, json};
-use sqlx::Connection;
+use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, Executor};
 use std::time::Duration;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::LeaseRequest;
 use tollgate_server::config::ExposeSecret;
 use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
 
-/// A second connection to the server's database, as another process would open it.
-async fn other_process(app: &TestApp) -> SqliteConnection {
-    SqliteConnection::connect(app.state.config.database_url.expose_secret())
-        .await
-        .unwrap()
+/// Another process holding the lock that settlements need, until [`Locker::release`]: SQLite's write lock, or on
+/// PostgreSQL the tables a settlement writes, locked against writers (readers still pass, as under SQLite's lock).
+enum Locker {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
 }
 
-/// A tenant whose wallet is warm (its holds need no store read), and another process holding SQLite's write lock
-/// (until `ROLLBACK`) for longer than the recorder's busy timeout.
-async fn tenant_and_locked_store(app: &TestApp) -> (TestTenant, SqliteConnection) {
+impl Locker {
+    /// Opens a second connection to the server's database, as another process would, and takes the lock.
+    async fn lock(app: &TestApp) -> Self {
+        let url = app.state.config.database_url.expose_secret();
+        if app.database.is_postgres() {
+            let mut c = PgConnection::connect(url).await.unwrap();
+            c.execute(
+                "BEGIN; LOCK TABLE credit_balances, ledger_entries, usage_records IN EXCLUSIVE MODE",
+            )
+            .await
+            .unwrap();
+            Self::Postgres(c)
+        } else {
+            let mut c = SqliteConnection::connect(url).await.unwrap();
+            c.execute("BEGIN IMMEDIATE").await.unwrap();
+            Self::Sqlite(c)
+        }
+    }
+
+    async fn release(&mut self) {
+        match self {
+            Self::Sqlite(c) => c.execute("ROLLBACK").await.map(drop),
+            Self::Postgres(c) => c.execute("ROLLBACK").await.map(drop),
+        }
+        .unwrap();
+    }
+}
+
+/// A tenant whose wallet is warm (its holds need no store read), and another process holding the store's write lock
+/// for longer than the recorder waits for it.
+async fn tenant_and_locked_store(app: &TestApp) -> (TestTenant, Locker) {
     let t = app.tenant("pro").await;
     assert_eq!(
         app.chat(&t, &TestApp::chat_body("fast", "warm"))
@@ -29,12 +58,7 @@ async fn tenant_and_locked_store(app: &TestApp) -> (TestTenant, SqliteConnection
             .status(),
         200
     );
-    let mut locker = other_process(app).await;
-    sqlx::raw_sql("BEGIN IMMEDIATE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
-    (t, locker)
+    (t, Locker::lock(app).await)
 }
 
 #[tokio::test]
@@ -65,7 +89,7 @@ async fn answered_requests_are_charged_once_a_locked_store_recovers_and_new_ones
             )
         }
     });
-    // The recorder's first attempt fails after its 1 s busy timeout; from then on new requests are refused.
+    // The recorder's first attempt fails after its 1 s busy (or lock) timeout; from then on new requests are refused.
     let mut refused = None;
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -86,10 +110,7 @@ async fn answered_requests_are_charged_once_a_locked_store_recovers_and_new_ones
         "answered requests wait for their charge"
     );
 
-    sqlx::raw_sql("ROLLBACK")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    locker.release().await;
     let (status, plain, streamed) = tokio::time::timeout(Duration::from_secs(10), in_flight)
         .await
         .expect("the waiting requests finish once the store recovers")
@@ -211,10 +232,7 @@ async fn concurrent_requests_across_a_store_outage_are_each_charged_once() {
     });
     let release = async {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
-        sqlx::raw_sql("ROLLBACK")
-            .execute(&mut locker)
-            .await
-            .unwrap();
+        locker.release().await;
     };
     let (answers, ()) = tokio::join!(join_all(requests), release);
     let answered = answers.iter().filter(|(status, _)| *status == 200).count();

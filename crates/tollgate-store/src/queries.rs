@@ -1,0 +1,902 @@
+//! The SQL both backends run, written once: every store trait but settlement is the same statements on SQLite and
+//! PostgreSQL (`$N` placeholders, `RETURNING`, `ON CONFLICT … DO UPDATE` and `INSERT … SELECT` mean the same on
+//! both). [`store_queries!`] implements the traits for a backend's store type; only how a tenant's writes are
+//! serialised, and settlement, differ, and each backend says those itself.
+//!
+//! A macro rather than generic code: sqlx's generic executor bounds would have to be restated on every function,
+//! while each expansion here is plain code for one concrete database.
+
+/// Active project keys of the tenant's active projects at `now` (bound as `$1` tenant, `$2` now).
+const ACTIVE_PROJECT_KEYS: &str = "SELECT count(*) FROM api_keys a JOIN projects p ON p.id = a.project_id \
+    WHERE a.tenant_id = $1 AND a.kind = 'project' AND a.revoked_at IS NULL \
+    AND (a.expires_at IS NULL OR a.expires_at > $2) AND p.status = 'active'";
+
+/// A key row with its plan check: the row is inserted only when `$20` is NULL or the tenant has fewer than `$20`
+/// active project keys ([`ACTIVE_PROJECT_KEYS`]), in the same statement. Run inside the tenant lock, so two
+/// concurrent creations cannot both take the last slot on either backend.
+pub(crate) static INSERT_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO api_keys ({fields}) SELECT $3, $1, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+         $16, $17, $18, $19 WHERE $20 IS NULL OR ({ACTIVE_PROJECT_KEYS}) < $20",
+        fields = crate::rows::KEY_FIELDS
+    )
+});
+
+/// The usage query for a grouping: only fixed column expressions are spliced in; every value is bound (`$1` tenant,
+/// `$2` project or NULL, `$3` since, `$4` until). Sums are cast because PostgreSQL sums `BIGINT`s as `NUMERIC`.
+pub(crate) fn usage_sql(g: tollgate_core::credits::UsageGrouping) -> String {
+    let columns = [
+        (g.day, "(created_at / 86400) * 86400", "day", "BIGINT"),
+        (g.model, "model", "model", "TEXT"),
+        (g.project, "project_id", "project_id", "TEXT"),
+        (g.key, "key_id", "key_id", "TEXT"),
+    ];
+    let select: Vec<String> = columns
+        .iter()
+        .map(|(on, expr, name, ty)| {
+            if *on {
+                format!("{expr} AS {name}")
+            } else {
+                format!("CAST(NULL AS {ty}) AS {name}")
+            }
+        })
+        .collect();
+    let grouped: Vec<&str> = columns.iter().filter(|c| c.0).map(|c| c.2).collect();
+    let group_by = if grouped.is_empty() {
+        String::new()
+    } else {
+        format!("GROUP BY {0} ORDER BY {0}", grouped.join(", "))
+    };
+    format!(
+        "SELECT {}, count(*) AS requests, CAST(COALESCE(sum(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+         CAST(COALESCE(sum(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+         CAST(COALESCE(sum(cost_micros), 0) AS BIGINT) AS cost \
+         FROM usage_records WHERE tenant_id = $1 AND ($2 IS NULL OR project_id = $2) \
+         AND created_at >= $3 AND created_at < $4 {group_by}",
+        select.join(", ")
+    )
+}
+
+/// Implements every store trait for `$store` (a struct with `pool: sqlx::Pool<$db>`), with the backend's own:
+/// - `begin`: the statement that opens a write transaction;
+/// - `lock_tenant`: a statement taking `$1` = tenant id that returns a row when the tenant exists and holds, until
+///   the transaction ends, the lock that serialises that tenant's rule-checked writes (the plan's key limit, the last
+///   owner, grants);
+/// - `migrations_table`: a statement counting (as a 64-bit integer) the tables named `_sqlx_migrations`;
+/// - in scope where it expands: `db_error(sqlx::Error) -> StoreError`, `MIGRATOR` (its `sqlx::migrate!`), and
+///   `$store::settle_batch(node_id, batch)`, which writes a non-empty batch of a node's settlements.
+macro_rules! store_queries {
+    (
+        $store:ident,
+        $db:ty,
+        begin = $begin:expr,
+        lock_tenant = $lock_tenant:expr,
+        migrations_table = $migrations_table:expr $(,)?
+    ) => {
+        /// The shared statements ([`crate::queries`]) as this backend's implementation of the store traits.
+        mod queries {
+            use super::{$store, db_error};
+            use async_trait::async_trait;
+            use $crate::rows::{self, KEY_COLUMNS, KEY_FIELDS, fetch_limit};
+            use sqlx::{Executor, Row, Transaction};
+            use tollgate_core::credits::{
+                Balance, LedgerEntry, LedgerKind, Settlement, UsageQuery, UsageTotals, lease_grant,
+            };
+            use tollgate_core::id;
+            use tollgate_core::key::KeyDigest;
+            use tollgate_core::money::Micros;
+            use tollgate_core::ports::{
+                CreditStore, KeyLimit, KeyScope, KeyStore, LeaseGrant, LeaseRequest, MemberStore, Page,
+                PageRequest,
+                ProjectStore, RemovedMember, SettledBatch, Store, StoreError, TenantStore,
+                TenantUpdate, UsageStore,
+            };
+            use tollgate_core::role::Role;
+            use tollgate_core::tenant::{
+                ApiKey, KeyOwner, Member, NewTenant, Principal, Project, ProjectStatus, Tenant,
+                Timestamp,
+            };
+
+            type Db = $db;
+
+            const CURRENT_MEMBER: &str =
+                "SELECT * FROM members WHERE tenant_id = $1 AND id = $2 AND removed_at IS NULL";
+
+            /// A statement with its arguments bound.
+            type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>;
+            /// Decodes one row.
+            type Decode<T> = fn(&<Db as sqlx::Database>::Row) -> Result<T, StoreError>;
+
+            impl $store {
+                /// Applies pending migrations; returns how many ran. (On PostgreSQL, nodes starting together are
+                /// safe: sqlx holds an advisory lock while it migrates.)
+                pub async fn migrate(&self) -> Result<usize, $crate::OpenError> {
+                    let before = self.applied_migrations().await?;
+                    super::MIGRATOR
+                        .run(&self.pool)
+                        .await
+                        .map_err(|e| $crate::OpenError::Migrate(e.to_string()))?;
+                    let after = self.applied_migrations().await?;
+                    Ok(after.saturating_sub(before))
+                }
+
+                /// How many migrations have run. Its first query is the first contact with the database, so
+                /// its failure reads as "cannot open the database".
+                async fn applied_migrations(&self) -> Result<usize, $crate::OpenError> {
+                    let count = |sql| async move {
+                        sqlx::query(sql)
+                            .fetch_one(&self.pool)
+                            .await
+                            .and_then(|row| row.try_get::<i64, _>(0))
+                    };
+                    let tables = count($migrations_table)
+                        .await
+                        .map_err(|e| $crate::OpenError::Open(e.to_string()))?;
+                    if tables == 0 {
+                        return Ok(0);
+                    }
+                    let applied = count("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                        .await
+                        .map_err(|e| $crate::OpenError::Migrate(e.to_string()))?;
+                    Ok(usize::try_from(applied).unwrap_or(0))
+                }
+
+                /// Runs `query` for at most one row and decodes it.
+                async fn optional<T>(
+                    &self,
+                    query: Query<'_>,
+                    decode: Decode<T>,
+                ) -> Result<Option<T>, StoreError> {
+                    let row = query.fetch_optional(&self.pool).await.map_err(db_error)?;
+                    rows::one(row, decode)
+                }
+
+                /// Runs `query`, fetched with `LIMIT request.limit + 1` ([`fetch_limit`]), and decodes a page of it.
+                async fn page<T>(
+                    &self,
+                    query: Query<'_>,
+                    request: &PageRequest,
+                    decode: Decode<T>,
+                ) -> Result<Page<T>, StoreError> {
+                    let found = query.fetch_all(&self.pool).await.map_err(db_error)?;
+                    rows::page(found, request, decode)
+                }
+
+                /// Opens a write transaction holding `tenant_id`'s lock; `false` with it if no such tenant.
+                async fn lock_tenant(
+                    &self,
+                    tenant_id: &str,
+                ) -> Result<(Transaction<'static, Db>, bool), StoreError> {
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_error)?;
+                    let found = sqlx::query($lock_tenant)
+                        .bind(tenant_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    Ok((tx, found.is_some()))
+                }
+            }
+
+            /// Writes one project row; shared by project creation and tenant creation.
+            async fn insert_project<'e>(
+                db: impl Executor<'e, Database = Db>,
+                p: &Project,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO projects (id, tenant_id, name, region, status, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&p.id)
+                .bind(&p.tenant_id)
+                .bind(&p.name)
+                .bind(&p.region)
+                .bind(p.status.as_str())
+                .bind(p.created_at)
+                .execute(db)
+                .await
+                .map_err(db_error)?;
+                Ok(())
+            }
+
+            /// Writes one member row; shared by member creation and tenant creation.
+            async fn insert_member<'e>(
+                db: impl Executor<'e, Database = Db>,
+                m: &Member,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO members (id, tenant_id, email, role, password_hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&m.id)
+                .bind(&m.tenant_id)
+                .bind(&m.email)
+                .bind(m.role.as_str())
+                .bind(&m.password_hash)
+                .bind(m.created_at)
+                .execute(db)
+                .await
+                .map_err(db_error)?;
+                Ok(())
+            }
+
+            /// Writes one key row, only if the tenant stays within `limit` ([`$crate::queries::INSERT_KEY`]).
+            async fn insert_key<'e>(
+                db: impl Executor<'e, Database = Db>,
+                key: &ApiKey,
+                limit: Option<KeyLimit>,
+            ) -> Result<(), StoreError> {
+                let (kind, project_id, member_id) = match &key.owner {
+                    KeyOwner::Project(p) => ("project", Some(p.as_str()), None),
+                    KeyOwner::Member(m) => ("admin", None, Some(m.as_str())),
+                };
+                let done = sqlx::query(&$crate::queries::INSERT_KEY)
+                    .bind(&key.tenant_id)
+                    .bind(limit.map(|l| l.now))
+                    .bind(&key.id)
+                    .bind(kind)
+                    .bind(project_id)
+                    .bind(member_id)
+                    .bind(&key.name)
+                    .bind(&key.description)
+                    .bind(key.digest.as_bytes().as_slice())
+                    .bind(&key.prefix)
+                    .bind(&key.last4)
+                    .bind(&key.created_by)
+                    .bind(key.created_at)
+                    .bind(key.last_used_at)
+                    .bind(key.expires_at)
+                    .bind(key.revoked_at)
+                    .bind(&key.rolled_from)
+                    .bind(rows::ips_json(&key.allowed_ips)?)
+                    .bind(rows::models_json(key.models.as_ref())?)
+                    .bind(limit.map(|l| i64::from(l.max_active)))
+                    .execute(db)
+                    .await
+                    .map_err(db_error)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::KeyLimitReached);
+                }
+                Ok(())
+            }
+
+            #[async_trait]
+            impl TenantStore for $store {
+                async fn create_tenant(&self, new: &NewTenant) -> Result<(), StoreError> {
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_error)?;
+                    let t = &new.tenant;
+                    sqlx::query(
+                        "INSERT INTO tenants (id, name, plan, status, created_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&t.id)
+                    .bind(&t.name)
+                    .bind(&t.plan)
+                    .bind(t.status.as_str())
+                    .bind(t.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    insert_project(&mut *tx, &new.project).await?;
+                    insert_member(&mut *tx, &new.owner).await?;
+                    insert_key(&mut *tx, &new.admin_key, None).await?;
+                    tx.commit().await.map_err(db_error)
+                }
+
+                async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+                    self.optional(
+                        sqlx::query("SELECT * FROM tenants WHERE id = $1").bind(id),
+                        rows::tenant,
+                    )
+                    .await
+                }
+
+                async fn list_tenants(
+                    &self,
+                    page: &PageRequest,
+                ) -> Result<Page<Tenant>, StoreError> {
+                    self.page(
+                        sqlx::query("SELECT * FROM tenants WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2")
+                            .bind(&page.after)
+                            .bind(fetch_limit(page)),
+                        page,
+                        rows::tenant,
+                    )
+                    .await
+                }
+
+                async fn update_tenant(
+                    &self,
+                    id: &str,
+                    update: &TenantUpdate,
+                ) -> Result<Option<Tenant>, StoreError> {
+                    self.optional(
+                        sqlx::query(
+                            "UPDATE tenants SET plan = COALESCE($1, plan), status = COALESCE($2, status) \
+                         WHERE id = $3 RETURNING *",
+                        )
+                        .bind(&update.plan)
+                        .bind(update.status.map(|s| s.as_str()))
+                        .bind(id),
+                        rows::tenant,
+                    )
+                    .await
+                }
+            }
+
+            #[async_trait]
+            impl ProjectStore for $store {
+                async fn get_project(
+                    &self,
+                    tenant_id: &str,
+                    project_id: &str,
+                ) -> Result<Option<Project>, StoreError> {
+                    self.optional(
+                        sqlx::query("SELECT * FROM projects WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant_id)
+                            .bind(project_id),
+                        rows::project,
+                    )
+                    .await
+                }
+
+                async fn find_project(
+                    &self,
+                    project_id: &str,
+                ) -> Result<Option<Project>, StoreError> {
+                    self.optional(
+                        sqlx::query("SELECT * FROM projects WHERE id = $1").bind(project_id),
+                        rows::project,
+                    )
+                    .await
+                }
+
+                async fn create_project(&self, project: &Project) -> Result<(), StoreError> {
+                    insert_project(&self.pool, project).await
+                }
+
+                async fn list_projects(
+                    &self,
+                    tenant_id: &str,
+                    page: &PageRequest,
+                ) -> Result<Page<Project>, StoreError> {
+                    self.page(
+                        sqlx::query(
+                            "SELECT * FROM projects WHERE tenant_id = $1 AND ($2 IS NULL OR id > $2) \
+                         ORDER BY id LIMIT $3",
+                        )
+                        .bind(tenant_id)
+                        .bind(&page.after)
+                        .bind(fetch_limit(page)),
+                        page,
+                        rows::project,
+                    )
+                    .await
+                }
+
+                async fn rename_project(
+                    &self,
+                    tenant_id: &str,
+                    project_id: &str,
+                    name: &str,
+                ) -> Result<Option<Project>, StoreError> {
+                    self.update_project("name = $1", name, tenant_id, project_id)
+                        .await
+                }
+
+                async fn archive_project(
+                    &self,
+                    tenant_id: &str,
+                    project_id: &str,
+                ) -> Result<Option<Project>, StoreError> {
+                    let archived = ProjectStatus::Archived.as_str();
+                    self.update_project("status = $1", archived, tenant_id, project_id)
+                        .await
+                }
+            }
+
+            impl $store {
+                /// Sets one column of a tenant's project (`set` binds `value` as `$1`) and returns the project.
+                async fn update_project(
+                    &self,
+                    set: &'static str,
+                    value: &str,
+                    tenant_id: &str,
+                    project_id: &str,
+                ) -> Result<Option<Project>, StoreError> {
+                    let sql = format!(
+                        "UPDATE projects SET {set} WHERE tenant_id = $2 AND id = $3 RETURNING *"
+                    );
+                    self.optional(
+                        sqlx::query(&sql)
+                            .bind(value)
+                            .bind(tenant_id)
+                            .bind(project_id),
+                        rows::project,
+                    )
+                    .await
+                }
+            }
+
+            #[async_trait]
+            impl MemberStore for $store {
+                async fn get_member(
+                    &self,
+                    tenant_id: &str,
+                    member_id: &str,
+                ) -> Result<Option<Member>, StoreError> {
+                    self.optional(
+                        sqlx::query(CURRENT_MEMBER).bind(tenant_id).bind(member_id),
+                        rows::member,
+                    )
+                    .await
+                }
+
+                async fn add_member(&self, member: &Member) -> Result<(), StoreError> {
+                    insert_member(&self.pool, member).await
+                }
+
+                async fn list_members(
+                    &self,
+                    tenant_id: &str,
+                    page: &PageRequest,
+                ) -> Result<Page<Member>, StoreError> {
+                    self.page(
+                        sqlx::query(
+                            "SELECT * FROM members WHERE tenant_id = $1 AND removed_at IS NULL \
+                         AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
+                        )
+                        .bind(tenant_id)
+                        .bind(&page.after)
+                        .bind(fetch_limit(page)),
+                        page,
+                        rows::member,
+                    )
+                    .await
+                }
+
+                async fn set_role(
+                    &self,
+                    tenant_id: &str,
+                    member_id: &str,
+                    role: Role,
+                ) -> Result<Option<Member>, StoreError> {
+                    // Under the tenant lock the owner count cannot change between this statement's read and
+                    // its write, even where each statement reads its own snapshot (PostgreSQL's READ COMMITTED).
+                    let (mut tx, _) = self.lock_tenant(tenant_id).await?;
+                    let row = sqlx::query(
+                        "UPDATE members SET role = $1 WHERE tenant_id = $2 AND id = $3 AND removed_at IS NULL \
+                         AND ($1 = 'owner' OR role != 'owner' OR (SELECT count(*) FROM members \
+                              WHERE tenant_id = $2 AND role = 'owner' AND removed_at IS NULL) > 1) \
+                         RETURNING *",
+                    )
+                    .bind(role.as_str())
+                    .bind(tenant_id)
+                    .bind(member_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    let changed = match rows::one(row, rows::member)? {
+                        Some(member) => Some(member),
+                        // Nothing changed: either there is no such member, or it is the last owner.
+                        None => {
+                            let current = sqlx::query(CURRENT_MEMBER)
+                                .bind(tenant_id)
+                                .bind(member_id)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(db_error)?;
+                            if current.is_some() {
+                                return Err(StoreError::LastOwner);
+                            }
+                            None
+                        }
+                    };
+                    tx.commit().await.map_err(db_error)?;
+                    Ok(changed)
+                }
+
+                async fn remove_member(
+                    &self,
+                    tenant_id: &str,
+                    member_id: &str,
+                    at: Timestamp,
+                ) -> Result<Option<RemovedMember>, StoreError> {
+                    // The tenant lock keeps the owner count read here true until the update.
+                    let (mut tx, _) = self.lock_tenant(tenant_id).await?;
+                    let row = sqlx::query(CURRENT_MEMBER)
+                        .bind(tenant_id)
+                        .bind(member_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    let Some(member) = rows::one(row, rows::member)? else {
+                        return Ok(None);
+                    };
+                    if member.role == Role::Owner {
+                        let owners: i64 = sqlx::query(
+                            "SELECT count(*) FROM members WHERE tenant_id = $1 AND role = 'owner' \
+                             AND removed_at IS NULL",
+                        )
+                        .bind(tenant_id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .and_then(|row| row.try_get(0))
+                        .map_err(db_error)?;
+                        if owners <= 1 {
+                            return Err(StoreError::LastOwner);
+                        }
+                    }
+                    sqlx::query("UPDATE members SET removed_at = $1 WHERE id = $2")
+                        .bind(at)
+                        .bind(member_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    let revoked = sqlx::query(
+                        "UPDATE api_keys SET revoked_at = $1 WHERE member_id = $2 AND revoked_at IS NULL \
+                         RETURNING digest",
+                    )
+                    .bind(at)
+                    .bind(member_id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_error)?
+                    .iter()
+                    .map(|row| {
+                        let bytes: Vec<u8> = row.try_get("digest").map_err(db_error)?;
+                        KeyDigest::from_slice(&bytes)
+                            .ok_or_else(|| StoreError::Backend("unreadable key digest".to_owned()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                    tx.commit().await.map_err(db_error)?;
+                    Ok(Some(RemovedMember { member, revoked }))
+                }
+            }
+
+            #[async_trait]
+            impl KeyStore for $store {
+                async fn insert_key(
+                    &self,
+                    key: &ApiKey,
+                    limit: Option<KeyLimit>,
+                ) -> Result<(), StoreError> {
+                    if limit.is_none() {
+                        return insert_key(&self.pool, key, None).await;
+                    }
+                    // A missing tenant fails the insert's foreign key, as it does without a limit.
+                    let (mut tx, _) = self.lock_tenant(&key.tenant_id).await?;
+                    insert_key(&mut *tx, key, limit).await?;
+                    tx.commit().await.map_err(db_error)
+                }
+
+                async fn get_key(
+                    &self,
+                    tenant_id: &str,
+                    key_id: &str,
+                ) -> Result<Option<ApiKey>, StoreError> {
+                    let sql = format!(
+                        "SELECT {cols} FROM api_keys k WHERE k.tenant_id = $1 AND k.id = $2",
+                        cols = *KEY_COLUMNS
+                    );
+                    self.optional(sqlx::query(&sql).bind(tenant_id).bind(key_id), rows::key)
+                        .await
+                }
+
+                async fn find_key(&self, key_id: &str) -> Result<Option<ApiKey>, StoreError> {
+                    let sql = format!(
+                        "SELECT {cols} FROM api_keys k WHERE k.id = $1",
+                        cols = *KEY_COLUMNS
+                    );
+                    self.optional(sqlx::query(&sql).bind(key_id), rows::key)
+                        .await
+                }
+
+                async fn list_keys(
+                    &self,
+                    tenant_id: &str,
+                    scope: &KeyScope,
+                    page: &PageRequest,
+                ) -> Result<Page<ApiKey>, StoreError> {
+                    let (filter, owner_id) = match scope {
+                        KeyScope::Project(p) => ("k.project_id = $2", Some(p)),
+                        KeyScope::Member(m) => ("k.member_id = $2", Some(m)),
+                        KeyScope::AdminKeys => ("k.kind = 'admin' AND $2 IS NULL", None),
+                    };
+                    let sql = format!(
+                        "SELECT {cols} FROM api_keys k WHERE k.tenant_id = $1 AND {filter} \
+                         AND ($3 IS NULL OR k.id > $3) ORDER BY k.id LIMIT $4",
+                        cols = *KEY_COLUMNS
+                    );
+                    self.page(
+                        sqlx::query(&sql)
+                            .bind(tenant_id)
+                            .bind(owner_id)
+                            .bind(&page.after)
+                            .bind(fetch_limit(page)),
+                        page,
+                        rows::key,
+                    )
+                    .await
+                }
+
+                async fn revoke_key(
+                    &self,
+                    tenant_id: &str,
+                    key_id: &str,
+                    at: Timestamp,
+                ) -> Result<Option<ApiKey>, StoreError> {
+                    // COALESCE keeps the first revocation time: revoking twice is harmless and tells the truth.
+                    let sql = format!(
+                        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 \
+                         AND id = $3 RETURNING {KEY_FIELDS}"
+                    );
+                    self.optional(
+                        sqlx::query(&sql).bind(at).bind(tenant_id).bind(key_id),
+                        rows::key,
+                    )
+                    .await
+                }
+
+                async fn principal_by_digest(
+                    &self,
+                    digest: &KeyDigest,
+                ) -> Result<Option<Principal>, StoreError> {
+                    let sql = format!(
+                        "SELECT {cols}, t.plan AS t_plan, t.status AS t_status, p.status AS p_status, \
+                         m.role AS m_role \
+                         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
+                         LEFT JOIN projects p ON p.id = k.project_id \
+                         LEFT JOIN members m ON m.id = k.member_id AND m.removed_at IS NULL \
+                         WHERE k.digest = $1",
+                        cols = *KEY_COLUMNS
+                    );
+                    self.optional(
+                        sqlx::query(&sql).bind(digest.as_bytes().as_slice()),
+                        rows::principal,
+                    )
+                    .await
+                }
+            }
+
+            /// Adds a grant or adjustment to the tenant's balance (and to what it was granted) and appends its
+            /// ledger entry, inside `tx`. Charges go through settlement.
+            async fn append(
+                tx: &mut Transaction<'_, Db>,
+                tenant_id: &str,
+                kind: LedgerKind,
+                amount: Micros,
+                reason: Option<&str>,
+                at: Timestamp,
+            ) -> Result<LedgerEntry, StoreError> {
+                // The upsert's SET reads the existing row: an unqualified column in it names that row on both.
+                let balance_after: i64 = sqlx::query(
+                    "INSERT INTO credit_balances (tenant_id, balance_micros, granted_micros, version) \
+                     VALUES ($1, $2, $2, 1) ON CONFLICT (tenant_id) DO UPDATE SET \
+                     balance_micros = credit_balances.balance_micros + $2, \
+                     granted_micros = credit_balances.granted_micros + $2, \
+                     version = credit_balances.version + 1 RETURNING balance_micros",
+                )
+                .bind(tenant_id)
+                .bind(amount.get())
+                .fetch_one(&mut **tx)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(db_error)?;
+                let entry = LedgerEntry {
+                    id: id::new_id(id::LEDGER_ENTRY),
+                    tenant_id: tenant_id.to_owned(),
+                    kind,
+                    amount,
+                    balance_after: Micros(balance_after),
+                    reason: reason.map(str::to_owned),
+                    created_at: at,
+                };
+                sqlx::query(
+                    "INSERT INTO ledger_entries (id, tenant_id, kind, amount_micros, balance_after_micros, \
+                     reason, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&entry.id)
+                .bind(&entry.tenant_id)
+                .bind(kind.as_str())
+                .bind(amount.get())
+                .bind(balance_after)
+                .bind(&entry.reason)
+                .bind(at)
+                .execute(&mut **tx)
+                .await
+                .map_err(db_error)?;
+                Ok(entry)
+            }
+
+            #[async_trait]
+            impl CreditStore for $store {
+                async fn balance(&self, tenant_id: &str) -> Result<Balance, StoreError> {
+                    self.optional(
+                        sqlx::query("SELECT balance_micros, version FROM credit_balances WHERE tenant_id = $1")
+                            .bind(tenant_id),
+                        rows::balance,
+                    )
+                    .await
+                    .map(Option::unwrap_or_default)
+                }
+
+                async fn grant(
+                    &self,
+                    tenant_id: &str,
+                    amount: Micros,
+                    reason: Option<&str>,
+                    at: Timestamp,
+                ) -> Result<Option<LedgerEntry>, StoreError> {
+                    let (mut tx, exists) = self.lock_tenant(tenant_id).await?;
+                    if !exists {
+                        return Ok(None);
+                    }
+                    let entry =
+                        append(&mut tx, tenant_id, LedgerKind::Grant, amount, reason, at).await?;
+                    tx.commit().await.map_err(db_error)?;
+                    Ok(Some(entry))
+                }
+
+                async fn ledger(
+                    &self,
+                    tenant_id: &str,
+                    page: &PageRequest,
+                ) -> Result<Page<LedgerEntry>, StoreError> {
+                    self.page(
+                        sqlx::query(
+                            "SELECT * FROM ledger_entries WHERE tenant_id = $1 AND ($2 IS NULL OR id < $2) \
+                         ORDER BY id DESC LIMIT $3",
+                        )
+                        .bind(tenant_id)
+                        .bind(&page.after)
+                        .bind(fetch_limit(page)),
+                        page,
+                        rows::ledger_entry,
+                    )
+                    .await
+                }
+
+                async fn settle(
+                    &self,
+                    node_id: &str,
+                    batch: &[Settlement],
+                ) -> Result<SettledBatch, StoreError> {
+                    if batch.is_empty() {
+                        return Ok(SettledBatch::default());
+                    }
+                    self.settle_batch(node_id, batch).await
+                }
+
+                async fn lease(&self, request: &LeaseRequest<'_>) -> Result<LeaseGrant, StoreError> {
+                    // The tenant's lock serialises every node's lease calls for it (and its grants); settlements
+                    // take a charge off the balance and a lease together, which leaves what is free unchanged.
+                    let (mut tx, _) = self.lock_tenant(request.tenant_id).await?;
+                    sqlx::query("DELETE FROM credit_leases WHERE tenant_id = $1 AND expires_at < $2")
+                        .bind(request.tenant_id)
+                        .bind(request.now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    let row = sqlx::query(
+                        "SELECT \
+                           COALESCE((SELECT balance_micros FROM credit_balances WHERE tenant_id = $1), 0), \
+                           CAST(COALESCE((SELECT SUM(amount_micros) FROM credit_leases WHERE tenant_id = $1), 0) \
+                             AS BIGINT), \
+                           COALESCE((SELECT amount_micros FROM credit_leases \
+                             WHERE tenant_id = $1 AND node_id = $2), 0)",
+                    )
+                    .bind(request.tenant_id)
+                    .bind(request.node_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    let column = |i: usize| row.try_get::<i64, _>(i).map(Micros).map_err(db_error);
+                    let (balance, leased, own) = (column(0)?, column(1)?, column(2)?);
+                    let free = balance.minus(leased).max(Micros::ZERO);
+                    let granted = lease_grant(free, request.need, request.want);
+                    let lease = own.plus(granted);
+                    // An empty lease is no row: a refused first ask leaves nothing behind.
+                    if lease > Micros::ZERO {
+                        sqlx::query(
+                            "INSERT INTO credit_leases (tenant_id, node_id, amount_micros, expires_at) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, node_id) \
+                             DO UPDATE SET amount_micros = $3, expires_at = $4",
+                        )
+                        .bind(request.tenant_id)
+                        .bind(request.node_id)
+                        .bind(lease.get())
+                        .bind(request.expires_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    }
+                    tx.commit().await.map_err(db_error)?;
+                    Ok(LeaseGrant {
+                        granted,
+                        lease,
+                        free: free.minus(granted),
+                    })
+                }
+
+                async fn release_lease(
+                    &self,
+                    tenant_id: &str,
+                    node_id: &str,
+                    amount: Micros,
+                ) -> Result<(), StoreError> {
+                    // Only its node writes a lease row: one statement, no lock to take first.
+                    sqlx::query(
+                        "DELETE FROM credit_leases WHERE tenant_id = $1 AND node_id = $2 AND amount_micros <= $3",
+                    )
+                    .bind(tenant_id)
+                    .bind(node_id)
+                    .bind(amount.get())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                    sqlx::query(
+                        "UPDATE credit_leases SET amount_micros = amount_micros - $3 \
+                         WHERE tenant_id = $1 AND node_id = $2 AND amount_micros > $3",
+                    )
+                    .bind(tenant_id)
+                    .bind(node_id)
+                    .bind(amount.get())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                    Ok(())
+                }
+
+                async fn renew_leases(
+                    &self,
+                    node_id: &str,
+                    expires_at: Timestamp,
+                ) -> Result<(), StoreError> {
+                    sqlx::query("UPDATE credit_leases SET expires_at = $2 WHERE node_id = $1")
+                        .bind(node_id)
+                        .bind(expires_at)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_error)?;
+                    Ok(())
+                }
+            }
+
+            #[async_trait]
+            impl UsageStore for $store {
+                async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageTotals>, StoreError> {
+                    let found = sqlx::query(&$crate::queries::usage_sql(query.group))
+                        .bind(&query.tenant_id)
+                        .bind(&query.project_id)
+                        .bind(query.since)
+                        .bind(query.until)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_error)?;
+                    let mut out = Vec::with_capacity(found.len());
+                    for row in &found {
+                        let totals = rows::usage_totals(row)?;
+                        // The ungrouped aggregate of an empty window is one row of zeros: not a group.
+                        if totals.requests > 0 {
+                            out.push(totals);
+                        }
+                    }
+                    Ok(out)
+                }
+            }
+
+            #[async_trait]
+            impl Store for $store {
+                async fn ping(&self) -> Result<(), StoreError> {
+                    sqlx::query("SELECT 1")
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_error)?;
+                    Ok(())
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use store_queries;

@@ -1,0 +1,255 @@
+//! Rows to domain values, for both backends: the tables mean the same on SQLite and PostgreSQL, so one decoder
+//! per object reads either's rows through [`Columns`]. A row that does not decode (an unknown status, a malformed
+//! digest) is reported as a backend failure: the database holds something this version did not write.
+
+use ipnet::IpNet;
+use sqlx::{ColumnIndex, Decode, Row, Type};
+use std::sync::LazyLock;
+use tollgate_core::credits::{Balance, LedgerEntry, LedgerKind, UsageTotals};
+use tollgate_core::key::KeyDigest;
+use tollgate_core::money::Micros;
+use tollgate_core::ports::{Page, PageRequest, StoreError};
+use tollgate_core::role::Role;
+use tollgate_core::tenant::{
+    ApiKey, KeyOwner, Member, Principal, Project, ProjectStatus, Tenant, TenantStatus,
+};
+
+/// The columns [`key`] reads, unqualified (for `RETURNING`, which takes no table alias).
+pub(crate) const KEY_FIELDS: &str = "id, tenant_id, kind, project_id, member_id, name, description, digest, \
+    prefix, last4, created_by, created_at, last_used_at, expires_at, revoked_at, rolled_from, allowed_ips, models";
+
+/// [`KEY_FIELDS`] qualified for a table aliased `k`, so joins with same-named columns stay unambiguous.
+pub(crate) static KEY_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    KEY_FIELDS
+        .split(", ")
+        .map(|c| format!("k.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// The column types the decoders read, from a row of either backend. The blanket impl holds for every row type whose
+/// database decodes these Rust types; the trait exists so that decoders name one bound instead of five.
+pub(crate) trait Columns {
+    /// A `TEXT` column, `NULL` allowed.
+    fn text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    /// An integer column (`INTEGER` / `BIGINT`), `NULL` allowed.
+    fn int(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    /// A `BLOB` / `BYTEA` column.
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError>;
+}
+
+impl<R> Columns for R
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.try_get(column).map_err(decode_error)
+    }
+
+    fn int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.try_get(column).map_err(decode_error)
+    }
+
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        self.try_get(column).map_err(decode_error)
+    }
+}
+
+/// A column that is missing or of another type: the schema is not the one this version migrated to.
+fn decode_error(e: sqlx::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// A `NOT NULL` column read through [`Columns`].
+fn required<T>(value: Option<T>, column: &str) -> Result<T, StoreError> {
+    value.ok_or_else(|| StoreError::Backend(format!("unexpected NULL in column {column}")))
+}
+
+fn text(row: &impl Columns, column: &str) -> Result<String, StoreError> {
+    required(row.text(column)?, column)
+}
+
+fn int(row: &impl Columns, column: &str) -> Result<i64, StoreError> {
+    required(row.int(column)?, column)
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Backend(format!("unreadable {what} in the database: {value:?}"))
+}
+
+pub(crate) fn tenant(row: &impl Columns) -> Result<Tenant, StoreError> {
+    let status = text(row, "status")?;
+    Ok(Tenant {
+        id: text(row, "id")?,
+        name: text(row, "name")?,
+        plan: text(row, "plan")?,
+        status: TenantStatus::parse(&status).ok_or_else(|| corrupt("tenant status", &status))?,
+        created_at: int(row, "created_at")?,
+    })
+}
+
+pub(crate) fn project(row: &impl Columns) -> Result<Project, StoreError> {
+    let status = text(row, "status")?;
+    Ok(Project {
+        id: text(row, "id")?,
+        tenant_id: text(row, "tenant_id")?,
+        name: text(row, "name")?,
+        region: text(row, "region")?,
+        status: ProjectStatus::parse(&status).ok_or_else(|| corrupt("project status", &status))?,
+        created_at: int(row, "created_at")?,
+    })
+}
+
+pub(crate) fn member(row: &impl Columns) -> Result<Member, StoreError> {
+    let role = text(row, "role")?;
+    Ok(Member {
+        id: text(row, "id")?,
+        tenant_id: text(row, "tenant_id")?,
+        email: text(row, "email")?,
+        role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+        password_hash: row.text("password_hash")?,
+        created_at: int(row, "created_at")?,
+    })
+}
+
+pub(crate) fn key(row: &impl Columns) -> Result<ApiKey, StoreError> {
+    let kind = text(row, "kind")?;
+    let owner = match (
+        kind.as_str(),
+        row.text("project_id")?,
+        row.text("member_id")?,
+    ) {
+        ("project", Some(project), None) => KeyOwner::Project(project),
+        ("admin", None, Some(member)) => KeyOwner::Member(member),
+        _ => return Err(corrupt("key owner", &kind)),
+    };
+    let digest = row.bytes("digest")?;
+    let allowed_ips = text(row, "allowed_ips")?;
+    let models = row.text("models")?;
+    Ok(ApiKey {
+        id: text(row, "id")?,
+        tenant_id: text(row, "tenant_id")?,
+        owner,
+        name: text(row, "name")?,
+        description: row.text("description")?,
+        digest: KeyDigest::from_slice(&digest).ok_or_else(|| corrupt("key digest", "(bytes)"))?,
+        prefix: text(row, "prefix")?,
+        last4: text(row, "last4")?,
+        created_by: row.text("created_by")?,
+        created_at: int(row, "created_at")?,
+        last_used_at: row.int("last_used_at")?,
+        expires_at: row.int("expires_at")?,
+        revoked_at: row.int("revoked_at")?,
+        rolled_from: row.text("rolled_from")?,
+        allowed_ips: serde_json::from_str::<Vec<IpNet>>(&allowed_ips)
+            .map_err(|_| corrupt("allowed_ips", &allowed_ips))?,
+        models: models
+            .map(|m| serde_json::from_str::<Vec<String>>(&m).map_err(|_| corrupt("models", &m)))
+            .transpose()?,
+    })
+}
+
+pub(crate) fn ledger_entry(row: &impl Columns) -> Result<LedgerEntry, StoreError> {
+    let kind = text(row, "kind")?;
+    Ok(LedgerEntry {
+        id: text(row, "id")?,
+        tenant_id: text(row, "tenant_id")?,
+        kind: LedgerKind::parse(&kind).ok_or_else(|| corrupt("ledger kind", &kind))?,
+        amount: Micros(int(row, "amount_micros")?),
+        balance_after: Micros(int(row, "balance_after_micros")?),
+        reason: row.text("reason")?,
+        created_at: int(row, "created_at")?,
+    })
+}
+
+/// A `(balance_micros, version)` row.
+pub(crate) fn balance(row: &impl Columns) -> Result<Balance, StoreError> {
+    Ok(Balance {
+        balance: Micros(int(row, "balance_micros")?),
+        version: int(row, "version")?,
+    })
+}
+
+/// A key row joined with its tenant (`t_plan`, `t_status`), project (`p_status`) and member (`m_role`).
+pub(crate) fn principal(row: &impl Columns) -> Result<Principal, StoreError> {
+    let tenant_status = text(row, "t_status")?;
+    let project_status = row.text("p_status")?;
+    let role = row.text("m_role")?;
+    Ok(Principal {
+        key: key(row)?,
+        tenant_plan: text(row, "t_plan")?,
+        tenant_status: TenantStatus::parse(&tenant_status)
+            .ok_or_else(|| corrupt("tenant status", &tenant_status))?,
+        project_status: project_status
+            .map(|s| ProjectStatus::parse(&s).ok_or_else(|| corrupt("project status", &s)))
+            .transpose()?,
+        role: role
+            .map(|r| Role::parse(&r).ok_or_else(|| corrupt("role", &r)))
+            .transpose()?,
+    })
+}
+
+/// Usage totals of one group, as [`crate::queries`]' usage query names its columns.
+pub(crate) fn usage_totals(row: &impl Columns) -> Result<UsageTotals, StoreError> {
+    let count = |column: &str| int(row, column).map(|n| u64::try_from(n).unwrap_or(0));
+    Ok(UsageTotals {
+        day: row.int("day")?.map(|d| d - d.rem_euclid(SECONDS_PER_DAY)),
+        model: row.text("model")?,
+        project_id: row.text("project_id")?,
+        key_id: row.text("key_id")?,
+        requests: count("requests")?,
+        prompt_tokens: count("prompt_tokens")?,
+        completion_tokens: count("completion_tokens")?,
+        cost: Micros(int(row, "cost")?),
+    })
+}
+
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// At most one row, decoded.
+pub(crate) fn one<R, T>(
+    row: Option<R>,
+    decode: fn(&R) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    row.as_ref().map(decode).transpose()
+}
+
+/// A page of `rows`, fetched with `LIMIT request.limit + 1` ([`fetch_limit`]): the extra row only says that more
+/// follow.
+pub(crate) fn page<R, T>(
+    rows: Vec<R>,
+    request: &PageRequest,
+    decode: fn(&R) -> Result<T, StoreError>,
+) -> Result<Page<T>, StoreError> {
+    let limit = request.limit as usize;
+    let items = rows
+        .iter()
+        .take(limit)
+        .map(decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page {
+        items,
+        has_more: rows.len() > limit,
+    })
+}
+
+/// The `LIMIT` to fetch for `request`: one more than asked, to learn `has_more`.
+pub(crate) fn fetch_limit(request: &PageRequest) -> i64 {
+    i64::from(request.limit) + 1
+}
+
+/// JSON text of a key's network list, as stored. Serialising never silently widens access: a failure is an error.
+pub(crate) fn ips_json(ips: &[IpNet]) -> Result<String, StoreError> {
+    serde_json::to_string(ips).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// JSON text of a key's model list, as stored.
+pub(crate) fn models_json(models: Option<&Vec<String>>) -> Result<Option<String>, StoreError> {
+    models
+        .map(|m| serde_json::to_string(m).map_err(|e| StoreError::Backend(e.to_string())))
+        .transpose()
+}
