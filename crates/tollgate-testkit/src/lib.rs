@@ -52,6 +52,11 @@ pub enum TestDatabase {
     Sqlite(tempfile::TempDir),
     /// A database created on the test server for this app alone.
     Postgres(tollgate_store::testing::ScratchDatabase),
+    /// Another app's database, this app being a second node on it: the other app removes it.
+    Shared {
+        /// Whether that database is PostgreSQL.
+        postgres: bool,
+    },
 }
 
 impl TestDatabase {
@@ -82,7 +87,7 @@ impl TestDatabase {
 
     /// Whether this is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
-        matches!(self, Self::Postgres(_))
+        matches!(self, Self::Postgres(_) | Self::Shared { postgres: true })
     }
 }
 
@@ -93,6 +98,8 @@ type ConfigChange = Box<dyn FnOnce(&mut Config)>;
 pub struct TestAppBuilder {
     mock: MockConfig,
     configure: Vec<ConfigChange>,
+    /// Another app's database URL and backend: the new app is a second node on it.
+    shared: Option<(String, bool)>,
 }
 
 impl TestAppBuilder {
@@ -105,6 +112,16 @@ impl TestAppBuilder {
     /// Changes the server's configuration before it starts.
     pub fn configure(mut self, f: impl FnOnce(&mut Config) + 'static) -> Self {
         self.configure.push(Box::new(f));
+        self
+    }
+
+    /// Makes the new app another node on `app`'s database, as a second server behind a load balancer would be
+    /// (its own process state: key cache, leases, recorder; its own mock upstream).
+    pub fn node_of(mut self, app: &TestApp) -> Self {
+        self.shared = Some((
+            app.state.config.database_url.expose_secret().to_owned(),
+            app.database.is_postgres(),
+        ));
         self
     }
 
@@ -125,7 +142,10 @@ impl TestAppBuilder {
             let _ = rx.await;
         }));
 
-        let (database, database_url) = TestDatabase::create().await;
+        let (database, database_url) = match self.shared {
+            Some((url, postgres)) => (TestDatabase::Shared { postgres }, url),
+            None => TestDatabase::create().await,
+        };
         let mut config = Config {
             database_url: database_url.into(),
             operator_token: Some(OPERATOR_TOKEN.into()),
@@ -222,11 +242,17 @@ impl TestApp {
         Self::builder().start().await
     }
 
+    /// A second node on this app's database, with the default test configuration.
+    pub async fn another_node(&self) -> Self {
+        Self::builder().node_of(self).start().await
+    }
+
     /// A server with options.
     pub fn builder() -> TestAppBuilder {
         TestAppBuilder {
             mock: MockConfig::default(),
             configure: Vec::new(),
+            shared: None,
         }
     }
 

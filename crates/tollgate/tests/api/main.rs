@@ -12,4 +12,5 @@ mod connections;
 mod errors;
 mod inference;
 mod management;
+mod nodes;
 mod operator;
