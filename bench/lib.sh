@@ -56,12 +56,14 @@ start_mock() {
   wait_for "http://127.0.0.1:$MOCK_PORT/v1/models"
 }
 
-# Writes Tollgate's configuration for this run (once).
+# write_tollgate_config [NAME PORT DATABASE_URL]: writes $work/NAME.toml (default: tollgate, $PORT, SQLite in the
+# run's directory), once.
 write_tollgate_config() {
-  [ -f "$work/tollgate.toml" ] && return 0
-  cat >"$work/tollgate.toml" <<TOML
-listen = "127.0.0.1:$PORT"
-database_url = "sqlite://$work/data/tollgate.db"
+  local name=${1:-tollgate} port=${2:-$PORT} database=${3:-sqlite://$work/data/tollgate.db}
+  [ -f "$work/$name.toml" ] && return 0
+  cat >"$work/$name.toml" <<TOML
+listen = "127.0.0.1:$port"
+database_url = "$database"
 operator_token = "bench-operator-token"
 durability = "$DURABILITY"
 
@@ -95,9 +97,10 @@ start_tollgate() {
   pids+=("$tollgate_pid")
 }
 
-# Creates a tenant on the enterprise plan with ample credit and a project key; sets $key.
+# create_bench_key [PORT]: creates a tenant on the enterprise plan with ample credit and a project key through the
+# Tollgate on PORT (default $PORT); sets $key.
 create_bench_key() {
-  local base="http://127.0.0.1:$PORT" op=(-H "Authorization: Bearer bench-operator-token")
+  local base="http://127.0.0.1:${1:-$PORT}" op=(-H "Authorization: Bearer bench-operator-token")
   json_field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
   local created admin project tenant
   created="$(curl -fs -X POST "$base/operator/v1/tenants" "${op[@]}" -H "Content-Type: application/json" \

@@ -39,19 +39,22 @@ def main():
     a = {leg: wrk(f"{run}/a-{leg}.txt") for leg in legs}
     best = max(a[leg][0] for leg in ("hop", "nginx"))
     print("(a) saturation (wrk, closed loop)")
-    print(f"{'leg':<10}{'RPS':>10}{'/ direct':>10}{'/ best ref':>12}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'leg':<12}{'RPS':>10}{'/ direct':>10}{'/ best ref':>12}{'p50 ms':>9}{'p99 ms':>9}")
     for leg in legs:
         rps, p50, p99 = a[leg]
-        print(f"{leg:<10}{rps:>10.0f}{rps / a[direct][0]:>10.3f}{rps / best:>12.3f}{p50:>9.2f}{p99:>9.2f}")
+        print(f"{leg:<12}{rps:>10.0f}{rps / a[direct][0]:>10.3f}{rps / best:>12.3f}{p50:>9.2f}{p99:>9.2f}")
 
     b = {leg: oha(f"{run}/b-{leg}.json", leg) for leg in legs}
     print()
     print(f"(b) fixed rate {rate:.0f} RPS (oha, open loop, latency-corrected): ms, and added to direct")
-    print(f"{'leg':<10}{'RPS':>8}{'p50':>8}{'p99':>8}{'p99.9':>8}{'+p50':>8}{'+p99':>8}{'+p99.9':>8}")
+    print(f"{'leg':<12}{'RPS':>8}{'p50':>8}{'p99':>8}{'p99.9':>8}{'+p50':>8}{'+p99':>8}{'+p99.9':>8}")
     for leg in legs:
         rps, lat = b[leg]
         added = [x - d for x, d in zip(lat, b[direct][1])]
-        print(f"{leg:<10}{rps:>8.0f}" + "".join(f"{x:>8.2f}" for x in lat + added))
+        print(f"{leg:<12}{rps:>8.0f}" + "".join(f"{x:>8.2f}" for x in lat + added))
+    if "tollgate" in a and "tollgate-pg" in a:
+        print()
+        print(f"one node on PostgreSQL / on SQLite: {a['tollgate-pg'][0] / a['tollgate'][0]:.3f} (saturation RPS)")
     # Below the rate asked for, the leg could not keep up and its latencies are a queue's, not the path's.
     slow = [leg for leg in legs if b[leg][0] < 0.95 * rate]
     if slow:

@@ -19,6 +19,12 @@
 #   RATE=1000 RATE_DURATION=20s bench/run.sh
 #   DURABILITY=process bench/run.sh           # SQLite synchronous = NORMAL instead of FULL
 #   SEED_KEYS=1000000 SEED_TENANTS=10000 bench/run.sh   # (e) a store of production size (seeding: about a minute)
+#   POSTGRES=0 bench/run.sh                   # without the tollgate-pg leg (default: run it when PostgreSQL is
+#                                             # installed; POSTGRES=1 requires it)
+#
+# tollgate-pg: a second Tollgate, the same hot path on PostgreSQL (a throwaway server from scripts/postgres, on a
+# Unix socket, synchronous_commit as DURABILITY says), so one node's throughput on PostgreSQL reads against
+# SQLite's in the same run.
 #
 # Needs wrk (apt-get install -y wrk), nginx (apt-get install -y nginx) and oha (apt-get install -y cmake, then
 # cargo install oha --locked --root ~/.cache/tollgate/tools; found there or on PATH, or set OHA=/path/to/oha).
@@ -36,6 +42,8 @@ MOCK_PORT="${MOCK_PORT:-19100}"
 PORT="${PORT:-19080}"
 HOP_PORT="${HOP_PORT:-19200}"
 NGINX_PORT="${NGINX_PORT:-19300}"
+PG_PORT="${PG_PORT:-19380}"
+POSTGRES="${POSTGRES:-auto}"
 OHA="${OHA:-$(command -v oha || echo "$HOME/.cache/tollgate/tools/bin/oha")}"
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
@@ -45,8 +53,15 @@ command -v nginx >/dev/null || { echo "nginx is missing: apt-get install -y ngin
   exit 1
 }
 
+# The PostgreSQL leg runs this script again under a throwaway server for its whole length.
+if [ -z "${TOLLGATE_TEST_POSTGRES_URL:-}" ] && [ "$POSTGRES" != 0 ]; then
+  if [ "$POSTGRES" = 1 ] || scripts/postgres --check 2>/dev/null; then
+    exec scripts/postgres "$PWD/bench/run.sh" "$@"
+  fi
+fi
+
 source bench/lib.sh
-ports_free "$MOCK_PORT" "$PORT" "$HOP_PORT" "$NGINX_PORT"
+ports_free "$MOCK_PORT" "$PORT" "$HOP_PORT" "$NGINX_PORT" "$PG_PORT"
 bench_build
 
 start_mock
@@ -62,6 +77,15 @@ for _ in $(seq 1 2000); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 
 cold_start_ms=$(( ($(date +%s%N) - started_at) / 1000000 ))
 "$hop_bin" --listen "127.0.0.1:$HOP_PORT" --upstream "http://127.0.0.1:$MOCK_PORT" >"$work/hop.log" 2>&1 &
 pids+=($!)
+if [ -n "${TOLLGATE_TEST_POSTGRES_URL:-}" ]; then
+  # A database of its own on the throwaway server: the server URL with another database name.
+  pg_db="tollgate_bench_$$"
+  psql -q "$TOLLGATE_TEST_POSTGRES_URL" -c "CREATE DATABASE $pg_db" >/dev/null
+  pg_url="$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))' "$TOLLGATE_TEST_POSTGRES_URL" "$pg_db")"
+  write_tollgate_config tollgate-pg "$PG_PORT" "$pg_url"
+  TOLLGATE_LOG=warn "$bin" serve --config "$work/tollgate-pg.toml" >"$work/tollgate-pg.log" 2>&1 &
+  pids+=($!)
+fi
 
 # Tuned as a proxy in front of a model server would be: keep-alive to the upstream (and no cap on requests per
 # connection either side, as hop and Tollgate have none), no access log, one worker per core. Everything it writes
@@ -108,6 +132,14 @@ create_bench_key
 idle_rss=$(rss_kib VmRSS)
 
 legs=(direct hop nginx tollgate)
+if [ -n "${pg_url:-}" ]; then
+  wait_for "http://127.0.0.1:$PG_PORT/healthz" 30
+  sqlite_key=$key
+  create_bench_key "$PG_PORT"
+  pg_key=$key
+  key=$sqlite_key
+  legs+=(tollgate-pg)
+fi
 declare -A url auth body
 url[direct]="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
 url[hop]="http://127.0.0.1:$HOP_PORT/v1/chat/completions"
@@ -116,6 +148,9 @@ url[tollgate]="http://127.0.0.1:$PORT/v1/chat/completions"
 for leg in direct hop nginx; do auth[$leg]=""; body[$leg]="$(chat_body mock-model)"; done
 auth[tollgate]="$key"
 body[tollgate]="$(chat_body fast)"
+url[tollgate-pg]="http://127.0.0.1:$PG_PORT/v1/chat/completions"
+auth[tollgate-pg]="${pg_key:-}"
+body[tollgate-pg]="$(chat_body fast)"
 
 # wrk_leg LEG DURATION [wrk options]: the saturation load on one leg, output to stdout.
 wrk_leg() {
