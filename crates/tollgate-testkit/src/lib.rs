@@ -5,6 +5,8 @@
     reason = "test support: a setup step that fails should stop the test with its reason"
 )]
 
+pub mod process;
+
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};

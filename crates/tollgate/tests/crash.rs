@@ -10,62 +10,24 @@
 )]
 
 use serde_json::{Value, json};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tollgate_testkit::process::{self, OPERATOR, free_port, json, wait_healthy};
 
-const OPERATOR: &str = "crash-test-operator";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The binary under test.
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tollgate"))
 }
 
 fn spawn(args: &[&str], config: Option<&Path>) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    command
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(config) = config {
-        command
-            .arg("--config")
-            .arg(config)
-            .env("TOLLGATE_OPERATOR_TOKEN", OPERATOR);
-    }
-    command.spawn().expect("start tollgate")
-}
-
-async fn wait_healthy(http: &reqwest::Client, url: &str) {
-    for _ in 0..400 {
-        if http
-            .get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{url} did not become healthy");
+    process::spawn(bin(), args, config)
 }
 
 async fn get(http: &reqwest::Client, url: String, key: &str) -> Value {
     json(http.get(url).bearer_auth(key).send().await.unwrap(), 200).await
-}
-
-async fn json(response: reqwest::Response, status: u16) -> Value {
-    let got = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    serde_json::from_str(&text).unwrap()
 }
 
 /// A mock upstream and a server as processes, on one SQLite file, with a funded tenant and a project key.
@@ -96,30 +58,7 @@ impl Deployment {
         );
         let config = dir.path().join("tollgate.toml");
         let database = format!("sqlite://{}/data/tollgate.db", dir.path().display());
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-listen = "127.0.0.1:{port}"
-database_url = "{database}"
-shutdown_timeout_seconds = 10
-{extra}
-
-[[providers]]
-id = "mock"
-kind = "openai"
-base_url = "http://127.0.0.1:{mock_port}/v1"
-
-[[models]]
-id = "fast"
-provider = "mock"
-upstream_model = "mock-model"
-input_cents_per_million_tokens = 15
-output_cents_per_million_tokens = 60
-"#
-            ),
-        )
-        .unwrap();
+        process::write_config(&config, port, &database, mock_port, extra);
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let server = spawn(&["serve"], Some(&config));

@@ -1,0 +1,136 @@
+//! The real binary as processes, for tests that kill, restart or multiply servers: a mock upstream and any number
+//! of `tollgate serve` nodes on one database, each on a port of its own, with a configuration written to a file.
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The operator token every node is started with.
+pub const OPERATOR: &str = "process-test-operator";
+
+/// A free port on loopback (the listener is closed again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts `bin` with `args` (and `--config CONFIG` with the operator token, when given), output discarded.
+pub fn spawn(bin: &Path, args: &[&str], config: Option<&Path>) -> Child {
+    let mut command = Command::new(bin);
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(config) = config {
+        command
+            .arg("--config")
+            .arg(config)
+            .env("TOLLGATE_OPERATOR_TOKEN", OPERATOR);
+    }
+    command.spawn().expect("start tollgate")
+}
+
+/// Waits (up to 10 s) until `url` answers 2xx.
+pub async fn wait_healthy(http: &reqwest::Client, url: &str) {
+    for _ in 0..400 {
+        if http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{url} did not become healthy");
+}
+
+/// The JSON body of `response`, after checking its status.
+pub async fn json(response: reqwest::Response, status: u16) -> Value {
+    let got = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    assert_eq!(got, status, "{text}");
+    serde_json::from_str(&text).expect("JSON body")
+}
+
+/// Writes a node's configuration to `path`: listening on `port`, on `database`, with the mock on `mock_port` as
+/// provider `mock` and model `fast` (15/60 ¢ per million tokens), then the TOML lines of `extra`.
+pub fn write_config(path: &Path, port: u16, database: &str, mock_port: u16, extra: &str) {
+    std::fs::write(
+        path,
+        format!(
+            r#"
+listen = "127.0.0.1:{port}"
+database_url = "{database}"
+shutdown_timeout_seconds = 10
+{extra}
+
+[[providers]]
+id = "mock"
+kind = "openai"
+base_url = "http://127.0.0.1:{mock_port}/v1"
+
+[[models]]
+id = "fast"
+provider = "mock"
+upstream_model = "mock-model"
+input_cents_per_million_tokens = 15
+output_cents_per_million_tokens = 60
+"#
+        ),
+    )
+    .expect("write the configuration");
+}
+
+/// A node: its process, configuration file and base URL.
+#[derive(Debug)]
+pub struct Node {
+    /// The `tollgate serve` process.
+    pub process: Child,
+    /// Its configuration file (to restart it).
+    pub config: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Node {
+    /// Starts a node of `bin` on `database` beside the mock on `mock_port`, its configuration in `dir`, and waits
+    /// until it is healthy.
+    pub async fn start(
+        bin: &Path,
+        dir: &Path,
+        database: &str,
+        mock_port: u16,
+        extra: &str,
+        http: &reqwest::Client,
+    ) -> Self {
+        let port = free_port();
+        let config = dir.join(format!("tollgate-{port}.toml"));
+        write_config(&config, port, database, mock_port, extra);
+        let process = spawn(bin, &["serve"], Some(&config));
+        let base = format!("http://127.0.0.1:{port}");
+        wait_healthy(http, &format!("{base}/healthz")).await;
+        Self {
+            process,
+            config,
+            base,
+        }
+    }
+
+    /// Kills the node with SIGKILL (no drain, no shutdown hook) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,340 @@
+//! Two `tollgate serve` processes on different ports sharing one database (PostgreSQL when
+//! `TOLLGATE_TEST_POSTGRES_URL` names a server, as in `.ci/run`; else one SQLite file), the mock upstream as a
+//! process: a key created on one node works on the other at once; a tenant funded for N requests spread over both
+//! gets at most N, its balance exact and never negative; a node killed with SIGKILL under load loses no answered
+//! request.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    reason = "test setup: a failing step should stop the test; load tasks are awaited"
+)]
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tollgate_core::credits::{UsageGrouping, UsageQuery};
+use tollgate_core::money::Micros;
+use tollgate_core::ports::{PageRequest, Store};
+use tollgate_store::testing::ScratchDatabase;
+use tollgate_testkit::process::{self, Node, OPERATOR, free_port, json, wait_healthy};
+
+/// The mock, two nodes, and a tenant with an admin key, a project and a project key.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    _database: Option<ScratchDatabase>,
+    _mock: Child,
+    nodes: Vec<Node>,
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+    tenant: String,
+    admin: String,
+    project: String,
+    key: String,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = ScratchDatabase::from_env().await.unwrap();
+        let database = match &scratch {
+            Some(db) => db.url().to_owned(),
+            None => format!("sqlite://{}/data/tollgate.db", dir.path().display()),
+        };
+        let bin = Path::new(env!("CARGO_BIN_EXE_tollgate"));
+        let mock_port = free_port();
+        let mock = process::spawn(
+            bin,
+            &[
+                "mock-upstream",
+                "--listen",
+                &format!("127.0.0.1:{mock_port}"),
+            ],
+            None,
+        );
+        let http = reqwest::Client::new();
+        wait_healthy(&http, &format!("http://127.0.0.1:{mock_port}/healthz")).await;
+        // The first node migrates the database; the second finds it migrated.
+        let a = Node::start(bin, dir.path(), &database, mock_port, "", &http).await;
+        let b = Node::start(bin, dir.path(), &database, mock_port, "", &http).await;
+        let created = json(
+            http.post(format!("{}/operator/v1/tenants", a.base))
+                .bearer_auth(OPERATOR)
+                .json(&json!({"name": "Nodes", "plan": "pro", "owner_email": "n@example.com"}))
+                .send()
+                .await
+                .unwrap(),
+            201,
+        )
+        .await;
+        let text = |path: &[&str]| {
+            let mut v = &created;
+            for p in path {
+                v = &v[*p];
+            }
+            v.as_str().unwrap().to_owned()
+        };
+        let (tenant, admin, project) = (
+            text(&["tenant", "id"]),
+            text(&["admin_key", "value"]),
+            text(&["project", "id"]),
+        );
+        let store = tollgate_store::connect(&database).await.unwrap();
+        let mut cluster = Self {
+            _dir: dir,
+            _database: scratch,
+            _mock: mock,
+            nodes: vec![a, b],
+            store,
+            http,
+            tenant,
+            admin,
+            project,
+            key: String::new(),
+        };
+        cluster.key = cluster.create_key(0).await;
+        cluster
+    }
+
+    /// A new project key, created through node `on`.
+    async fn create_key(&self, on: usize) -> String {
+        let url = format!(
+            "{}/v1/organization/projects/{}/api_keys",
+            self.nodes[on].base, self.project
+        );
+        let created = json(
+            self.http
+                .post(url)
+                .bearer_auth(&self.admin)
+                .json(&json!({"name": "load"}))
+                .send()
+                .await
+                .unwrap(),
+            201,
+        )
+        .await;
+        created["value"].as_str().unwrap().to_owned()
+    }
+
+    /// A chat request through node `on` with `key`, and request id `id`.
+    async fn chat(&self, on: usize, key: &str, id: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.nodes[on].base))
+            .bearer_auth(key)
+            .header("x-request-id", id)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Every ledger entry of the tenant: (kind is charge, amount, reason).
+    async fn ledger(&self) -> Vec<(bool, Micros, Option<String>)> {
+        let mut entries = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .ledger(&self.tenant, &PageRequest { after, limit: 100 })
+                .await
+                .unwrap();
+            entries.extend(page.items.iter().map(|e| {
+                (
+                    e.kind == tollgate_core::credits::LedgerKind::Charge,
+                    e.amount,
+                    e.reason.clone(),
+                )
+            }));
+            if !page.has_more {
+                return entries;
+            }
+            after = page.items.last().map(|e| e.id.clone());
+        }
+    }
+
+    /// Requests recorded in usage.
+    async fn usage_requests(&self) -> u64 {
+        let totals = self
+            .store
+            .usage(&UsageQuery {
+                tenant_id: self.tenant.clone(),
+                project_id: None,
+                since: 0,
+                until: 253_402_300_800,
+                group: UsageGrouping::default(),
+            })
+            .await
+            .unwrap();
+        totals.iter().map(|t| t.requests).sum()
+    }
+}
+
+#[tokio::test]
+async fn two_processes_share_keys_money_and_survive_a_kill() {
+    let c = Cluster::start().await;
+
+    // (4) A key created on node A works on node B at once.
+    let fresh = c.create_key(0).await;
+    let body = json!({"model": "fast", "messages": [{"role": "user", "content": "mock:words=50 go"}],
+                      "max_tokens": 50});
+    c.store
+        .grant(&c.tenant, Micros(1), Some("probe"), 1)
+        .await
+        .unwrap();
+    let probe = c.chat(1, &fresh, "probe", &body).await;
+    assert_eq!(probe.status(), 402, "known on B (402, not 401) at once");
+
+    // (2) Funded for exactly N requests, spread over both nodes, 4 at a time on each: at most N are served.
+    const N: i64 = 20;
+    // The mock counts 2 prompt and 50 completion tokens: 2 × 15 + 50 × 60 micro-cents.
+    let cost = 2 * 15 + 50 * 60;
+    c.store
+        .grant(&c.tenant, Micros(N * cost - 1), Some("for N"), 2)
+        .await
+        .unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (http, base, key, body, served) = (
+                c.http.clone(),
+                c.nodes[w % 2].base.clone(),
+                fresh.clone(),
+                body.clone(),
+                Arc::clone(&served),
+            );
+            tokio::spawn(async move {
+                // Each worker stops at its first refusal: by then the balance no longer covers a worst case.
+                loop {
+                    let response = http
+                        .post(format!("{base}/v1/chat/completions"))
+                        .bearer_auth(&key)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    match response.status().as_u16() {
+                        200 => {
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                        402 => return,
+                        other => panic!("{other}: {}", response.text().await.unwrap()),
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let served = i64::try_from(served.load(Ordering::SeqCst)).unwrap();
+    assert!(
+        (N / 2..=N).contains(&served),
+        "{served} served of {N} paid for"
+    );
+    let balance = c.store.balance(&c.tenant).await.unwrap().balance;
+    assert_eq!(
+        balance,
+        Micros(1 + N * cost - 1 - served * cost),
+        "exact, never negative"
+    );
+    let ledger = c.ledger().await;
+    assert_eq!(
+        ledger.iter().filter(|e| e.0).count(),
+        usize::try_from(served).unwrap()
+    );
+    assert_eq!(
+        Micros(ledger.iter().map(|e| e.1.get()).sum()),
+        balance,
+        "the ledger sums to the balance"
+    );
+
+    // (3) Node B is killed with SIGKILL under load on both nodes: every answered request is in the ledger and
+    // usage.
+    json(
+        c.http
+            .post(format!(
+                "{}/operator/v1/tenants/{}/credits",
+                c.nodes[0].base, c.tenant
+            ))
+            .bearer_auth(OPERATOR)
+            .json(&json!({"amount_cents": 100}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let quick =
+        json!({"model": "fast", "messages": [{"role": "user", "content": "mock:latency=20 load"}]});
+    let answered_on_b = Arc::new(AtomicUsize::new(0));
+    let c = Arc::new(c);
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (c, body, on_b) = (Arc::clone(&c), quick.clone(), Arc::clone(&answered_on_b));
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for n in 0..60 {
+                    let id = format!("load-{w}-{n}");
+                    let node = w % 2;
+                    let sent = c
+                        .http
+                        .post(format!("{}/v1/chat/completions", c.nodes[node].base))
+                        .bearer_auth(&c.key)
+                        .header("x-request-id", &id)
+                        .json(&body)
+                        .send()
+                        .await;
+                    let Ok(response) = sent else {
+                        break; // node B is gone
+                    };
+                    if response.status() != 200 || response.bytes().await.is_err() {
+                        break;
+                    }
+                    if node == 1 {
+                        on_b.fetch_add(1, Ordering::SeqCst);
+                    }
+                    answered.push(id);
+                }
+                answered
+            })
+        })
+        .collect();
+    while answered_on_b.load(Ordering::SeqCst) < 30 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    // Node B's process only: the Arc shares the cluster with the workers, so reach it through a raw kill.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &c.nodes[1].process.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut answered = Vec::new();
+    for w in workers {
+        answered.extend(w.await.unwrap());
+    }
+    assert!(
+        answered.iter().any(|id| id.ends_with("-59")),
+        "node A went on serving"
+    );
+    let ledger = c.ledger().await;
+    let charged: std::collections::HashSet<&str> = ledger
+        .iter()
+        .filter(|e| e.0)
+        .filter_map(|e| e.2.as_deref())
+        .collect();
+    for id in &answered {
+        assert!(
+            charged.contains(id.as_str()),
+            "{id} answered but not charged"
+        );
+    }
+    let charges = ledger.iter().filter(|e| e.0).count() as u64;
+    assert_eq!(
+        c.usage_requests().await,
+        charges,
+        "one usage row per charge"
+    );
+}
