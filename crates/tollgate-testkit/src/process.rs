@@ -134,3 +134,34 @@ impl Drop for Node {
         self.kill();
     }
 }
+
+/// A tenant made through a node's operator API.
+#[derive(Debug, Clone)]
+pub struct CreatedTenant {
+    /// `org_…`.
+    pub id: String,
+    /// The owner's admin key.
+    pub admin_key: String,
+    /// The Default project.
+    pub project_id: String,
+}
+
+/// Creates a tenant on the `pro` plan through the node at `base`.
+pub async fn create_tenant(http: &reqwest::Client, base: &str, name: &str) -> CreatedTenant {
+    let created = json(
+        http.post(format!("{base}/operator/v1/tenants"))
+            .bearer_auth(OPERATOR)
+            .json(&serde_json::json!({"name": name, "plan": "pro", "owner_email": "owner@example.com"}))
+            .send()
+            .await
+            .expect("create a tenant"),
+        201,
+    )
+    .await;
+    let text = |a: &str, b: &str| created[a][b].as_str().expect("a string").to_owned();
+    CreatedTenant {
+        id: text("tenant", "id"),
+        admin_key: text("admin_key", "value"),
+        project_id: text("project", "id"),
+    }
+}

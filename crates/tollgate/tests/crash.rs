@@ -65,19 +65,8 @@ impl Deployment {
         wait_healthy(&http, &format!("http://127.0.0.1:{mock_port}/healthz")).await;
         wait_healthy(&http, &format!("{base}/healthz")).await;
 
-        let created = json(
-            http.post(format!("{base}/operator/v1/tenants"))
-                .bearer_auth(OPERATOR)
-                .json(&json!({"name": "Crash", "plan": "pro", "owner_email": "c@example.com"}))
-                .send()
-                .await
-                .unwrap(),
-            201,
-        )
-        .await;
-        let tenant = created["tenant"]["id"].as_str().unwrap().to_owned();
-        let admin = created["admin_key"]["value"].as_str().unwrap().to_owned();
-        let project = created["project"]["id"].as_str().unwrap();
+        let created = process::create_tenant(&http, &base, "Crash").await;
+        let (tenant, admin, project) = (created.id, created.admin_key, created.project_id);
         json(
             http.post(format!("{base}/operator/v1/tenants/{tenant}/credits"))
                 .bearer_auth(OPERATOR)

@@ -60,28 +60,8 @@ impl Cluster {
         // The first node migrates the database; the second finds it migrated.
         let a = Node::start(bin, dir.path(), &database, mock_port, "", &http).await;
         let b = Node::start(bin, dir.path(), &database, mock_port, "", &http).await;
-        let created = json(
-            http.post(format!("{}/operator/v1/tenants", a.base))
-                .bearer_auth(OPERATOR)
-                .json(&json!({"name": "Nodes", "plan": "pro", "owner_email": "n@example.com"}))
-                .send()
-                .await
-                .unwrap(),
-            201,
-        )
-        .await;
-        let text = |path: &[&str]| {
-            let mut v = &created;
-            for p in path {
-                v = &v[*p];
-            }
-            v.as_str().unwrap().to_owned()
-        };
-        let (tenant, admin, project) = (
-            text(&["tenant", "id"]),
-            text(&["admin_key", "value"]),
-            text(&["project", "id"]),
-        );
+        let created = process::create_tenant(&http, &a.base, "Nodes").await;
+        let (tenant, admin, project) = (created.id, created.admin_key, created.project_id);
         let store = tollgate_store::connect(&database).await.unwrap();
         let mut cluster = Self {
             _dir: dir,
