@@ -22,6 +22,20 @@ use tollgate_core::ports::{Durability, SettledBatch, StoreError};
 /// The writer waits this long for SQLite's write lock: its caller (the recorder) retries with backoff and refuses
 /// new paid requests meanwhile, so a long wait here would only delay noticing that the store cannot be written.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the writer sleeps between two tries of a lock another connection holds. SQLite's own busy handler
+/// sleeps 1, 2, 5, 10, 15, 20… ms between tries, so a lease or management write of a few milliseconds would stall
+/// every request of the batch behind it for tens of them; another writer's transaction is short, so look often.
+const BUSY_RETRY: Duration = Duration::from_micros(200);
+
+/// Whether to try the lock again after `tries` failed tries: until [`BUSY_TIMEOUT`] has passed.
+fn busy(tries: i32) -> bool {
+    let waited = BUSY_RETRY.saturating_mul(u32::try_from(tries).unwrap_or(u32::MAX));
+    if waited >= BUSY_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(BUSY_RETRY);
+    true
+}
 /// Batches waiting for the thread.
 const QUEUE: usize = 64;
 
@@ -80,7 +94,7 @@ impl Settler {
 /// The settlement connection, set up as sqlx's pool is: WAL, `synchronous` by durability, foreign keys on.
 fn connect(path: &Path, durability: Durability) -> Result<Connection, rusqlite::Error> {
     let connection = Connection::open(path)?;
-    connection.busy_timeout(BUSY_TIMEOUT)?;
+    connection.busy_handler(Some(busy))?;
     let synchronous = match durability {
         Durability::Fsync => "FULL",
         Durability::Process => "NORMAL",
