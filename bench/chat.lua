@@ -9,6 +9,23 @@ if key and key ~= "" then
 end
 wrk.body = assert(os.getenv("BENCH_BODY"), "BENCH_BODY is unset: run this through bench/run.sh")
 
+-- BENCH_KEYS_FILE (one key per line): each request takes the next key, round robin, instead of BENCH_KEY. This
+-- costs wrk a Lua call per request, so compare such a run with another that spreads its load too.
+local keys_file = os.getenv("BENCH_KEYS_FILE")
+if keys_file and keys_file ~= "" then
+  local keys = {}
+  for line in io.lines(keys_file) do
+    keys[#keys + 1] = "Bearer " .. line
+  end
+  local headers = { ["Content-Type"] = "application/json" }
+  local next_key = math.random(#keys)
+  request = function()
+    next_key = next_key % #keys + 1
+    headers["Authorization"] = keys[next_key]
+    return wrk.format("POST", nil, headers, wrk.body)
+  end
+end
+
 done = function(summary, latency, requests)
   io.write(string.format("non-2xx: %d\n", summary.errors.status))
 end

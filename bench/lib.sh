@@ -81,12 +81,12 @@ output_cents_per_million_tokens = 60
 TOML
 }
 
-# seed_store KEYS TENANTS: migrates the run's database and fills it with KEYS project keys over TENANTS tenants (see
+# seed_store KEYS TENANTS [LOAD_KEYS]: migrates the run's database and fills it with KEYS project keys over TENANTS tenants (see
 # bench/seed.py), so the hot path runs against a store of production size.
 seed_store() {
   write_tollgate_config
   "$bin" migrate --config "$work/tollgate.toml" >/dev/null
-  python3 bench/seed.py "$work/data/tollgate.db" "$1" "$2"
+  python3 bench/seed.py "$work/data/tollgate.db" "$1" "$2" "${3:-0}" "$work/keys.txt"
 }
 
 # start_tollgate [WRAPPER...]: runs `tollgate serve` (under WRAPPER, e.g. valgrind, when given); sets $tollgate_pid.

@@ -19,6 +19,7 @@
 #   RATE=1000 RATE_DURATION=20s bench/run.sh
 #   DURABILITY=process bench/run.sh           # SQLite synchronous = NORMAL instead of FULL
 #   SEED_KEYS=1000000 SEED_TENANTS=10000 bench/run.sh   # (e) a store of production size (seeding: about a minute)
+#   SEED_KEYS=1000000 SEED_TENANTS=10000 LOAD_KEYS=200000 bench/run.sh   # … and (a)'s load spread over 200,000 keys
 #   POSTGRES=0 bench/run.sh                   # without the tollgate-pg leg (default: run it when PostgreSQL is
 #                                             # installed; POSTGRES=1 requires it)
 #
@@ -66,9 +67,12 @@ bench_build
 
 start_mock
 # (e): the same figures against a store of production size, e.g. SEED_KEYS=1000000 SEED_TENANTS=10000.
+# LOAD_KEYS=K: the first K seeded keys are real, and the tollgate leg's saturation load spreads over all of them
+# (round robin, so beyond the key cache's 100,000 entries a key's next use finds it evicted).
+LOAD_KEYS="${LOAD_KEYS:-0}"
 if [ "${SEED_KEYS:-0}" -gt 0 ]; then
-  echo "== seeding the store: $SEED_KEYS keys over ${SEED_TENANTS:-1} tenants"
-  seed_store "$SEED_KEYS" "${SEED_TENANTS:-1}"
+  echo "== seeding the store: $SEED_KEYS keys over ${SEED_TENANTS:-1} tenants, $LOAD_KEYS of them used by the load"
+  seed_store "$SEED_KEYS" "${SEED_TENANTS:-1}" "$LOAD_KEYS"
 fi
 started_at=$(date +%s%N)
 start_tollgate
@@ -156,7 +160,9 @@ body[tollgate-pg]="$(chat_body fast)"
 wrk_leg() {
   local leg=$1 duration=$2
   shift 2
-  BENCH_KEY="${auth[$leg]}" BENCH_BODY="${body[$leg]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" "$@" \
+  local keys=""
+  [ "$leg" = tollgate ] && [ "$LOAD_KEYS" -gt 0 ] && keys="$work/keys.txt"
+  BENCH_KEYS_FILE="$keys" BENCH_KEY="${auth[$leg]}" BENCH_BODY="${body[$leg]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" "$@" \
     -s bench/chat.lua "${url[$leg]}"
 }
 
