@@ -1481,3 +1481,39 @@ async fn a_change_wakes_the_signal_where_there_is_one(f: Fixture) {
 }
 
 on_every_backend!(a_change_wakes_the_signal_where_there_is_one);
+
+/// A listener whose connection is cut (a restarted server, a proxy's idle timeout) wakes its reader, since what was
+/// notified meanwhile is lost, and listens again on a new connection.
+#[tokio::test]
+async fn a_signal_whose_connection_is_cut_wakes_and_listens_again_postgres() {
+    use sqlx::Connection;
+    let Some(db) = ScratchDatabase::from_env().await.unwrap() else {
+        return;
+    };
+    let store = tollgate_store::connect(db.url()).await.unwrap();
+    let mut signal = store.change_signal().await.unwrap().unwrap();
+    let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let cut = sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() \
+         AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(cut.len(), 1, "one listener");
+    tokio::time::timeout(Duration::from_secs(5), signal.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let t = new_tenant("Acme", 1);
+    store.create_tenant(&t).await.unwrap();
+    store
+        .revoke_key(&t.tenant.id, &t.admin_key.id, 3)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), signal.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}

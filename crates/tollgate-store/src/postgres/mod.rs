@@ -116,7 +116,12 @@ impl ChangeSignal for Notifications {
     async fn wait(&mut self) -> Result<(), StoreError> {
         // `None` is a lost connection, already re-established (and LISTENing again): whatever was notified in
         // between is lost, so it wakes the reader as a notification would.
-        self.0.try_recv().await.map(|_| ()).map_err(db_error)
+        if self.0.try_recv().await.map_err(db_error)?.is_none() {
+            tracing::warn!(
+                "the connection listening for change notifications was lost and is back: reading the change log now"
+            );
+        }
+        Ok(())
     }
 }
 
