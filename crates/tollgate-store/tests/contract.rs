@@ -13,7 +13,8 @@ use tollgate_core::credits::{Balance, LedgerKind, Settlement, UsageGrouping, Usa
 use tollgate_core::key::KeyPrefixes;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{
-    Changed, KeyLimit, KeyScope, LeaseRequest, PageRequest, Store, StoreError, TenantUpdate,
+    ChangeSignal, Changed, KeyLimit, KeyScope, LeaseRequest, PageRequest, Store, StoreError,
+    TenantUpdate,
 };
 use tollgate_core::role::Role;
 use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, NewTenant, ProjectStatus, TenantStatus};
@@ -509,6 +510,23 @@ fn member(t: &NewTenant, id: &str, email: &str, role: Role) -> Member {
     }
 }
 
+/// An admin key of `member`, named "script".
+fn admin_key(t: &NewTenant, member: &Member) -> ApiKey {
+    let spec = KeySpec {
+        name: "script".into(),
+        ..KeySpec::default()
+    };
+    ApiKey::issue(
+        &prefixes(),
+        &t.tenant.id,
+        KeyOwner::Member(member.id.clone()),
+        spec,
+        None,
+        3,
+    )
+    .0
+}
+
 async fn the_last_owner_can_be_neither_demoted_nor_removed(f: Fixture) {
     let t = new_tenant("Acme", 1);
     f.store.create_tenant(&t).await.unwrap();
@@ -564,17 +582,7 @@ async fn removing_a_member_revokes_its_admin_keys_and_frees_its_email(f: Fixture
         f.store.add_member(&duplicate).await.unwrap_err(),
         StoreError::Conflict(_)
     ));
-    let (key, _) = ApiKey::issue(
-        &prefixes(),
-        &t.tenant.id,
-        KeyOwner::Member(admin.id.clone()),
-        KeySpec {
-            name: "script".into(),
-            ..KeySpec::default()
-        },
-        None,
-        3,
-    );
+    let key = admin_key(&t, &admin);
     f.store.insert_key(&key, None).await.unwrap();
     let removed = f
         .store
@@ -1215,6 +1223,13 @@ async fn logged(store: &Arc<dyn Store>) -> Vec<Changed> {
     changes.into_iter().map(|c| c.changed).collect()
 }
 
+fn suspension() -> TenantUpdate {
+    TenantUpdate {
+        status: Some(TenantStatus::Suspended),
+        ..TenantUpdate::default()
+    }
+}
+
 async fn revoking_a_key_logs_its_digest_and_settling_logs_nothing(f: Fixture) {
     let cli = f.another_node().await;
     let t = new_tenant("Acme", 1);
@@ -1309,12 +1324,8 @@ async fn tenant_project_and_member_changes_log_their_tenant(f: Fixture) {
         .await
         .unwrap()
         .unwrap();
-    let suspend = TenantUpdate {
-        status: Some(TenantStatus::Suspended),
-        ..TenantUpdate::default()
-    };
     f.store
-        .update_tenant(&t.tenant.id, &suspend)
+        .update_tenant(&t.tenant.id, &suspension())
         .await
         .unwrap()
         .unwrap();
@@ -1324,17 +1335,7 @@ async fn tenant_project_and_member_changes_log_their_tenant(f: Fixture) {
         "a plan, a status"
     );
     // A removal: the member (its tenant) and each admin key it revokes (its digest), in one transaction.
-    let (key, _) = ApiKey::issue(
-        &prefixes(),
-        &t.tenant.id,
-        KeyOwner::Member(admin.id.clone()),
-        KeySpec {
-            name: "script".into(),
-            ..KeySpec::default()
-        },
-        None,
-        3,
-    );
+    let key = admin_key(&t, &admin);
     f.store.insert_key(&key, None).await.unwrap();
     f.store
         .remove_member(&t.tenant.id, &admin.id, 9)
@@ -1365,12 +1366,8 @@ async fn changes_leave_the_window_and_are_pruned_by_the_store_clock(f: Fixture) 
     let first = f.store.recent_changes(RECENT).await.unwrap();
     assert_eq!(first.len(), 1);
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let suspend = TenantUpdate {
-        status: Some(TenantStatus::Suspended),
-        ..TenantUpdate::default()
-    };
     f.store
-        .update_tenant(&t.tenant.id, &suspend)
+        .update_tenant(&t.tenant.id, &suspension())
         .await
         .unwrap()
         .unwrap();
@@ -1447,6 +1444,14 @@ async fn a_change_that_commits_late_is_still_read_postgres() {
     assert!(early_id < late_id, "the late commit has the lower id");
 }
 
+/// Waits for `signal` to fire, for at most 5 s.
+async fn signalled(signal: &mut Box<dyn ChangeSignal>) {
+    tokio::time::timeout(Duration::from_secs(5), signal.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// PostgreSQL wakes listeners when a change commits (and not when a settlement does); SQLite has no signal.
 async fn a_change_wakes_the_signal_where_there_is_one(f: Fixture) {
     let signal = f.store.change_signal().await.unwrap();
@@ -1474,10 +1479,7 @@ async fn a_change_wakes_the_signal_where_there_is_one(f: Fixture) {
         .await
         .unwrap()
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), signal.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    signalled(&mut signal).await;
 }
 
 on_every_backend!(a_change_wakes_the_signal_where_there_is_one);
@@ -1501,10 +1503,7 @@ async fn a_signal_whose_connection_is_cut_wakes_and_listens_again_postgres() {
     .await
     .unwrap();
     assert_eq!(cut.len(), 1, "one listener");
-    tokio::time::timeout(Duration::from_secs(5), signal.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    signalled(&mut signal).await;
     let t = new_tenant("Acme", 1);
     store.create_tenant(&t).await.unwrap();
     store
@@ -1512,8 +1511,5 @@ async fn a_signal_whose_connection_is_cut_wakes_and_listens_again_postgres() {
         .await
         .unwrap()
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), signal.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    signalled(&mut signal).await;
 }
