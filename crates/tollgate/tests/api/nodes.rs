@@ -32,7 +32,10 @@ async fn two_nodes_together_never_hold_more_than_the_tenant_has() {
     let b = slow_node(Some(&a)).await;
     let t = a.funded_tenant("pro", 1).await;
     let body = TestApp::chat_body("fast", "mock:words=2 hello");
-    // Node b serves first, alone, so it holds a lease when the burst comes: both nodes then hold from theirs.
+    // Each node serves one first, alone, so each holds a lease when the burst comes: both then hold from theirs.
+    // (With node b alone holding one, node a's first lease call raced b's calls for the rest, and lost about one
+    // run in twenty-five: every request of a refused.)
+    assert_eq!(a.chat(&t, &body).await.status(), 200);
     assert_eq!(b.chat(&t, &body).await.status(), 200);
     let requests = (0..8).flat_map(|_| [a.chat(&t, &body), b.chat(&t, &body)]);
     let statuses: Vec<u16> = join_all(requests)
@@ -81,7 +84,7 @@ async fn two_nodes_together_never_hold_more_than_the_tenant_has() {
         .iter()
         .filter(|e| e.amount < Micros::ZERO)
         .count();
-    assert_eq!(charges, served + 1, "one charge per answered request");
+    assert_eq!(charges, served + 2, "one charge per answered request");
     let sum: i64 = ledger.items.iter().map(|e| e.amount.get()).sum();
     assert_eq!(Micros(sum), balance, "the ledger sums to the balance");
 }
