@@ -1,5 +1,6 @@
 //! `AppState`: everything a request needs, built once at start-up and shared behind one `Arc`.
 
+use crate::change_log::ChangeFollower;
 use crate::config::Config;
 use crate::credits::{Recorder, Wallets};
 use crate::key_cache::KeyCache;
@@ -30,6 +31,8 @@ pub struct App {
     pub plans: Plans,
     /// Authenticated keys, so the hot path needs no storage round trip.
     pub keys: KeyCache,
+    /// Keeps `keys` in step with changes made on other nodes and by the CLI.
+    pub changes: ChangeFollower,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Holds, against this node's leases on tenants' balances.
@@ -70,7 +73,8 @@ pub enum BuildError {
 }
 
 impl App {
-    /// Builds the providers, catalog and caches for `config`, and starts the recorder (so it needs a Tokio runtime).
+    /// Builds the providers, catalog and caches for `config`, and starts the recorder, the credit keeper and the
+    /// change-log follower (so it needs a Tokio runtime).
     pub fn build(
         config: Config,
         store: Arc<dyn Store>,
@@ -119,26 +123,30 @@ impl App {
         // One id per running process: its leases and its settlements' lease charges carry it.
         let node_id = tollgate_core::id::new_id(tollgate_core::id::NODE);
         let wallets = Wallets::start(node_id.clone(), Arc::clone(&store), Arc::clone(&clock));
-        Ok(AppState(Arc::new(Self {
+        let app = Arc::new(Self {
             config,
             catalog: Catalog::new(models),
             providers,
             prefixes,
             plans,
-            keys: KeyCache::new(),
+            keys: KeyCache::following(),
+            changes: ChangeFollower::new(),
             clock,
             recorder: Recorder::start(Arc::clone(&store), node_id),
             wallets,
             store,
             tasks: TaskTracker::new(),
-        })))
+        });
+        app.changes.start(Arc::downgrade(&app));
+        Ok(AppState(app))
     }
 
-    /// Finishes what requests started, after the server has stopped serving: waits for request tasks (upstream
-    /// calls, stream pumps), then has the recorder write every settlement still queued, then returns this node's
-    /// credit leases, all within `timeout`.
+    /// Finishes what requests started, after the server has stopped serving: stops following the change log (no
+    /// request will authenticate any more), waits for request tasks (upstream calls, stream pumps), then has the
+    /// recorder write every settlement still queued, then returns this node's credit leases, all within `timeout`.
     pub async fn close(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
+        self.changes.close().await;
         self.tasks.close();
         if tokio::time::timeout(timeout, self.tasks.wait())
             .await

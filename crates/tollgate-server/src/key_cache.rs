@@ -9,10 +9,18 @@
 //! lookup accepts an entry only if no invalidation of its digest began since then. `invalidate` bumps the epoch
 //! before it drops the entry, so once it returns, no read that started earlier, coalesced or not, can answer a later
 //! lookup: a revoked key is refused on its very next request. Epochs are striped by digest, so revoking one key sends
-//! only 1/256 of the cached keys back to the store, not all of them. The time-to-live bounds how long a change made
-//! elsewhere (another node, the CLI) can go unseen.
+//! only 1/256 of the cached keys back to the store, not all of them. A tenant's change (`invalidate_tenant`: its
+//! plan, status, a project, a member) works the same way with epochs striped by tenant id, so it sends that tenant's
+//! keys back to the store, and not every tenant's.
+//!
+//! Changes made elsewhere (another node, the CLI) reach the cache through the store's change log, which
+//! [`crate::change_log`] reads four times a second. A cache built [`KeyCache::following`] that log also refuses to
+//! lean on it while it lags: when the log has not been read for [`MAX_LAG`], a known key is served only from a read
+//! at most [`MAX_LAG`] old, so no change goes unseen for longer, even while the store cannot be read (the lookup then
+//! fails instead). Without a follower, the time-to-live alone bounds how long a change made elsewhere goes unseen.
 
 use moka::Expiry;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,13 +29,18 @@ use tollgate_core::ports::{KeyStore, StoreError};
 use tollgate_core::tenant::Principal;
 
 const CAPACITY: u64 = 100_000;
-/// How long a change made outside this process (a `tollgate key revoke` from the CLI) can go unseen: one store
-/// read per active key per period is cheap, and 5 s bounds the window of a revoked key.
+/// How long a found principal is kept. Changes made outside this process (another node, `tollgate key revoke`)
+/// arrive through the change log within a second; this bounds what a change the log misses (one committed more
+/// than its 5 s window after it was made) can go unseen, and, without a follower, every change made elsewhere.
 const KNOWN_TTL: Duration = Duration::from_secs(5);
 /// Unknown digests stay unknown longer: new keys have fresh random digests that were never cached as unknown.
 const UNKNOWN_TTL: Duration = Duration::from_secs(30);
-/// Epoch stripes, one per value of a digest's first byte (digests are SHA-256, so evenly spread).
+/// Epoch stripes, one per value of a digest's first byte (digests are SHA-256, so evenly spread); as many for
+/// tenant ids, by hash.
 const STRIPES: usize = 256;
+/// How far a cache [`KeyCache::following`] the change log may trail it: a change made elsewhere is seen within
+/// this (the follower reads the log every 250 ms; past this, known keys are read again instead).
+pub const MAX_LAG: Duration = Duration::from_secs(1);
 
 /// One cached answer: the principal, or `None` for a digest the store does not know.
 #[derive(Debug, Clone)]
@@ -35,6 +48,12 @@ struct Entry {
     principal: Option<Arc<Principal>>,
     /// The digest's stripe epoch when the store read that produced this answer started.
     epoch: u64,
+    /// The tenant clock ([`KeyCache::tenant_clock`]) when that read started.
+    tenant_epoch: u64,
+    /// The principal's tenant stripe (0 for an unknown digest, which no tenant change concerns).
+    tenant_stripe: usize,
+    /// When that read started.
+    read_at: Instant,
 }
 
 /// Known principals and unknown digests expire after their own time-to-live, also when an entry is replaced.
@@ -73,6 +92,35 @@ pub struct KeyCache {
     /// Per stripe of digests, how many invalidations have begun. An entry whose read started at a lower epoch may
     /// predate a revocation, so it is never served.
     epochs: Box<[AtomicU64]>,
+    /// How many tenant invalidations have begun, over all tenants. A read records it when it starts, before it
+    /// knows whose key it reads.
+    tenant_clock: AtomicU64,
+    /// Per stripe of tenant ids, the tenant clock at the latest invalidation of one of its tenants: an entry of such
+    /// a tenant whose read recorded less may predate the change, so it is never served.
+    tenant_epochs: Box<[AtomicU64]>,
+    /// Set when a change-log follower keeps this cache in step with changes made elsewhere.
+    follower: Option<Follower>,
+}
+
+/// How far the change log has been followed.
+#[derive(Debug)]
+struct Follower {
+    origin: Instant,
+    /// 1 + the milliseconds after `origin` at which the latest successful read of the log started; 0 before any.
+    caught_up: AtomicU64,
+}
+
+impl Follower {
+    /// Whether the log was read, all of it applied, by a read that started at most [`MAX_LAG`] before `now`.
+    fn in_step(&self, now: Instant) -> bool {
+        match self.caught_up.load(Ordering::Acquire) {
+            0 => false,
+            at => {
+                let read = self.origin + Duration::from_millis(at - 1);
+                now.saturating_duration_since(read) <= MAX_LAG
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for KeyCache {
@@ -94,21 +142,109 @@ fn stripe(digest: &KeyDigest) -> usize {
     usize::from(digest.as_bytes()[0])
 }
 
+/// The stripe of a tenant's epoch: a fixed hash, the same for the tenant's every key.
+fn tenant_stripe(tenant_id: &str) -> usize {
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(tenant_id);
+    usize::from(hash.to_le_bytes()[0])
+}
+
+/// What a store read records when it starts, to tell later whether its answer is still good.
+struct ReadStart {
+    epoch: u64,
+    tenant_epoch: u64,
+    at: Instant,
+}
+
+impl ReadStart {
+    fn entry(self, principal: Option<Arc<Principal>>) -> Entry {
+        let tenant_stripe = principal
+            .as_ref()
+            .map_or(0, |p| tenant_stripe(&p.key.tenant_id));
+        Entry {
+            principal,
+            epoch: self.epoch,
+            tenant_epoch: self.tenant_epoch,
+            tenant_stripe,
+            read_at: self.at,
+        }
+    }
+}
+
 /// The store's error from moka's shared `Arc` (one read's failure is every coalesced caller's).
 fn unshare(error: Arc<StoreError>) -> StoreError {
     Arc::try_unwrap(error).unwrap_or_else(|shared| (*shared).clone())
 }
 
 impl KeyCache {
-    /// An empty cache.
+    /// An empty cache that nothing keeps in step with changes made elsewhere: its time-to-live alone bounds how
+    /// long they go unseen.
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// An empty cache kept in step with the store's change log by a follower ([`crate::change_log`]), which calls
+    /// [`KeyCache::caught_up`] after each read of the log. Until the first and whenever the log lags by more than
+    /// [`MAX_LAG`], known keys are served only from reads at most [`MAX_LAG`] old.
+    pub fn following() -> Self {
+        Self::build(Some(Follower {
+            origin: Instant::now(),
+            caught_up: AtomicU64::new(0),
+        }))
+    }
+
+    fn build(follower: Option<Follower>) -> Self {
+        let stripes = || (0..STRIPES).map(|_| AtomicU64::new(0)).collect();
         Self {
             entries: moka::future::Cache::builder()
                 .max_capacity(CAPACITY)
                 .expire_after(Ttl)
                 .build(),
-            epochs: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            epochs: stripes(),
+            tenant_clock: AtomicU64::new(0),
+            tenant_epochs: stripes(),
+            follower,
         }
+    }
+
+    /// Records that a read of the change log that started at `started` has been applied: every change committed
+    /// before then is reflected.
+    pub fn caught_up(&self, started: Instant) {
+        if let Some(follower) = &self.follower {
+            let ms = started
+                .saturating_duration_since(follower.origin)
+                .as_millis();
+            let ms = u64::try_from(ms).unwrap_or(u64::MAX - 1);
+            follower.caught_up.fetch_max(ms + 1, Ordering::AcqRel);
+        }
+    }
+
+    /// What a read of `digest` that starts now must record.
+    fn read_start(&self, digest: &KeyDigest) -> ReadStart {
+        ReadStart {
+            epoch: self.epochs[stripe(digest)].load(Ordering::Acquire),
+            tenant_epoch: self.tenant_clock.load(Ordering::Acquire),
+            at: Instant::now(),
+        }
+    }
+
+    /// Whether `entry` may answer a lookup that required digest epoch `required`: no invalidation of its digest or
+    /// its tenant began after its read did, and, when following the change log, the log is in step or the read is
+    /// recent. Unknown digests need neither of the last two: no tenant change and no change elsewhere can make a
+    /// digest known but its key's creation, and a new key's digest is random, never looked up before.
+    fn serves(&self, entry: &Entry, required: u64) -> bool {
+        if entry.epoch < required {
+            return false;
+        }
+        if entry.principal.is_none() {
+            return true;
+        }
+        if entry.tenant_epoch < self.tenant_epochs[entry.tenant_stripe].load(Ordering::Acquire) {
+            return false;
+        }
+        self.follower.as_ref().is_none_or(|f| {
+            let now = Instant::now();
+            f.in_step(now) || now.saturating_duration_since(entry.read_at) <= MAX_LAG
+        })
     }
 
     /// The principal for `digest`: from the cache, or from the store on a miss (then cached, found or not). A
@@ -125,41 +261,33 @@ impl KeyCache {
         // Every invalidation that completed before this lookup is counted in `required`.
         let required = epoch.load(Ordering::Acquire);
         if let Some(entry) = self.entries.get(digest).await {
-            if entry.epoch >= required {
+            if self.serves(&entry, required) {
                 return Ok(entry.principal);
             }
-            // Read before an invalidation: drop it, so the read below replaces it.
+            // Read before an invalidation (or too long ago, the log lagging): drop it, so the read below replaces
+            // it.
             self.entries.invalidate(digest).await;
         }
         let read = async {
-            // Loaded before the read: an invalidation that bumps it afterwards makes this answer stale.
-            let started = epoch.load(Ordering::Acquire);
+            // Recorded before the read: an invalidation that bumps an epoch afterwards makes this answer stale.
+            let started = self.read_start(digest);
             let principal = store.principal_by_digest(digest).await?.map(Arc::new);
-            Ok(Entry {
-                principal,
-                epoch: started,
-            })
+            Ok(started.entry(principal))
         };
         let entry = self
             .entries
             .try_get_with(*digest, read)
             .await
             .map_err(unshare)?;
-        if entry.epoch >= required {
+        if self.serves(&entry, required) {
             return Ok(entry.principal);
         }
         // We joined a read that started before an invalidation this lookup must see: read again, alone. This
         // happens only in the instant around an invalidation.
-        let started = epoch.load(Ordering::Acquire);
+        let started = self.read_start(digest);
         let principal = store.principal_by_digest(digest).await?.map(Arc::new);
         self.entries
-            .insert(
-                *digest,
-                Entry {
-                    principal: principal.clone(),
-                    epoch: started,
-                },
-            )
+            .insert(*digest, started.entry(principal.clone()))
             .await;
         Ok(principal)
     }
@@ -172,7 +300,16 @@ impl KeyCache {
         self.entries.invalidate(digest).await;
     }
 
-    /// Forgets every key, e.g. when a tenant, project or member changes.
+    /// Forgets every key of a tenant, e.g. when it, one of its projects or one of its members changes: once this
+    /// returns, none of its keys' next lookups reflects the store as it was before. Other tenants' keys stay
+    /// cached (but for those that share its stripe, 1/256 of them). Call it after the store change is committed.
+    pub fn invalidate_tenant(&self, tenant_id: &str) {
+        // Every read that recorded less than `at` started before this call, so may predate the change.
+        let at = self.tenant_clock.fetch_add(1, Ordering::AcqRel) + 1;
+        self.tenant_epochs[tenant_stripe(tenant_id)].fetch_max(at, Ordering::AcqRel);
+    }
+
+    /// Forgets every key.
     pub fn invalidate_all(&self) {
         for epoch in &self.epochs {
             epoch.fetch_add(1, Ordering::AcqRel);
@@ -190,8 +327,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize};
     use tokio::sync::Semaphore;
     use tollgate_core::key::{KeyKind, KeyPrefixes};
-    use tollgate_core::ports::{KeyLimit, KeyScope, Page, PageRequest, Store};
-    use tollgate_core::tenant::{ApiKey, Timestamp};
+    use tollgate_core::ports::{KeyLimit, KeyScope, Page, PageRequest, Store, TenantUpdate};
+    use tollgate_core::tenant::{ApiKey, NewTenant, TenantStatus, Timestamp};
 
     /// The key store in front of a real one: counts `principal_by_digest` calls and can stall the first one after
     /// it has read its answer, to force a lookup to straddle a revocation.
@@ -371,9 +508,20 @@ mod tests {
         }
     }
 
+    /// How a straddle test tells the cache of the change it made.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Forget {
+        /// Revoked, then `invalidate`.
+        Key,
+        /// Revoked, then `invalidate_all`.
+        All,
+        /// The tenant suspended, then `invalidate_tenant`.
+        Tenant,
+    }
+
     #[tokio::test]
     async fn a_read_that_started_before_a_revocation_never_answers_a_lookup_after_it() {
-        for everything in [false, true] {
+        for forget in [Forget::Key, Forget::All, Forget::Tenant] {
             let (_dir, _, store, tenant) = store_and_tenant().await;
             store.create_tenant(&tenant).await.unwrap();
             let cache = Arc::new(KeyCache::new());
@@ -383,15 +531,22 @@ mod tests {
             let before = spawn_lookup(&cache, &spy, digest);
             settle().await;
             assert_eq!(spy.reads(), 1);
-            // The revocation: committed, then invalidated. From here on every lookup must see it.
-            store
-                .revoke_key(&tenant.tenant.id, &tenant.admin_key.id, 5)
-                .await
-                .unwrap();
-            if everything {
-                cache.invalidate_all();
+            // The revocation (or suspension): committed, then invalidated. From here on every lookup must see it.
+            if forget == Forget::Tenant {
+                store
+                    .update_tenant(&tenant.tenant.id, &suspended())
+                    .await
+                    .unwrap();
             } else {
-                cache.invalidate(&digest).await;
+                store
+                    .revoke_key(&tenant.tenant.id, &tenant.admin_key.id, 5)
+                    .await
+                    .unwrap();
+            }
+            match forget {
+                Forget::Key => cache.invalidate(&digest).await,
+                Forget::All => cache.invalidate_all(),
+                Forget::Tenant => cache.invalidate_tenant(&tenant.tenant.id),
             }
             // This lookup finds the stalled read in flight (and, once it lands, its entry).
             let after = spawn_lookup(&cache, &spy, digest);
@@ -400,9 +555,14 @@ mod tests {
             // The stalled one began before the revocation: either answer is right for it.
             before.await.unwrap().unwrap();
             let after = after.await.unwrap().unwrap();
-            assert_eq!(after.key.revoked_at, Some(5), "all: {everything}");
             let again = cache.lookup(&digest, spy.as_ref()).await.unwrap().unwrap();
-            assert_eq!(again.key.revoked_at, Some(5), "all: {everything}");
+            for principal in [after, again] {
+                if forget == Forget::Tenant {
+                    assert_eq!(principal.tenant_status, TenantStatus::Suspended);
+                } else {
+                    assert_eq!(principal.key.revoked_at, Some(5), "{forget:?}");
+                }
+            }
         }
     }
 
@@ -467,5 +627,86 @@ mod tests {
         cache.invalidate_all();
         cache.lookup(&cached, spy.as_ref()).await.unwrap().unwrap();
         assert_eq!(spy.reads(), 2);
+    }
+    /// Another tenant of the same store whose id falls in another tenant stripe than `tenant`'s.
+    fn tenant_of_another_stripe(tenant: &NewTenant) -> NewTenant {
+        let prefixes = KeyPrefixes::new("sk_live_", "sk_admin_").unwrap();
+        std::iter::repeat_with(|| {
+            NewTenant::build(
+                &prefixes,
+                "U".into(),
+                "pro".into(),
+                "o@u.io".into(),
+                None,
+                1,
+            )
+            .0
+        })
+        .find(|t| tenant_stripe(&t.tenant.id) != tenant_stripe(&tenant.tenant.id))
+        .unwrap()
+    }
+
+    fn suspended() -> TenantUpdate {
+        TenantUpdate {
+            status: Some(TenantStatus::Suspended),
+            ..TenantUpdate::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tenant_change_sends_that_tenants_keys_back_to_the_store_and_no_others() {
+        let (_dir, _, store, tenant) = store_and_tenant().await;
+        let other = tenant_of_another_stripe(&tenant);
+        store.create_tenant(&tenant).await.unwrap();
+        store.create_tenant(&other).await.unwrap();
+        let cache = KeyCache::new();
+        let spy = Spy::new(Arc::clone(&store), false);
+        let (mine, theirs) = (tenant.admin_key.digest, other.admin_key.digest);
+        cache.lookup(&mine, spy.as_ref()).await.unwrap().unwrap();
+        cache.lookup(&theirs, spy.as_ref()).await.unwrap().unwrap();
+        assert_eq!(spy.reads(), 2);
+        store
+            .update_tenant(&tenant.tenant.id, &suspended())
+            .await
+            .unwrap();
+        cache.invalidate_tenant(&tenant.tenant.id);
+        let fresh = cache.lookup(&mine, spy.as_ref()).await.unwrap().unwrap();
+        assert_eq!(fresh.tenant_status, TenantStatus::Suspended);
+        assert_eq!(spy.reads(), 3);
+        cache.lookup(&theirs, spy.as_ref()).await.unwrap().unwrap();
+        assert_eq!(spy.reads(), 3, "another tenant's key stays cached");
+    }
+
+    #[tokio::test]
+    async fn a_cache_following_a_lagging_log_serves_no_known_key_read_more_than_max_lag_ago() {
+        let (_dir, _, store, tenant) = store_and_tenant().await;
+        store.create_tenant(&tenant).await.unwrap();
+        let cache = KeyCache::following();
+        let spy = Spy::new(Arc::clone(&store), false);
+        let (known, unknown) = (tenant.admin_key.digest, KeyDigest::from_bytes([7; 32]));
+        let lookup = |digest| {
+            let (cache, spy) = (&cache, Arc::clone(&spy));
+            async move { cache.lookup(&digest, spy.as_ref()).await.unwrap() }
+        };
+        // Never caught up: a fresh read serves, for up to MAX_LAG.
+        assert!(lookup(known).await.is_some());
+        assert!(lookup(unknown).await.is_none());
+        assert!(lookup(known).await.is_some());
+        assert_eq!(spy.reads(), 2);
+        tokio::time::sleep(MAX_LAG + Duration::from_millis(100)).await;
+        // The log still lags: the known key is read again; an unknown digest stays unknown without a read.
+        assert!(lookup(known).await.is_some());
+        assert!(lookup(unknown).await.is_none());
+        assert_eq!(spy.reads(), 3);
+        tokio::time::sleep(MAX_LAG + Duration::from_millis(100)).await;
+        // In step again: the entry serves, however old.
+        cache.caught_up(Instant::now());
+        assert!(lookup(known).await.is_some());
+        assert_eq!(spy.reads(), 3);
+        // A catch-up by a read that started too long ago does not count.
+        tokio::time::sleep(MAX_LAG + Duration::from_millis(100)).await;
+        cache.caught_up(Instant::now() - MAX_LAG * 2);
+        assert!(lookup(known).await.is_some());
+        assert_eq!(spy.reads(), 4);
     }
 }

@@ -15,9 +15,12 @@
 //!   settle and record).
 //! - [`credits`]: balances and holds in memory, and the group-committing recorder of charges and usage.
 //! - [`key_cache`]: authenticated keys in memory: misses coalesced, invalidated exactly on revocation.
+//! - [`change_log`]: follows the store's change log, so changes made on other nodes and by the CLI reach the key
+//!   cache within a second.
 //! - [`error`]: `ApiError`, the one mapping from failures to HTTP.
 
 pub mod app;
+pub mod change_log;
 pub mod config;
 pub mod credits;
 pub mod error;

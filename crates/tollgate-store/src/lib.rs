@@ -8,6 +8,9 @@
 //!   settlements are written, its migrations (`migrations/{sqlite,postgres}`) and its error codes.
 //! - [`testing`]: throwaway PostgreSQL databases for the test suites.
 //!
+//! The change log (`ChangeLog`) is the one table no caller writes: migration 0005's triggers fill it in the same
+//! transaction as each change that concerns cached keys, whoever makes it, and PostgreSQL's also NOTIFY.
+//!
 //! [`connect`] picks the backend from the URL scheme (`sqlite:`, `postgres:` or `postgresql:`) and applies pending
 //! migrations, so a caller only ever holds an `Arc<dyn Store>`.
 

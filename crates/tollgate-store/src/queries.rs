@@ -63,15 +63,19 @@ pub(crate) fn usage_sql(g: tollgate_core::credits::UsageGrouping) -> String {
 ///   the transaction ends, the lock that serialises that tenant's rule-checked writes (the plan's key limit, the last
 ///   owner, grants);
 /// - `migrations_table`: a statement counting (as a 64-bit integer) the tables named `_sqlx_migrations`;
-/// - in scope where it expands: `db_error(sqlx::Error) -> StoreError`, `MIGRATOR` (its `sqlx::migrate!`), and
-///   `$store::settle_batch(node_id, batch)`, which writes a non-empty batch of a node's settlements.
+/// - `now_ms`: an SQL expression for the database's clock in Unix milliseconds, as the change log's `created_ms`
+///   default reads it (migration 0005);
+/// - in scope where it expands: `db_error(sqlx::Error) -> StoreError`, `MIGRATOR` (its `sqlx::migrate!`),
+///   `$store::settle_batch(node_id, batch)`, which writes a non-empty batch of a node's settlements, and
+///   `$store::listen_for_changes()`, the backend's [`ChangeLog::change_signal`](tollgate_core::ports::ChangeLog).
 macro_rules! store_queries {
     (
         $store:ident,
         $db:ty,
         begin = $begin:expr,
         lock_tenant = $lock_tenant:expr,
-        migrations_table = $migrations_table:expr $(,)?
+        migrations_table = $migrations_table:expr,
+        now_ms = $now_ms:literal $(,)?
     ) => {
         /// The shared statements ([`crate::queries`]) as this backend's implementation of the store traits.
         mod queries {
@@ -86,10 +90,9 @@ macro_rules! store_queries {
             use tollgate_core::key::KeyDigest;
             use tollgate_core::money::Micros;
             use tollgate_core::ports::{
-                CreditStore, KeyLimit, KeyScope, KeyStore, LeaseGrant, LeaseRequest, MemberStore, Page,
-                PageRequest,
-                ProjectStore, RemovedMember, SettledBatch, Store, StoreError, TenantStore,
-                TenantUpdate, UsageStore,
+                Change, ChangeLog, ChangeSignal, CreditStore, KeyLimit, KeyScope, KeyStore, LeaseGrant,
+                LeaseRequest, MemberStore, Page, PageRequest, ProjectStore, RemovedMember, SettledBatch, Store,
+                StoreError, TenantStore, TenantUpdate, UsageStore,
             };
             use tollgate_core::role::Role;
             use tollgate_core::tenant::{
@@ -882,6 +885,48 @@ macro_rules! store_queries {
                         }
                     }
                     Ok(out)
+                }
+            }
+
+            /// Milliseconds, as the change log counts them (saturating: no window is that long).
+            fn millis(d: std::time::Duration) -> i64 {
+                i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            }
+
+            #[async_trait]
+            impl ChangeLog for $store {
+                async fn recent_changes(
+                    &self,
+                    window: std::time::Duration,
+                ) -> Result<Vec<Change>, StoreError> {
+                    // By the database's clock, which the rows were stamped with: the nodes' clocks play no part.
+                    let found = sqlx::query(concat!(
+                        "SELECT id, digest, tenant_id, created_ms FROM invalidations WHERE created_ms >= ",
+                        $now_ms,
+                        " - $1 ORDER BY id"
+                    ))
+                    .bind(millis(window))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                    found.iter().map(rows::change).collect()
+                }
+
+                async fn prune_changes(&self, age: std::time::Duration) -> Result<u64, StoreError> {
+                    let done = sqlx::query(concat!(
+                        "DELETE FROM invalidations WHERE created_ms < ",
+                        $now_ms,
+                        " - $1"
+                    ))
+                    .bind(millis(age))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>, StoreError> {
+                    self.listen_for_changes().await
                 }
             }
 

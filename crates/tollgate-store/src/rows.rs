@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use tollgate_core::credits::{Balance, LedgerEntry, LedgerKind, UsageTotals};
 use tollgate_core::key::KeyDigest;
 use tollgate_core::money::Micros;
-use tollgate_core::ports::{Page, PageRequest, StoreError};
+use tollgate_core::ports::{Change, Changed, Page, PageRequest, StoreError};
 use tollgate_core::role::Role;
 use tollgate_core::tenant::{
     ApiKey, KeyOwner, Member, Principal, Project, ProjectStatus, Tenant, TenantStatus,
@@ -34,8 +34,8 @@ pub(crate) trait Columns {
     fn text(&self, column: &str) -> Result<Option<String>, StoreError>;
     /// An integer column (`INTEGER` / `BIGINT`), `NULL` allowed.
     fn int(&self, column: &str) -> Result<Option<i64>, StoreError>;
-    /// A `BLOB` / `BYTEA` column.
-    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError>;
+    /// A `BLOB` / `BYTEA` column, `NULL` allowed.
+    fn bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 impl<R> Columns for R
@@ -54,7 +54,7 @@ where
         self.try_get(column).map_err(decode_error)
     }
 
-    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+    fn bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.try_get(column).map_err(decode_error)
     }
 }
@@ -127,7 +127,7 @@ pub(crate) fn key(row: &impl Columns) -> Result<ApiKey, StoreError> {
         ("admin", None, Some(member)) => KeyOwner::Member(member),
         _ => return Err(corrupt("key owner", &kind)),
     };
-    let digest = row.bytes("digest")?;
+    let digest = required(row.bytes("digest")?, "digest")?;
     let allowed_ips = text(row, "allowed_ips")?;
     let models = row.text("models")?;
     Ok(ApiKey {
@@ -190,6 +190,22 @@ pub(crate) fn principal(row: &impl Columns) -> Result<Principal, StoreError> {
         role: role
             .map(|r| Role::parse(&r).ok_or_else(|| corrupt("role", &r)))
             .transpose()?,
+    })
+}
+
+/// A change-log row: a digest names one key, else a tenant id names its keys, else it concerns every key.
+pub(crate) fn change(row: &impl Columns) -> Result<Change, StoreError> {
+    let changed = match (row.bytes("digest")?, row.text("tenant_id")?) {
+        (Some(digest), _) => Changed::Key(
+            KeyDigest::from_slice(&digest).ok_or_else(|| corrupt("change digest", "(bytes)"))?,
+        ),
+        (None, Some(tenant_id)) => Changed::Tenant(tenant_id),
+        (None, None) => Changed::Everything,
+    };
+    Ok(Change {
+        id: int(row, "id")?,
+        changed,
+        at_ms: int(row, "created_ms")?,
     })
 }
 

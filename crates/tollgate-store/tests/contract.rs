@@ -8,11 +8,13 @@
 
 use futures::future::join_all;
 use std::sync::Arc;
+use std::time::Duration;
 use tollgate_core::credits::{Balance, LedgerKind, Settlement, UsageGrouping, UsageQuery};
 use tollgate_core::key::KeyPrefixes;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{
-    KeyLimit, KeyScope, LeaseRequest, PageRequest, Store, StoreError, TenantUpdate,
+    ChangeSignal, Changed, KeyLimit, KeyScope, LeaseRequest, PageRequest, Store, StoreError,
+    TenantUpdate,
 };
 use tollgate_core::role::Role;
 use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, NewTenant, ProjectStatus, TenantStatus};
@@ -508,6 +510,23 @@ fn member(t: &NewTenant, id: &str, email: &str, role: Role) -> Member {
     }
 }
 
+/// An admin key of `member`, named "script".
+fn admin_key(t: &NewTenant, member: &Member) -> ApiKey {
+    let spec = KeySpec {
+        name: "script".into(),
+        ..KeySpec::default()
+    };
+    ApiKey::issue(
+        &prefixes(),
+        &t.tenant.id,
+        KeyOwner::Member(member.id.clone()),
+        spec,
+        None,
+        3,
+    )
+    .0
+}
+
 async fn the_last_owner_can_be_neither_demoted_nor_removed(f: Fixture) {
     let t = new_tenant("Acme", 1);
     f.store.create_tenant(&t).await.unwrap();
@@ -563,17 +582,7 @@ async fn removing_a_member_revokes_its_admin_keys_and_frees_its_email(f: Fixture
         f.store.add_member(&duplicate).await.unwrap_err(),
         StoreError::Conflict(_)
     ));
-    let (key, _) = ApiKey::issue(
-        &prefixes(),
-        &t.tenant.id,
-        KeyOwner::Member(admin.id.clone()),
-        KeySpec {
-            name: "script".into(),
-            ..KeySpec::default()
-        },
-        None,
-        3,
-    );
+    let key = admin_key(&t, &admin);
     f.store.insert_key(&key, None).await.unwrap();
     let removed = f
         .store
@@ -1196,3 +1205,311 @@ on_every_backend!(
 );
 
 on_every_backend!(leases_never_reserve_more_than_the_balance_and_charges_come_off_them);
+
+// The change log: every change that makes a cached principal wrong is logged by the store itself, in the change's
+// transaction, whichever handle (node, CLI) makes it; nothing else is.
+
+/// Long enough for any change of a case to be inside it.
+const RECENT: Duration = Duration::from_secs(60);
+
+/// What the log says changed within [`RECENT`], oldest first, as `store` reads it.
+async fn logged(store: &Arc<dyn Store>) -> Vec<Changed> {
+    let changes = store.recent_changes(RECENT).await.unwrap();
+    let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(ids, sorted, "in id order, each once");
+    changes.into_iter().map(|c| c.changed).collect()
+}
+
+fn suspension() -> TenantUpdate {
+    TenantUpdate {
+        status: Some(TenantStatus::Suspended),
+        ..TenantUpdate::default()
+    }
+}
+
+async fn revoking_a_key_logs_its_digest_and_settling_logs_nothing(f: Fixture) {
+    let cli = f.another_node().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    f.store
+        .grant(&t.tenant.id, Micros(1_000), None, 2)
+        .await
+        .unwrap();
+    let key = project_key(&t, "k", 3);
+    f.store.insert_key(&key, None).await.unwrap();
+    assert_eq!(
+        logged(&f.store).await,
+        vec![],
+        "creations concern no cached key"
+    );
+    // Settling writes the key's last_used_at, on every batch: that must never reach the log.
+    f.store
+        .settle("node_a", &[settlement(&t, &key, "fast", 10, 4)])
+        .await
+        .unwrap();
+    let used = f.store.find_key(&key.id).await.unwrap().unwrap();
+    assert_eq!(used.last_used_at, Some(4));
+    assert_eq!(logged(&f.store).await, vec![]);
+    // Revoked through another handle, as the CLI does: every handle reads it.
+    cli.revoke_key(&t.tenant.id, &key.id, 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(logged(&f.store).await, vec![Changed::Key(key.digest)]);
+    assert_eq!(logged(&cli).await, vec![Changed::Key(key.digest)]);
+    // Revoking again changes nothing (the first time is kept), so it logs nothing.
+    f.store
+        .revoke_key(&t.tenant.id, &key.id, 6)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(logged(&f.store).await, vec![Changed::Key(key.digest)]);
+}
+
+async fn tenant_project_and_member_changes_log_their_tenant(f: Fixture) {
+    let t = new_tenant("Acme", 1);
+    let other = new_tenant("Other", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&other).await.unwrap();
+    let tenant = || Changed::Tenant(t.tenant.id.clone());
+    let admin = member(&t, "user_admin", "admin@x.io", Role::Admin);
+    f.store.add_member(&admin).await.unwrap();
+    f.store
+        .set_role(&t.tenant.id, &admin.id, Role::Member)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(logged(&f.store).await, vec![tenant()], "a role change");
+    // The same role again, a rename, a no-op update: nothing a principal carries changed.
+    f.store
+        .set_role(&t.tenant.id, &admin.id, Role::Member)
+        .await
+        .unwrap()
+        .unwrap();
+    f.store
+        .rename_project(&t.tenant.id, &t.project.id, "Renamed")
+        .await
+        .unwrap()
+        .unwrap();
+    f.store
+        .update_tenant(&t.tenant.id, &TenantUpdate::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(logged(&f.store).await, vec![tenant()]);
+    f.store
+        .archive_project(&t.tenant.id, &t.project.id)
+        .await
+        .unwrap()
+        .unwrap();
+    f.store
+        .archive_project(&t.tenant.id, &t.project.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        logged(&f.store).await,
+        vec![tenant(), tenant()],
+        "archived once"
+    );
+    let plan = TenantUpdate {
+        plan: Some("enterprise".into()),
+        ..TenantUpdate::default()
+    };
+    f.store
+        .update_tenant(&t.tenant.id, &plan)
+        .await
+        .unwrap()
+        .unwrap();
+    f.store
+        .update_tenant(&t.tenant.id, &suspension())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        logged(&f.store).await,
+        vec![tenant(); 4],
+        "a plan, a status"
+    );
+    // A removal: the member (its tenant) and each admin key it revokes (its digest), in one transaction.
+    let key = admin_key(&t, &admin);
+    f.store.insert_key(&key, None).await.unwrap();
+    f.store
+        .remove_member(&t.tenant.id, &admin.id, 9)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut expected = vec![tenant(); 5];
+    expected.push(Changed::Key(key.digest));
+    assert_eq!(logged(&f.store).await, expected);
+    // A refused change (the last owner) logs nothing, and nothing names the other tenant.
+    assert!(matches!(
+        f.store
+            .set_role(&t.tenant.id, &t.owner.id, Role::Admin)
+            .await,
+        Err(StoreError::LastOwner)
+    ));
+    assert_eq!(logged(&f.store).await, expected);
+}
+
+async fn changes_leave_the_window_and_are_pruned_by_the_store_clock(f: Fixture) {
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    f.store
+        .revoke_key(&t.tenant.id, &t.admin_key.id, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    let first = f.store.recent_changes(RECENT).await.unwrap();
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    f.store
+        .update_tenant(&t.tenant.id, &suspension())
+        .await
+        .unwrap()
+        .unwrap();
+    // A 300 ms window holds only the change made since the sleep, by the store's clock.
+    let recent = f
+        .store
+        .recent_changes(Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        recent.iter().map(|c| &c.changed).collect::<Vec<_>>(),
+        vec![&Changed::Tenant(t.tenant.id.clone())]
+    );
+    assert!(
+        recent[0].at_ms - first[0].at_ms >= 550,
+        "{first:?} {recent:?}"
+    );
+    // Pruning by age: an hour removes nothing; 300 ms removes the first change, and only it.
+    assert_eq!(
+        f.store
+            .prune_changes(Duration::from_secs(3_600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        f.store
+            .prune_changes(Duration::from_millis(300))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(f.store.recent_changes(RECENT).await.unwrap(), recent);
+}
+
+on_every_backend!(
+    revoking_a_key_logs_its_digest_and_settling_logs_nothing,
+    tenant_project_and_member_changes_log_their_tenant,
+    changes_leave_the_window_and_are_pruned_by_the_store_clock,
+);
+
+/// PostgreSQL hands out ids when rows are inserted, not when they commit: a change whose transaction commits after
+/// a later one's has the lower id. It is still read (a reader reading past the last id it saw would skip it).
+#[tokio::test]
+async fn a_change_that_commits_late_is_still_read_postgres() {
+    use sqlx::{Connection, Executor};
+    let Some(db) = ScratchDatabase::from_env().await.unwrap() else {
+        return;
+    };
+    let store = tollgate_store::connect(db.url()).await.unwrap();
+    let t = new_tenant("Acme", 1);
+    store.create_tenant(&t).await.unwrap();
+    let (early, late) = (project_key(&t, "early", 2), project_key(&t, "late", 2));
+    store.insert_key(&early, None).await.unwrap();
+    store.insert_key(&late, None).await.unwrap();
+    let mut slow = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    slow.execute("BEGIN").await.unwrap();
+    slow.execute(sqlx::query("UPDATE api_keys SET revoked_at = 3 WHERE id = $1").bind(&early.id))
+        .await
+        .unwrap();
+    store
+        .revoke_key(&t.tenant.id, &late.id, 4)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(logged(&store).await, vec![Changed::Key(late.digest)]);
+    slow.execute("COMMIT").await.unwrap();
+    let changes = store.recent_changes(RECENT).await.unwrap();
+    let (early_id, late_id) = (changes[0].id, changes[1].id);
+    assert_eq!(
+        changes.iter().map(|c| &c.changed).collect::<Vec<_>>(),
+        vec![&Changed::Key(early.digest), &Changed::Key(late.digest)]
+    );
+    assert!(early_id < late_id, "the late commit has the lower id");
+}
+
+/// Waits for `signal` to fire, for at most 5 s.
+async fn signalled(signal: &mut Box<dyn ChangeSignal>) {
+    tokio::time::timeout(Duration::from_secs(5), signal.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// PostgreSQL wakes listeners when a change commits (and not when a settlement does); SQLite has no signal.
+async fn a_change_wakes_the_signal_where_there_is_one(f: Fixture) {
+    let signal = f.store.change_signal().await.unwrap();
+    let Some(mut signal) = signal else {
+        assert!(
+            matches!(f.db, Database::Sqlite { .. }),
+            "PostgreSQL signals"
+        );
+        return;
+    };
+    let cli = f.another_node().await;
+    let t = new_tenant("Acme", 1);
+    cli.create_tenant(&t).await.unwrap();
+    cli.grant(&t.tenant.id, Micros(1_000), None, 2)
+        .await
+        .unwrap();
+    let key = project_key(&t, "k", 3);
+    cli.insert_key(&key, None).await.unwrap();
+    cli.settle("node_a", &[settlement(&t, &key, "fast", 10, 4)])
+        .await
+        .unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(300), signal.wait()).await;
+    assert!(quiet.is_err(), "creations and settlements notify nothing");
+    cli.revoke_key(&t.tenant.id, &key.id, 5)
+        .await
+        .unwrap()
+        .unwrap();
+    signalled(&mut signal).await;
+}
+
+on_every_backend!(a_change_wakes_the_signal_where_there_is_one);
+
+/// A listener whose connection is cut (a restarted server, a proxy's idle timeout) wakes its reader, since what was
+/// notified meanwhile is lost, and listens again on a new connection.
+#[tokio::test]
+async fn a_signal_whose_connection_is_cut_wakes_and_listens_again_postgres() {
+    use sqlx::Connection;
+    let Some(db) = ScratchDatabase::from_env().await.unwrap() else {
+        return;
+    };
+    let store = tollgate_store::connect(db.url()).await.unwrap();
+    let mut signal = store.change_signal().await.unwrap().unwrap();
+    let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let cut = sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() \
+         AND query LIKE 'LISTEN %' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(cut.len(), 1, "one listener");
+    signalled(&mut signal).await;
+    let t = new_tenant("Acme", 1);
+    store.create_tenant(&t).await.unwrap();
+    store
+        .revoke_key(&t.tenant.id, &t.admin_key.id, 3)
+        .await
+        .unwrap()
+        .unwrap();
+    signalled(&mut signal).await;
+}

@@ -1,7 +1,10 @@
-//! The storage port: the system of record for tenants, projects, members and keys.
+//! The storage port: the system of record for tenants, projects, members and keys, and the change log that tells
+//! every node which of its cached keys a change concerns.
 //!
 //! Split by resource so each backend (SQLite, PostgreSQL) implements small traits, and [`Store`] is all of them.
-//! The domain generates ids and timestamps; a store writes what it is given and never invents either.
+//! The domain generates ids and timestamps; a store writes what it is given and never invents either, with one
+//! exception: the change log, which the store writes itself (in the same transaction as each change) with its own
+//! ids and clock, so that writers that know nothing of it are covered too.
 
 use crate::credits::{Balance, LedgerEntry, Settlement, UsageQuery, UsageTotals};
 use crate::key::KeyDigest;
@@ -11,6 +14,7 @@ use crate::tenant::{
     ApiKey, Member, NewTenant, Principal, Project, Tenant, TenantStatus, Timestamp,
 };
 use async_trait::async_trait;
+use std::time::Duration;
 
 /// Why storage failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -311,6 +315,55 @@ pub trait UsageStore {
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageTotals>, StoreError>;
 }
 
+/// What one change-log row says to forget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// One key (revoked, expired, its networks or models changed, deleted).
+    Key(KeyDigest),
+    /// Every key of a tenant: the tenant, one of its projects or one of its members changed.
+    Tenant(String),
+    /// Every key.
+    Everything,
+}
+
+/// One row of the change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The row's id: unique, but not in commit order on every backend (see [`ChangeLog::recent_changes`]).
+    pub id: i64,
+    /// What to forget.
+    pub changed: Changed,
+    /// When the change was made, by the store's clock (Unix milliseconds).
+    pub at_ms: i64,
+}
+
+/// The change log: the store records, in the same transaction as the change, every change that makes a cached
+/// principal wrong, whoever makes it (any node, the CLI), so that every node can forget what it concerns.
+#[async_trait]
+pub trait ChangeLog {
+    /// The changes made within the last `window` by the store's clock, in id order. Ids are not commit-ordered (on
+    /// PostgreSQL a transaction that took its id first may commit last), so a reader cannot read "after the last id
+    /// it saw": it reads a trailing window instead, and skips the ids it has already applied. A change that commits
+    /// more than `window` after it was made is missed.
+    async fn recent_changes(&self, window: Duration) -> Result<Vec<Change>, StoreError>;
+    /// Deletes the changes made more than `age` ago by the store's clock; returns how many.
+    async fn prune_changes(&self, age: Duration) -> Result<u64, StoreError>;
+    /// A signal that fires soon after a change commits, where the backend has one (PostgreSQL's LISTEN/NOTIFY), so
+    /// a reader need not wait for its next poll; `None` where it has not (SQLite): poll.
+    async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// Wakes a change-log reader early. Only a hint: the log is the record, and a reader keeps polling it regardless.
+#[async_trait]
+pub trait ChangeSignal: Send {
+    /// Waits for the next signal: a change committed, or the signal's connection was lost and restored, which may
+    /// have missed some (read the log either way). An error means the signal is down for now; calling again
+    /// retries.
+    async fn wait(&mut self) -> Result<(), StoreError>;
+}
+
 /// The whole system of record.
 #[async_trait]
 pub trait Store:
@@ -320,6 +373,7 @@ pub trait Store:
     + KeyStore
     + CreditStore
     + UsageStore
+    + ChangeLog
     + Send
     + Sync
     + 'static

@@ -93,7 +93,7 @@ pub async fn set_role(
         .set_role(tenant_id, member_id, role)
         .await?
         .ok_or_else(|| ApiError::not_found("member", member_id))?;
-    app.keys.invalidate_all();
+    app.keys.invalidate_tenant(tenant_id);
     Ok(member)
 }
 

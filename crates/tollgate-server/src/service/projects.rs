@@ -50,13 +50,13 @@ pub async fn rename(
         .ok_or_else(|| ApiError::not_found("project", project_id))
 }
 
-/// Archives a project: its keys fail from their next request on (every cached key is forgotten).
+/// Archives a project: its keys fail from their next request on (the tenant's cached keys are forgotten).
 pub async fn archive(app: &App, tenant_id: &str, project_id: &str) -> Result<Project, ApiError> {
     let project = app
         .store
         .archive_project(tenant_id, project_id)
         .await?
         .ok_or_else(|| ApiError::not_found("project", project_id))?;
-    app.keys.invalidate_all();
+    app.keys.invalidate_tenant(tenant_id);
     Ok(project)
 }

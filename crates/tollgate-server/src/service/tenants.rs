@@ -79,7 +79,8 @@ pub struct UpdateTenant {
     pub status: Option<String>,
 }
 
-/// Changes a tenant's plan or status. Every cached key is forgotten, so the change holds from the next request.
+/// Changes a tenant's plan or status. Its cached keys are forgotten here at once (and on other nodes through the
+/// change log), so the change holds from the next request.
 pub async fn update(app: &App, id: &str, input: UpdateTenant) -> Result<Tenant, ApiError> {
     if let Some(plan) = &input.plan {
         known_plan(app, plan)?;
@@ -102,6 +103,6 @@ pub async fn update(app: &App, id: &str, input: UpdateTenant) -> Result<Tenant, 
         .update_tenant(id, &update)
         .await?
         .ok_or_else(|| ApiError::not_found("organization", id))?;
-    app.keys.invalidate_all();
+    app.keys.invalidate_tenant(id);
     Ok(tenant)
 }

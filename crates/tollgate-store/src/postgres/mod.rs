@@ -8,10 +8,10 @@ mod settle;
 use crate::OpenError;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
-use tollgate_core::ports::{Durability, StoreError};
+use tollgate_core::ports::{ChangeSignal, Durability, StoreError};
 
 // `FOR NO KEY UPDATE` conflicts with itself, which serialises the tenant's rule-checked writes, but not with the
 // `FOR KEY SHARE` lock that foreign keys take: settlements inserting ledger and usage rows for the tenant never wait
@@ -23,6 +23,7 @@ crate::queries::store_queries!(
     lock_tenant = "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE",
     migrations_table = "SELECT count(*) FROM pg_tables \
         WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'",
+    now_ms = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
 );
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -39,6 +40,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// meanwhile, so waiting longer would only delay noticing that the store cannot be written.
 const SETTLER_LOCK_TIMEOUT: &str = "1s";
 
+/// The channel migration 0005's triggers notify when a change-log row commits.
+const CHANGES_CHANNEL: &str = "tollgate_changes";
+
 /// The PostgreSQL implementation of [`tollgate_core::ports::Store`].
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -46,6 +50,9 @@ pub struct PgStore {
     pool: PgPool,
     /// Settlements.
     settler: PgPool,
+    /// The one connection a change signal LISTENs on, for as long as it lives: apart from `pool`, so that it
+    /// never takes a connection from requests, and never closed for being idle or old.
+    listener: PgPool,
 }
 
 impl PgStore {
@@ -73,8 +80,48 @@ impl PgStore {
         let settler = PgPoolOptions::new()
             .max_connections(SETTLER_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(options.options([("lock_timeout", SETTLER_LOCK_TIMEOUT)]));
-        Ok(Self { pool, settler })
+            .connect_lazy_with(
+                options
+                    .clone()
+                    .options([("lock_timeout", SETTLER_LOCK_TIMEOUT)]),
+            );
+        let listener = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            settler,
+            listener,
+        })
+    }
+
+    /// A signal on [`CHANGES_CHANNEL`]: LISTEN on a connection of its own.
+    async fn listen_for_changes(&self) -> Result<Option<Box<dyn ChangeSignal>>, StoreError> {
+        let mut listener = PgListener::connect_with(&self.listener)
+            .await
+            .map_err(db_error)?;
+        listener.listen(CHANGES_CHANNEL).await.map_err(db_error)?;
+        Ok(Some(Box::new(Notifications(listener))))
+    }
+}
+
+/// NOTIFYs on [`CHANGES_CHANNEL`] as a [`ChangeSignal`].
+struct Notifications(PgListener);
+
+#[async_trait::async_trait]
+impl ChangeSignal for Notifications {
+    async fn wait(&mut self) -> Result<(), StoreError> {
+        // `None` is a lost connection, already re-established (and LISTENing again): whatever was notified in
+        // between is lost, so it wakes the reader as a notification would.
+        if self.0.try_recv().await.map_err(db_error)?.is_none() {
+            tracing::warn!(
+                "the connection listening for change notifications was lost and is back: reading the change log now"
+            );
+        }
+        Ok(())
     }
 }
 

@@ -21,6 +21,7 @@ crate::queries::store_queries!(
     lock_tenant = "SELECT 1 FROM tenants WHERE id = $1",
     migrations_table =
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    now_ms = "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
 );
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -85,6 +86,13 @@ impl SqliteStore {
         batch: &[Settlement],
     ) -> Result<SettledBatch, StoreError> {
         self.settler.settle(node_id, batch).await
+    }
+
+    /// SQLite has no way to tell another process that a commit happened: readers of the change log poll it.
+    async fn listen_for_changes(
+        &self,
+    ) -> Result<Option<Box<dyn tollgate_core::ports::ChangeSignal>>, StoreError> {
+        Ok(None)
     }
 }
 
