@@ -1,6 +1,7 @@
 //! Two `tollgate serve` processes on different ports sharing one database (PostgreSQL when
 //! `TOLLGATE_TEST_POSTGRES_URL` names a server, as in `.ci/run`; else one SQLite file), the mock upstream as a
-//! process: a key created on one node works on the other at once; a tenant funded for N requests spread over both
+//! process: a key revoked on one node is refused by the other within a second; a key created on one node works on
+//! the other at once; a tenant funded for N requests spread over both
 //! gets at most N, its balance exact and never negative; a node killed with SIGKILL under load loses no answered
 //! request.
 #![allow(
@@ -75,12 +76,12 @@ impl Cluster {
             project,
             key: String::new(),
         };
-        cluster.key = cluster.create_key(0).await;
+        cluster.key = cluster.create_key(0).await.0;
         cluster
     }
 
-    /// A new project key, created through node `on`.
-    async fn create_key(&self, on: usize) -> String {
+    /// A new project key, created through node `on`: its value and id.
+    async fn create_key(&self, on: usize) -> (String, String) {
         let url = format!(
             "{}/v1/organization/projects/{}/api_keys",
             self.nodes[on].base, self.project
@@ -96,7 +97,8 @@ impl Cluster {
             201,
         )
         .await;
-        created["value"].as_str().unwrap().to_owned()
+        let text = |f: &str| created[f].as_str().unwrap().to_owned();
+        (text("value"), text("id"))
     }
 
     /// A chat request through node `on` with `key`, and request id `id`.
@@ -156,8 +158,42 @@ impl Cluster {
 async fn two_processes_share_keys_money_and_survive_a_kill() {
     let c = Cluster::start().await;
 
+    // (1) A key revoked on node A is refused on node B within a second (B has it cached).
+    let (doomed, doomed_id) = c.create_key(0).await;
+    let models = |on: usize, key: &str| {
+        c.http
+            .get(format!("{}/v1/models", c.nodes[on].base))
+            .bearer_auth(key.to_owned())
+            .send()
+    };
+    assert_eq!(models(1, &doomed).await.unwrap().status(), 200);
+    let revoked = c
+        .http
+        .delete(format!(
+            "{}/v1/organization/projects/{}/api_keys/{doomed_id}",
+            c.nodes[0].base, c.project
+        ))
+        .bearer_auth(&c.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let since = std::time::Instant::now();
+    loop {
+        let status = models(1, &doomed).await.unwrap().status().as_u16();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(1),
+            "node B still accepts a key revoked on node A a second ago"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
     // (4) A key created on node A works on node B at once.
-    let fresh = c.create_key(0).await;
+    let (fresh, _) = c.create_key(0).await;
     let body = json!({"model": "fast", "messages": [{"role": "user", "content": "mock:words=50 go"}],
                       "max_tokens": 50});
     c.store
