@@ -162,10 +162,14 @@ impl Wallets {
 
     fn with<R>(&self, tenant_id: &str, f: impl FnOnce(&mut Wallet) -> R) -> R {
         let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
-        let wallet = wallets
-            .entry(tenant_id.to_owned())
-            .or_insert_with(|| Wallet::new(Instant::now()));
-        f(wallet)
+        // Looked up before inserting: the hot path's hit allocates no key.
+        if !wallets.contains_key(tenant_id) {
+            wallets.insert(tenant_id.to_owned(), Wallet::new(Instant::now()));
+        }
+        match wallets.get_mut(tenant_id) {
+            Some(wallet) => f(wallet),
+            None => f(&mut Wallet::new(Instant::now())),
+        }
     }
 
     fn with_existing<R>(&self, tenant_id: &str, f: impl FnOnce(&mut Wallet) -> R) -> Option<R> {
