@@ -193,3 +193,60 @@ async fn a_stream_cut_by_the_upstream_ends_with_an_error_event() {
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["type"], "upstream_error");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_stream_is_left_behind_and_the_stream_still_charged() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::builder()
+        .configure(|c| c.idle_timeout_seconds = 1)
+        .start()
+        .await;
+    let t = app.funded_tenant("pro", 100).await;
+    // About 7 MB of events: more than the channel and the server's send buffer hold, with the client's receive
+    // buffer kept small.
+    let mut body = TestApp::chat_body(
+        "fast",
+        "mock:ignore_caps=1 mock:words=1000000 mock:chunks=500",
+    );
+    body["stream"] = json!(true);
+    let body = body.to_string();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut client = socket
+        .connect(app.url.trim_start_matches("http://").parse().unwrap())
+        .await
+        .unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: tollgate\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        t.project_key,
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 64];
+    let n = client.read(&mut head).await.unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    // The client keeps its connection open and reads nothing more. Once it has taken nothing for
+    // `idle_timeout_seconds` (1 s here), the stream's pump leaves it behind, reads the upstream to its end and
+    // charges the request. (Without that, the pump waited for the client for ever: checked.)
+    let started = std::time::Instant::now();
+    let recorded = loop {
+        let usage = json_of(app.get("/v1/organization/usage", &t.admin_key).await, 200).await;
+        let requests = usage["data"][0]["results"][0]["requests"]
+            .as_u64()
+            .unwrap_or(0);
+        if requests == 1 || started.elapsed() > std::time::Duration::from_secs(10) {
+            break requests;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        recorded, 1,
+        "the stream of a client that stopped reading was never settled"
+    );
+    drop(client);
+}

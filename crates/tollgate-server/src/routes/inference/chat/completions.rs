@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::convert::Infallible;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tollgate_core::ports::{ChatCall, ChunkStream, ProviderError};
@@ -93,9 +94,13 @@ pub async fn handler(
     // A failure before the first chunk is an HTTP error, and the hold is released: nothing was produced.
     let upstream = provider.chat_stream(call).await?;
     let (events, body) = mpsc::channel(STREAM_BUFFER);
-    state
-        .tasks
-        .spawn(pump(upstream, events, bill, client_wants_usage));
+    state.tasks.spawn(pump(
+        upstream,
+        events,
+        bill,
+        client_wants_usage,
+        Duration::from_secs(state.config.idle_timeout_seconds),
+    ));
     let body = Body::from_stream(ReceiverStream::new(body).map(Ok::<_, Infallible>));
     Ok((
         [
@@ -125,12 +130,15 @@ fn has_content(chunk: &ChatCompletionChunk) -> bool {
 }
 
 /// Moves a stream from the upstream to the client, then settles it and sends the last event. When the client goes
-/// away the upstream is still read to its end, so what it produced is charged.
+/// away, or takes nothing for `stall` (the connection's idle timeout: its buffers and the channel are full), the
+/// upstream is still read to its end, so what it produced is charged and no upstream connection or hold waits on a
+/// silent client. (The connection's own idle timeout does not cover a response that is being written.)
 async fn pump(
     mut upstream: ChunkStream,
     events: mpsc::Sender<Bytes>,
     bill: Bill,
     keep_usage: bool,
+    stall: Duration,
 ) {
     let model = bill.model().to_owned();
     let mut client = Some(events);
@@ -144,7 +152,7 @@ async fn pump(
                 }
                 content_chunks += u64::from(has_content(&chunk));
                 if let Some(chunk) = for_client(chunk, &model, keep_usage) {
-                    send(&mut client, event(&chunk)).await;
+                    send(&mut client, event(&chunk), stall).await;
                 }
             }
             Some(Err(error)) => break Err(ApiError::Upstream(error)),
@@ -166,13 +174,16 @@ async fn pump(
             event(&error.body())
         }
     };
-    send(&mut client, last).await;
+    send(&mut client, last, stall).await;
 }
 
-/// Sends an event to the client, forgetting the client once it has gone.
-async fn send(client: &mut Option<mpsc::Sender<Bytes>>, bytes: Bytes) {
+/// Sends an event to the client, forgetting the client once it has gone or has taken nothing for `stall`.
+async fn send(client: &mut Option<mpsc::Sender<Bytes>>, bytes: Bytes, stall: Duration) {
     if let Some(events) = client
-        && events.send(bytes).await.is_err()
+        && !matches!(
+            tokio::time::timeout(stall, events.send(bytes)).await,
+            Ok(Ok(()))
+        )
     {
         *client = None;
     }
