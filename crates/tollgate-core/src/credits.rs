@@ -64,7 +64,8 @@ pub struct Balance {
     /// The sum of the ledger.
     pub balance: Micros,
     /// Bumped by every change to the balance (grant, charge, adjustment), by whichever process made it: of two
-    /// readings, the higher version is the newer, so a node never applies a stale one over a fresh one.
+    /// readings, the higher version is the newer. (Holds no longer need it since they are taken against leases;
+    /// the store still keeps it in step.)
     pub version: i64,
 }
 

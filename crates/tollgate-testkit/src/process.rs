@@ -165,3 +165,40 @@ pub async fn create_tenant(http: &reqwest::Client, base: &str, name: &str) -> Cr
         project_id: text("project", "id"),
     }
 }
+
+/// Grants `cents` to a tenant through the operator API of the node at `base`.
+pub async fn grant(http: &reqwest::Client, base: &str, tenant_id: &str, cents: i64) {
+    json(
+        http.post(format!("{base}/operator/v1/tenants/{tenant_id}/credits"))
+            .bearer_auth(OPERATOR)
+            .json(&serde_json::json!({"amount_cents": cents}))
+            .send()
+            .await
+            .expect("grant credits"),
+        200,
+    )
+    .await;
+}
+
+/// Creates a project key named `load` through the node at `base` with an admin key; returns its value and id.
+pub async fn create_key(
+    http: &reqwest::Client,
+    base: &str,
+    admin_key: &str,
+    project_id: &str,
+) -> (String, String) {
+    let created = json(
+        http.post(format!(
+            "{base}/v1/organization/projects/{project_id}/api_keys"
+        ))
+        .bearer_auth(admin_key)
+        .json(&serde_json::json!({"name": "load"}))
+        .send()
+        .await
+        .expect("create a key"),
+        201,
+    )
+    .await;
+    let text = |f: &str| created[f].as_str().expect("a string").to_owned();
+    (text("value"), text("id"))
+}

@@ -15,7 +15,7 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tollgate_testkit::process::{self, OPERATOR, free_port, json, wait_healthy};
+use tollgate_testkit::process::{self, free_port, json, wait_healthy};
 
 /// The binary under test.
 fn bin() -> &'static Path {
@@ -67,31 +67,8 @@ impl Deployment {
 
         let created = process::create_tenant(&http, &base, "Crash").await;
         let (tenant, admin, project) = (created.id, created.admin_key, created.project_id);
-        json(
-            http.post(format!("{base}/operator/v1/tenants/{tenant}/credits"))
-                .bearer_auth(OPERATOR)
-                .json(&json!({"amount_cents": 100}))
-                .send()
-                .await
-                .unwrap(),
-            200,
-        )
-        .await;
-        let key = json(
-            http.post(format!(
-                "{base}/v1/organization/projects/{project}/api_keys"
-            ))
-            .bearer_auth(&admin)
-            .json(&json!({"name": "load"}))
-            .send()
-            .await
-            .unwrap(),
-            201,
-        )
-        .await["value"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        process::grant(&http, &base, &tenant, 100).await;
+        let (key, _) = process::create_key(&http, &base, &admin, &project).await;
         Self {
             _dir: dir,
             mock,

@@ -21,7 +21,7 @@ use tollgate_core::credits::{UsageGrouping, UsageQuery};
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{PageRequest, Store};
 use tollgate_store::testing::ScratchDatabase;
-use tollgate_testkit::process::{self, Node, OPERATOR, free_port, json, wait_healthy};
+use tollgate_testkit::process::{self, Node, free_port, wait_healthy};
 
 /// The mock, two nodes, and a tenant with an admin key, a project and a project key.
 struct Cluster {
@@ -82,23 +82,7 @@ impl Cluster {
 
     /// A new project key, created through node `on`: its value and id.
     async fn create_key(&self, on: usize) -> (String, String) {
-        let url = format!(
-            "{}/v1/organization/projects/{}/api_keys",
-            self.nodes[on].base, self.project
-        );
-        let created = json(
-            self.http
-                .post(url)
-                .bearer_auth(&self.admin)
-                .json(&json!({"name": "load"}))
-                .send()
-                .await
-                .unwrap(),
-            201,
-        )
-        .await;
-        let text = |f: &str| created[f].as_str().unwrap().to_owned();
-        (text("value"), text("id"))
+        process::create_key(&self.http, &self.nodes[on].base, &self.admin, &self.project).await
     }
 
     /// A chat request through node `on` with `key`, and request id `id`.
@@ -269,20 +253,7 @@ async fn two_processes_share_keys_money_and_survive_a_kill() {
 
     // (3) Node B is killed with SIGKILL under load on both nodes: every answered request is in the ledger and
     // usage.
-    json(
-        c.http
-            .post(format!(
-                "{}/operator/v1/tenants/{}/credits",
-                c.nodes[0].base, c.tenant
-            ))
-            .bearer_auth(OPERATOR)
-            .json(&json!({"amount_cents": 100}))
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    process::grant(&c.http, &c.nodes[0].base, &c.tenant, 100).await;
     let quick =
         json!({"model": "fast", "messages": [{"role": "user", "content": "mock:latency=20 load"}]});
     let answered_on_b = Arc::new(AtomicUsize::new(0));

@@ -65,13 +65,9 @@ impl Wallet {
         }
     }
 
-    fn trusted(&self, now: Instant) -> bool {
-        now < self.trusted_until
-    }
-
-    /// The lease this node may hold against now.
+    /// The lease this node may hold against now: none once its trust has run out.
     fn usable(&self, now: Instant) -> Micros {
-        if self.trusted(now) {
+        if now < self.trusted_until {
             self.lease
         } else {
             Micros::ZERO
@@ -163,13 +159,12 @@ impl Wallets {
     fn with<R>(&self, tenant_id: &str, f: impl FnOnce(&mut Wallet) -> R) -> R {
         let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
         // Looked up before inserting: the hot path's hit allocates no key.
-        if !wallets.contains_key(tenant_id) {
-            wallets.insert(tenant_id.to_owned(), Wallet::new(Instant::now()));
+        if let Some(wallet) = wallets.get_mut(tenant_id) {
+            return f(wallet);
         }
-        match wallets.get_mut(tenant_id) {
-            Some(wallet) => f(wallet),
-            None => f(&mut Wallet::new(Instant::now())),
-        }
+        f(wallets
+            .entry(tenant_id.to_owned())
+            .or_insert_with(|| Wallet::new(Instant::now())))
     }
 
     fn with_existing<R>(&self, tenant_id: &str, f: impl FnOnce(&mut Wallet) -> R) -> Option<R> {
