@@ -12,13 +12,14 @@
 
 use crate::app::App;
 use crate::key_cache::KeyCache;
+use crate::outage::Outage;
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
-use tollgate_core::ports::{Change, Changed, StoreError};
+use tollgate_core::ports::{Change, Changed};
 
 /// How often the log is read: with the read itself, a change reaches this node well within a second.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -108,28 +109,6 @@ async fn apply(keys: &KeyCache, changed: Changed) {
     }
 }
 
-/// A background call that can fail for a while: logged when it starts failing and when it works again, never on
-/// every attempt.
-#[derive(Debug, Default)]
-struct Outage {
-    since: Option<Instant>,
-}
-
-impl Outage {
-    fn failed(&mut self, error: &StoreError, what: &str) {
-        if self.since.is_none() {
-            self.since = Some(Instant::now());
-            tracing::warn!(%error, "{what}");
-        }
-    }
-
-    fn ended(&mut self, what: &str) {
-        if let Some(since) = self.since.take() {
-            tracing::info!(after_ms = since.elapsed().as_millis(), "{what}");
-        }
-    }
-}
-
 /// Reads the log every [`POLL_EVERY`], or at once when woken, until the app is gone.
 async fn follow(app: Weak<App>, wake: Arc<Notify>, _done: DropGuard) {
     let mut applied = Applied::default();
@@ -198,13 +177,18 @@ async fn listen(app: Weak<App>, wake: Arc<Notify>) {
 /// Deletes rows older than [`KEEP`] every [`PRUNE_EVERY`], starting now. Apart from the reader, so that a prune
 /// waiting for SQLite's write lock never delays a read.
 async fn prune(app: Weak<App>) {
+    let mut outage = Outage::default();
     loop {
         {
             let Some(app) = app.upgrade() else {
                 return;
             };
-            if let Err(error) = app.store.prune_changes(KEEP).await {
-                tracing::warn!(%error, "pruning the change log failed; trying again in a minute");
+            match app.store.prune_changes(KEEP).await {
+                Ok(_) => outage.ended("the change log is pruned again"),
+                Err(error) => outage.failed(
+                    &error,
+                    "pruning the change log failed; trying again every minute",
+                ),
             }
         }
         tokio::time::sleep(PRUNE_EVERY).await;

@@ -18,6 +18,7 @@
 //! - [`change_log`]: follows the store's change log, so changes made on other nodes and by the CLI reach the key
 //!   cache within a second.
 //! - [`error`]: `ApiError`, the one mapping from failures to HTTP.
+//! - `outage`: one log line per outage of a background store call.
 
 pub mod app;
 pub mod change_log;
@@ -28,6 +29,7 @@ pub mod extract;
 pub mod key_cache;
 pub mod middleware;
 pub mod objects;
+mod outage;
 pub mod pipeline;
 pub mod router;
 pub mod routes;

@@ -72,6 +72,33 @@ impl ScratchDatabase {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// A real outage of this database, for a test: with `refuse` the server refuses new connections to it and
+    /// ends every open one (as a database that went away would); without, it accepts them again.
+    pub async fn refuse_connections(&self, refuse: bool) -> Result<(), OpenError> {
+        let mut admin = PgConnection::connect(&self.server)
+            .await
+            .map_err(|e| OpenError::Open(e.to_string()))?;
+        let allow = if refuse { "false" } else { "true" };
+        let mut statements = vec![format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {allow}",
+            self.name
+        )];
+        if refuse {
+            statements.push(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                self.name
+            ));
+        }
+        for statement in statements {
+            admin
+                .execute(statement.as_str())
+                .await
+                .map_err(|e| OpenError::Open(format!("{statement}: {e}")))?;
+        }
+        let _ = admin.close().await;
+        Ok(())
+    }
 }
 
 impl Drop for ScratchDatabase {

@@ -94,6 +94,8 @@ pub struct Node {
     pub process: Child,
     /// Its configuration file (to restart it).
     pub config: PathBuf,
+    /// What it logs (warnings and errors).
+    pub log: PathBuf,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
 }
@@ -112,12 +114,23 @@ impl Node {
         let port = free_port();
         let config = dir.join(format!("tollgate-{port}.toml"));
         write_config(&config, port, database, mock_port, extra);
-        let process = spawn(bin, &["serve"], Some(&config));
+        let log = dir.join(format!("tollgate-{port}.log"));
+        let stderr = std::fs::File::create(&log).expect("create the node's log");
+        let process = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("TOLLGATE_OPERATOR_TOKEN", OPERATOR)
+            .env("TOLLGATE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start tollgate");
         let base = format!("http://127.0.0.1:{port}");
         wait_healthy(http, &format!("{base}/healthz")).await;
         Self {
             process,
             config,
+            log,
             base,
         }
     }

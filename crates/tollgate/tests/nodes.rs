@@ -3,7 +3,7 @@
 //! process: a key revoked on one node is refused by the other within a second; a key created on one node works on
 //! the other at once; a tenant funded for N requests spread over both
 //! gets at most N, its balance exact and never negative; a node killed with SIGKILL under load loses no answered
-//! request.
+//! request; a node that loses PostgreSQL answers 503, says so in its log, and recovers by itself.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -26,7 +26,7 @@ use tollgate_testkit::process::{self, Node, free_port, wait_healthy};
 /// The mock, two nodes, and a tenant with an admin key, a project and a project key.
 struct Cluster {
     _dir: tempfile::TempDir,
-    _database: Option<ScratchDatabase>,
+    database: Option<ScratchDatabase>,
     _mock: Child,
     nodes: Vec<Node>,
     store: Arc<dyn Store>,
@@ -66,7 +66,7 @@ impl Cluster {
         let store = tollgate_store::connect(&database).await.unwrap();
         let mut cluster = Self {
             _dir: dir,
-            _database: scratch,
+            database: scratch,
             _mock: mock,
             nodes: vec![a, b],
             store,
@@ -323,5 +323,125 @@ async fn two_processes_share_keys_money_and_survive_a_kill() {
         c.usage_requests().await,
         charges,
         "one usage row per charge"
+    );
+}
+
+/// What a run of requests got before the status waited for.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Answered 200.
+    answered: u64,
+    /// No answer within 2 s: the upstream answered, and the response waits for its charge to be recorded.
+    waiting: u64,
+}
+
+/// Polls node `on` with chat requests until one gets `status`, for at most `within`: that answer's body, and what
+/// the requests before it got.
+async fn until_status(
+    c: &Cluster,
+    on: usize,
+    status: u16,
+    within: std::time::Duration,
+) -> (Value, Seen) {
+    let body = json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]});
+    let since = std::time::Instant::now();
+    let mut seen = Seen::default();
+    loop {
+        let sent = c
+            .http
+            .post(format!("{}/v1/chat/completions", c.nodes[on].base))
+            .bearer_auth(&c.key)
+            .timeout(std::time::Duration::from_secs(2))
+            .json(&body)
+            .send()
+            .await;
+        match sent {
+            Ok(response) => {
+                let got = response.status().as_u16();
+                let text = response.text().await.unwrap();
+                if got == status {
+                    return (serde_json::from_str(&text).unwrap_or(Value::Null), seen);
+                }
+                seen.answered += u64::from(got == 200);
+                assert!(
+                    since.elapsed() < within,
+                    "still {got} after {within:?}, waiting for {status}: {text}"
+                );
+            }
+            Err(e) if e.is_timeout() => seen.waiting += 1,
+            Err(e) => panic!("{e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_loses_postgres_answers_503_then_recovers_by_itself() {
+    let c = Cluster::start().await;
+    let Some(database) = &c.database else {
+        eprintln!("note: SQLite is embedded and cannot go away: this case needs PostgreSQL");
+        return;
+    };
+    process::grant(&c.http, &c.nodes[0].base, &c.tenant, 100).await;
+    until_status(&c, 0, 200, std::time::Duration::from_secs(1)).await;
+    let (mut answered, mut waiting) = (1, 0);
+    let readyz = |on: usize| c.http.get(format!("{}/readyz", c.nodes[on].base)).send();
+    assert_eq!(readyz(0).await.unwrap().status(), 200);
+
+    // The database refuses every connection and ends the open ones. The node has the key cached, but once it
+    // cannot read the change log it must not trust that cache, and once it cannot record a charge it takes no
+    // new paid request: within seconds it answers 503. A request already answered by the upstream waits for
+    // its charge to be written (its client may give up; it is charged once the database is back).
+    database.refuse_connections(true).await.unwrap();
+    let (error, before) = until_status(&c, 0, 503, std::time::Duration::from_secs(8)).await;
+    answered += before.answered;
+    waiting += before.waiting;
+    assert_eq!(error["error"]["type"], "service_unavailable", "{error}");
+    assert_eq!(readyz(0).await.unwrap().status(), 503);
+    // A request that needs nothing but the key (no charge to record) is refused too: the cached key may have
+    // been revoked meanwhile.
+    let models = c
+        .http
+        .get(format!("{}/v1/models", c.nodes[0].base))
+        .bearer_auth(&c.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        models.status(),
+        503,
+        "no key served from a cache that may be stale"
+    );
+    // And it stays refused (no stale answer slips through) while the database is away.
+    for _ in 0..5 {
+        let (_, before) = until_status(&c, 0, 503, std::time::Duration::ZERO).await;
+        assert_eq!(before.answered + before.waiting, 0);
+    }
+    assert_eq!(
+        readyz(1).await.unwrap().status(),
+        503,
+        "and so does the other node"
+    );
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap();
+    assert!(
+        log.contains("cannot read the change log"),
+        "the node says in its log that it may be stale: {log}"
+    );
+
+    // The database is back: the node recovers by itself, without a restart.
+    database.refuse_connections(false).await.unwrap();
+    let (_, before) = until_status(&c, 0, 200, std::time::Duration::from_secs(10)).await;
+    assert_eq!(before.answered + before.waiting, 0);
+    answered += 1;
+    assert_eq!(readyz(0).await.unwrap().status(), 200);
+    // Every request the upstream answered is charged once (those that waited through the outage too), and no
+    // refused one.
+    let ledger = c.ledger().await;
+    let charges = ledger.iter().filter(|e| e.0).count() as u64;
+    assert_eq!(c.usage_requests().await, charges);
+    assert_eq!(
+        charges,
+        answered + waiting,
+        "one charge per request the upstream answered"
     );
 }

@@ -14,6 +14,7 @@
 //! taken by another. A tenant idle for [`IDLE`] gets its unused lease back into the store, where other nodes can
 //! reserve it.
 
+use crate::outage::Outage;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -250,7 +251,7 @@ impl Wallets {
     }
 
     /// Extends every lease of this node; on success the node trusts them for [`TRUST`] more.
-    async fn renew(&self) {
+    async fn renew(&self, outage: &mut Outage) {
         let any = {
             let wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
             wallets.values().any(|w| w.lease > Micros::ZERO)
@@ -262,13 +263,19 @@ impl Wallets {
         let expires_at = self.clock.now().saturating_add(ttl_seconds());
         match self.store.renew_leases(&self.node_id, expires_at).await {
             Ok(()) => {
-                let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
-                for w in wallets.values_mut() {
-                    w.trusted_until = w.trusted_until.max(asked + TRUST);
+                {
+                    let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+                    for w in wallets.values_mut() {
+                        w.trusted_until = w.trusted_until.max(asked + TRUST);
+                    }
                 }
+                outage.ended("credit leases are renewed again");
             }
             // The next renewal tries again; holds stop once the trust runs out.
-            Err(error) => tracing::warn!(%error, "renewing credit leases failed"),
+            Err(error) => outage.failed(
+                &error,
+                "renewing credit leases failed: holds stop once this node's leases are no longer trusted",
+            ),
         }
     }
 
@@ -348,6 +355,7 @@ impl Wallets {
 /// Renews the leases and gives idle ones back, until stopped or the wallets are gone.
 async fn keep(wallets: std::sync::Weak<Wallets>) {
     let mut renewed = Instant::now();
+    let mut outage = Outage::default();
     loop {
         tokio::time::sleep(KEEPER_TICK).await;
         let Some(wallets) = wallets.upgrade() else {
@@ -355,7 +363,7 @@ async fn keep(wallets: std::sync::Weak<Wallets>) {
         };
         if renewed.elapsed() >= RENEW_EVERY {
             renewed = Instant::now();
-            wallets.renew().await;
+            wallets.renew(&mut outage).await;
         }
         wallets.return_idle().await;
     }

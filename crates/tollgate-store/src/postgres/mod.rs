@@ -128,13 +128,14 @@ impl ChangeSignal for Notifications {
 /// SQLSTATE classes and codes that mean "not now" rather than "not this": connection exceptions (08), insufficient
 /// resources such as a full disk or too many connections (53), operator intervention such as a shutdown or a
 /// cancelled statement (57), a read-only transaction (25006: a standby after failover), serialization failure and
-/// deadlock (40001, 40P01), a lock not available in time (55P03).
+/// deadlock (40001, 40P01), a lock not available in time (55P03), a database that does not accept connections for
+/// now (55000: `ALLOW_CONNECTIONS false` during maintenance).
 /// <https://www.postgresql.org/docs/current/errcodes-appendix.html>
 fn is_transient(code: &str) -> bool {
     ["08", "53", "57"]
         .iter()
         .any(|class| code.starts_with(class))
-        || ["25006", "40001", "40P01", "55P03"].contains(&code)
+        || ["25006", "40001", "40P01", "55000", "55P03"].contains(&code)
 }
 
 /// A database error as the domain sees it (see [`crate::store_error`]). sqlx's messages name neither the URL nor its
@@ -153,7 +154,7 @@ mod tests {
     fn lost_connections_shutdowns_deadlocks_and_lock_timeouts_are_transient() {
         for code in [
             "08006", "08001", "53100", "53300", "57P01", "57014", "25006", "40001", "40P01",
-            "55P03",
+            "55000", "55P03",
         ] {
             assert!(is_transient(code), "{code}");
         }
