@@ -80,11 +80,13 @@ impl PgStore {
         let settler = PgPoolOptions::new()
             .max_connections(SETTLER_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_lazy_with(
-                options
-                    .clone()
-                    .options([("lock_timeout", SETTLER_LOCK_TIMEOUT)]),
-            );
+            .connect_lazy_with(options.clone().options([
+                ("lock_timeout", SETTLER_LOCK_TIMEOUT),
+                // Settlement statements take arrays whose lengths vary from batch to batch: a custom plan
+                // per length only re-plans the same plan, which cost a tenth of the server's time per
+                // request (BENCHMARKS.md, issue 11).
+                ("plan_cache_mode", "force_generic_plan"),
+            ]));
         let listener = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -187,6 +189,10 @@ mod tests {
             );
             assert_eq!(setting(&store.settler, "lock_timeout").await, "1s");
             assert_eq!(setting(&store.pool, "lock_timeout").await, "0");
+            assert_eq!(
+                setting(&store.settler, "plan_cache_mode").await,
+                "force_generic_plan"
+            );
         }
     }
 
