@@ -19,6 +19,8 @@ pub const LEDGER_ENTRY: &str = "ledg_";
 pub const USAGE: &str = "use_";
 /// A running server process (its credit leases carry it).
 pub const NODE: &str = "node_";
+/// Audit events.
+pub const AUDIT_EVENT: &str = "evt_";
 
 /// A new id with the given prefix.
 pub fn new_id(prefix: &str) -> String {

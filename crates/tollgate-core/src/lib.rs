@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 //!
 //! # Layout
+//! - [`audit`]: audit events, who caused them, and each tenant's hash chain.
 //! - [`id`]: prefixed, time-ordered ids (`org_…`, `proj_…`, `key_…`).
 //! - [`key`]: the API key format: generation, checksum, digest; secrets that refuse to print.
 //! - [`tenant`]: tenants, projects, members, API keys and the principal a key authenticates as.
@@ -12,6 +13,7 @@
 //! - [`catalog`]: the public models and where each is served.
 //! - [`ports`]: traits implemented outside the core: [`ports::Store`], [`ports::Provider`], [`ports::Clock`].
 
+pub mod audit;
 pub mod catalog;
 pub mod credits;
 pub mod id;

@@ -4,7 +4,7 @@
 //! - [`sqlite`]: SQLite, embedded, the default: one file, one writer at a time.
 //! - [`postgres`]: PostgreSQL, for several nodes sharing one database.
 //! - `queries`: the SQL both run, written once; `rows`: their rows to domain values; `settle`: what a batch of
-//!   settlements writes. A backend adds only what truly differs: how a tenant's writes are serialised, how
+//!   settlements writes; `audit`: the audit log's rows and how appends extend each tenant's hash chain. A backend adds only what truly differs: how a tenant's writes are serialised, how
 //!   settlements are written, its migrations (`migrations/{sqlite,postgres}`) and its error codes.
 //! - [`testing`]: throwaway PostgreSQL databases for the test suites.
 //!
@@ -14,6 +14,7 @@
 //! [`connect`] picks the backend from the URL scheme (`sqlite:`, `postgres:` or `postgresql:`) and applies pending
 //! migrations, so a caller only ever holds an `Arc<dyn Store>`.
 
+mod audit;
 pub mod postgres;
 mod queries;
 mod rows;

@@ -65,6 +65,8 @@ pub(crate) fn usage_sql(g: tollgate_core::credits::UsageGrouping) -> String {
 /// - `migrations_table`: a statement counting (as a 64-bit integer) the tables named `_sqlx_migrations`;
 /// - `now_ms`: an SQL expression for the database's clock in Unix milliseconds, as the change log's `created_ms`
 ///   default reads it (migration 0005);
+/// - `lock_chain`: a statement taking `$1` = tenant id that returns the tenant's audit chain head (`seq`, `hash`)
+///   and holds, until the transaction ends, the lock that serialises appends to it;
 /// - in scope where it expands: `db_error(sqlx::Error) -> StoreError`, `MIGRATOR` (its `sqlx::migrate!`),
 ///   `$store::settle_batch(node_id, batch)`, which writes a non-empty batch of a node's settlements, and
 ///   `$store::listen_for_changes()`, the backend's [`ChangeLog::change_signal`](tollgate_core::ports::ChangeLog).
@@ -75,7 +77,8 @@ macro_rules! store_queries {
         begin = $begin:expr,
         lock_tenant = $lock_tenant:expr,
         migrations_table = $migrations_table:expr,
-        now_ms = $now_ms:literal $(,)?
+        now_ms = $now_ms:literal,
+        lock_chain = $lock_chain:expr $(,)?
     ) => {
         /// The shared statements ([`crate::queries`]) as this backend's implementation of the store traits.
         mod queries {
@@ -83,6 +86,8 @@ macro_rules! store_queries {
             use async_trait::async_trait;
             use $crate::rows::{self, KEY_COLUMNS, KEY_FIELDS, fetch_limit};
             use sqlx::{Executor, Row, Transaction};
+            use std::collections::BTreeMap;
+            use tollgate_core::audit::{AuditEvent, AuditQuery, ChainHead, ChainedEvent};
             use tollgate_core::credits::{
                 Balance, LedgerEntry, LedgerKind, Settlement, UsageQuery, UsageTotals, lease_grant,
             };
@@ -90,7 +95,7 @@ macro_rules! store_queries {
             use tollgate_core::key::KeyDigest;
             use tollgate_core::money::Micros;
             use tollgate_core::ports::{
-                Change, ChangeLog, ChangeSignal, CreditStore, KeyLimit, KeyScope, KeyStore, LeaseGrant,
+                AuditChain, AuditLog, Change, ChangeLog, ChangeSignal, CreditStore, KeyLimit, KeyScope, KeyStore, LeaseGrant,
                 LeaseRequest, MemberStore, Page, PageRequest, ProjectStore, RemovedMember, SettledBatch, Store,
                 StoreError, TenantStore, TenantUpdate, UsageStore,
             };
@@ -178,6 +183,87 @@ macro_rules! store_queries {
                         .map_err(db_error)?;
                     Ok((tx, found.is_some()))
                 }
+            }
+
+            /// Appends `events` at the ends of their tenants' chains inside `tx`: each chain's head is locked
+            /// (in tenant id order, so two transactions never wait for each other in a cycle), the events are
+            /// chained and inserted, and the heads moved.
+            async fn append_events(
+                tx: &mut Transaction<'_, Db>,
+                events: &[AuditEvent],
+            ) -> Result<(), StoreError> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let tenants: std::collections::BTreeSet<&str> =
+                    events.iter().map(|e| e.tenant_id.as_str()).collect();
+                let mut heads = BTreeMap::new();
+                for tenant in tenants {
+                    let row = sqlx::query($lock_chain)
+                        .bind(tenant)
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(db_error)?;
+                    if let Some(row) = row {
+                        let head = ChainHead {
+                            seq: row.try_get("seq").map_err(db_error)?,
+                            hash: row.try_get("hash").map_err(db_error)?,
+                        };
+                        heads.insert(tenant.to_owned(), head);
+                    }
+                }
+                let chained = $crate::audit::chain(&mut heads, events).map_err(|tenant| {
+                    StoreError::Backend(format!("no audit chain for tenant {tenant}"))
+                })?;
+                for c in &chained {
+                    insert_event(&mut **tx, c).await?;
+                }
+                for (tenant, head) in &heads {
+                    sqlx::query("UPDATE audit_chains SET seq = $1, hash = $2 WHERE tenant_id = $3")
+                        .bind(head.seq)
+                        .bind(&head.hash)
+                        .bind(tenant)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(db_error)?;
+                }
+                Ok(())
+            }
+
+            /// Inserts one chained event row.
+            async fn insert_event<'e>(
+                db: impl Executor<'e, Database = Db>,
+                c: &ChainedEvent,
+            ) -> Result<(), StoreError> {
+                let e = &c.event;
+                let int = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+                sqlx::query($crate::audit::INSERT_EVENT)
+                    .bind(&e.id)
+                    .bind(&e.tenant_id)
+                    .bind(c.seq)
+                    .bind(e.kind.as_str())
+                    .bind(e.effective_at)
+                    .bind(e.actor.kind.as_str())
+                    .bind(&e.actor.id)
+                    .bind(&e.target_id)
+                    .bind(&e.project_id)
+                    .bind(&e.key_id)
+                    .bind(&e.key_last4)
+                    .bind(&e.model)
+                    .bind(e.status.map(i64::from))
+                    .bind(int(e.prompt_tokens))
+                    .bind(int(e.completion_tokens))
+                    .bind(e.cost.map(Micros::get))
+                    .bind(int(e.latency_ms))
+                    .bind(&e.origin.request_id)
+                    .bind(&e.origin.source_ip)
+                    .bind(&e.origin.user_agent)
+                    .bind(&e.details)
+                    .bind(&c.hash)
+                    .execute(db)
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
             }
 
             /// Writes one project row; shared by project creation and tenant creation.
@@ -279,6 +365,12 @@ macro_rules! store_queries {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
+                    // The tenant's audit chain starts empty with the tenant: appends only ever lock and move it.
+                    sqlx::query("INSERT INTO audit_chains (tenant_id, seq, hash) VALUES ($1, 0, '')")
+                        .bind(&t.id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
                     insert_project(&mut *tx, &new.project).await?;
                     insert_member(&mut *tx, &new.owner).await?;
                     insert_key(&mut *tx, &new.admin_key, None).await?;
@@ -927,6 +1019,116 @@ macro_rules! store_queries {
 
                 async fn change_signal(&self) -> Result<Option<Box<dyn ChangeSignal>>, StoreError> {
                     self.listen_for_changes().await
+                }
+            }
+
+            #[async_trait]
+            impl AuditLog for $store {
+                async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db_error)?;
+                    append_events(&mut tx, events).await?;
+                    tx.commit().await.map_err(db_error)
+                }
+
+                async fn audit_events(
+                    &self,
+                    query: &AuditQuery,
+                ) -> Result<Page<ChainedEvent>, StoreError> {
+                    let page = PageRequest {
+                        after: query.before_id.clone(),
+                        limit: query.limit,
+                    };
+                    self.page(
+                        sqlx::query(&$crate::audit::LIST_EVENTS)
+                            .bind(&query.tenant_id)
+                            .bind(query.kind.map(|k| k.as_str()))
+                            .bind(&query.actor_id)
+                            .bind(&query.key_id)
+                            .bind(query.since)
+                            .bind(query.until)
+                            .bind(&query.before_id)
+                            .bind(fetch_limit(&page)),
+                        &page,
+                        rows::event,
+                    )
+                    .await
+                }
+
+                async fn audit_chain_events(
+                    &self,
+                    tenant_id: &str,
+                    after_seq: i64,
+                    limit: u32,
+                ) -> Result<Vec<ChainedEvent>, StoreError> {
+                    let found = sqlx::query(&$crate::audit::CHAIN_EVENTS)
+                        .bind(tenant_id)
+                        .bind(after_seq)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_error)?;
+                    found.iter().map(rows::event).collect()
+                }
+
+                async fn audit_chains(
+                    &self,
+                    tenant_id: Option<&str>,
+                ) -> Result<Vec<AuditChain>, StoreError> {
+                    let found = sqlx::query(
+                        "SELECT tenant_id, seq, hash, anchor_seq, anchor_hash FROM audit_chains \
+                         WHERE $1 IS NULL OR tenant_id = $1 ORDER BY tenant_id",
+                    )
+                    .bind(tenant_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                    found.iter().map(rows::audit_chain).collect()
+                }
+
+                async fn prune_audit(&self, before: Timestamp) -> Result<u64, StoreError> {
+                    let mut pruned = 0;
+                    for chain in self.audit_chains(None).await? {
+                        let mut tx = self.pool.begin_with($begin).await.map_err(db_error)?;
+                        sqlx::query($lock_chain)
+                            .bind(&chain.tenant_id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db_error)?;
+                        // The new anchor: the last event, in chain order, made before the cut-off. The prefix up
+                        // to it goes (an event a skewed clock dated later, inside it, goes with it).
+                        let last = sqlx::query(
+                            "SELECT seq, hash FROM audit_events WHERE tenant_id = $1 AND effective_at < $2 \
+                             ORDER BY seq DESC LIMIT 1",
+                        )
+                        .bind(&chain.tenant_id)
+                        .bind(before)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                        let Some(last) = last else {
+                            continue;
+                        };
+                        let seq: i64 = last.try_get("seq").map_err(db_error)?;
+                        let hash: String = last.try_get("hash").map_err(db_error)?;
+                        let done = sqlx::query("DELETE FROM audit_events WHERE tenant_id = $1 AND seq <= $2")
+                            .bind(&chain.tenant_id)
+                            .bind(seq)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_error)?;
+                        sqlx::query(
+                            "UPDATE audit_chains SET anchor_seq = $1, anchor_hash = $2 WHERE tenant_id = $3",
+                        )
+                        .bind(seq)
+                        .bind(&hash)
+                        .bind(&chain.tenant_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                        tx.commit().await.map_err(db_error)?;
+                        pruned += done.rows_affected();
+                    }
+                    Ok(pruned)
                 }
             }
 

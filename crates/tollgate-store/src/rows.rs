@@ -5,10 +5,13 @@
 use ipnet::IpNet;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use std::sync::LazyLock;
+use tollgate_core::audit::{
+    Actor, ActorType, AuditEvent, ChainHead, ChainedEvent, EventType, Origin,
+};
 use tollgate_core::credits::{Balance, LedgerEntry, LedgerKind, UsageTotals};
 use tollgate_core::key::KeyDigest;
 use tollgate_core::money::Micros;
-use tollgate_core::ports::{Change, Changed, Page, PageRequest, StoreError};
+use tollgate_core::ports::{AuditChain, Change, Changed, Page, PageRequest, StoreError};
 use tollgate_core::role::Role;
 use tollgate_core::tenant::{
     ApiKey, KeyOwner, Member, Principal, Project, ProjectStatus, Tenant, TenantStatus,
@@ -225,6 +228,67 @@ pub(crate) fn usage_totals(row: &impl Columns) -> Result<UsageTotals, StoreError
 }
 
 const SECONDS_PER_DAY: i64 = 86_400;
+
+/// An audit event row ([`crate::audit::EVENT_FIELDS`]).
+pub(crate) fn event(row: &impl Columns) -> Result<ChainedEvent, StoreError> {
+    let unsigned = |column: &str| -> Result<Option<u64>, StoreError> {
+        row.int(column)?
+            .map(|v| u64::try_from(v).map_err(|_| corrupt(column, &v.to_string())))
+            .transpose()
+    };
+    let kind = text(row, "type")?;
+    let actor_type = text(row, "actor_type")?;
+    let status = row
+        .int("status")?
+        .map(|v| u16::try_from(v).map_err(|_| corrupt("status", &v.to_string())))
+        .transpose()?;
+    Ok(ChainedEvent {
+        event: AuditEvent {
+            id: text(row, "id")?,
+            tenant_id: text(row, "tenant_id")?,
+            kind: EventType::parse(&kind).ok_or_else(|| corrupt("type", &kind))?,
+            effective_at: int(row, "effective_at")?,
+            actor: Actor {
+                kind: ActorType::parse(&actor_type)
+                    .ok_or_else(|| corrupt("actor_type", &actor_type))?,
+                id: row.text("actor_id")?,
+            },
+            target_id: row.text("target_id")?,
+            project_id: row.text("project_id")?,
+            key_id: row.text("key_id")?,
+            key_last4: row.text("key_last4")?,
+            model: row.text("model")?,
+            status,
+            prompt_tokens: unsigned("prompt_tokens")?,
+            completion_tokens: unsigned("completion_tokens")?,
+            cost: row.int("cost_micros")?.map(Micros),
+            latency_ms: unsigned("latency_ms")?,
+            origin: Origin {
+                request_id: row.text("request_id")?,
+                source_ip: row.text("source_ip")?,
+                user_agent: row.text("user_agent")?,
+            },
+            details: row.text("details")?,
+        },
+        seq: int(row, "seq")?,
+        hash: text(row, "hash")?,
+    })
+}
+
+/// An `audit_chains` row.
+pub(crate) fn audit_chain(row: &impl Columns) -> Result<AuditChain, StoreError> {
+    Ok(AuditChain {
+        tenant_id: text(row, "tenant_id")?,
+        anchor: ChainHead {
+            seq: int(row, "anchor_seq")?,
+            hash: text(row, "anchor_hash")?,
+        },
+        head: ChainHead {
+            seq: int(row, "seq")?,
+            hash: text(row, "hash")?,
+        },
+    })
+}
 
 /// At most one row, decoded.
 pub(crate) fn one<R, T>(

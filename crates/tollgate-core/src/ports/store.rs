@@ -6,6 +6,7 @@
 //! exception: the change log, which the store writes itself (in the same transaction as each change) with its own
 //! ids and clock, so that writers that know nothing of it are covered too.
 
+use crate::audit::{AuditEvent, AuditQuery, ChainHead, ChainedEvent};
 use crate::credits::{Balance, LedgerEntry, Settlement, UsageQuery, UsageTotals};
 use crate::key::KeyDigest;
 use crate::money::Micros;
@@ -364,6 +365,40 @@ pub trait ChangeSignal: Send {
     async fn wait(&mut self) -> Result<(), StoreError>;
 }
 
+/// Where one tenant's audit chain stands: where it starts (genesis, or the anchor pruning left) and its head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditChain {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The last pruned event's place and hash (`seq` 0 and [`crate::audit::GENESIS`] before any pruning).
+    pub anchor: ChainHead,
+    /// The last event's place and hash.
+    pub head: ChainHead,
+}
+
+/// The audit log. Changes append their events themselves, in their own transactions (every mutating call of the
+/// other traits); this appends events that go with no other write, and reads, checks and prunes the log.
+#[async_trait]
+pub trait AuditLog {
+    /// Appends events in one transaction, each at the end of its tenant's chain (appends for one tenant are
+    /// serialised, whichever node makes them). A tenant without a chain (no such tenant) fails it.
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// A tenant's events, newest first (by id), as `query` narrows them.
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Page<ChainedEvent>, StoreError>;
+    /// Up to `limit` events of a tenant's chain after `after_seq`, in chain order: for checking it.
+    async fn audit_chain_events(
+        &self,
+        tenant_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<ChainedEvent>, StoreError>;
+    /// The chains of one tenant, or of every tenant, in tenant id order.
+    async fn audit_chains(&self, tenant_id: Option<&str>) -> Result<Vec<AuditChain>, StoreError>;
+    /// Deletes, chain by chain, the events before `before` (the prefix up to the last of them), keeping the last
+    /// deleted event's place and hash as the chain's anchor, so what remains still verifies; returns how many.
+    async fn prune_audit(&self, before: Timestamp) -> Result<u64, StoreError>;
+}
+
 /// The whole system of record.
 #[async_trait]
 pub trait Store:
@@ -374,6 +409,7 @@ pub trait Store:
     + CreditStore
     + UsageStore
     + ChangeLog
+    + AuditLog
     + Send
     + Sync
     + 'static

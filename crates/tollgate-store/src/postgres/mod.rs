@@ -24,6 +24,7 @@ crate::queries::store_queries!(
     migrations_table = "SELECT count(*) FROM pg_tables \
         WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'",
     now_ms = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    lock_chain = "SELECT seq, hash FROM audit_chains WHERE tenant_id = $1 FOR UPDATE",
 );
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");

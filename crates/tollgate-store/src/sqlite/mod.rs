@@ -22,6 +22,7 @@ crate::queries::store_queries!(
     migrations_table =
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
     now_ms = "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+    lock_chain = "SELECT seq, hash FROM audit_chains WHERE tenant_id = $1",
 );
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
