@@ -1,6 +1,5 @@
 //! Request plumbing that runs before handlers: request ids, access logs, client addresses (and the audit origin),
-//! body limits and
-//! authentication.
+//! body limits and authentication.
 
 pub mod access_log;
 pub mod auth;
