@@ -4,6 +4,7 @@ use crate::change_log::ChangeFollower;
 use crate::config::Config;
 use crate::credits::{Recorder, Wallets};
 use crate::key_cache::KeyCache;
+use crate::retention::Retention;
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct App {
     pub keys: KeyCache,
     /// Keeps `keys` in step with changes made on other nodes and by the CLI.
     pub changes: ChangeFollower,
+    /// Prunes the audit log past its retention.
+    pub retention: Retention,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Holds, against this node's leases on tenants' balances.
@@ -131,6 +134,7 @@ impl App {
             plans,
             keys: KeyCache::following(),
             changes: ChangeFollower::new(),
+            retention: Retention::new(),
             clock,
             recorder: Recorder::start(Arc::clone(&store), node_id),
             wallets,
@@ -138,6 +142,8 @@ impl App {
             tasks: TaskTracker::new(),
         });
         app.changes.start(Arc::downgrade(&app));
+        app.retention
+            .start(Arc::downgrade(&app), app.config.audit_retention_days);
         Ok(AppState(app))
     }
 
@@ -147,6 +153,7 @@ impl App {
     pub async fn close(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         self.changes.close().await;
+        self.retention.close().await;
         self.tasks.close();
         if tokio::time::timeout(timeout, self.tasks.wait())
             .await

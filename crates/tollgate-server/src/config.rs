@@ -97,7 +97,14 @@ pub struct Config {
     pub idle_timeout_seconds: u64,
     /// Open client connections at most; beyond it new ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Audit events older than this many days are pruned (each chain keeps an anchor, so the rest still
+    /// verifies); 0 keeps them forever.
+    pub audit_retention_days: u64,
 }
+
+/// The longest audit retention: 1,000 years (a cut-off this far back is keeping forever; the bound keeps the
+/// arithmetic far from overflow).
+const MAX_RETENTION_DAYS: u64 = 365_250;
 
 impl Default for Config {
     fn default() -> Self {
@@ -120,6 +127,7 @@ impl Default for Config {
             body_read_timeout_seconds: 30,
             idle_timeout_seconds: 75,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            audit_retention_days: 0,
         }
     }
 }
@@ -239,6 +247,12 @@ impl Config {
             if seconds == 0 {
                 return Err(invalid(field, "must be at least 1"));
             }
+        }
+        if self.audit_retention_days > MAX_RETENTION_DAYS {
+            return Err(invalid(
+                "audit_retention_days",
+                format!("must be from 0 (keep forever) to {MAX_RETENTION_DAYS}"),
+            ));
         }
         // A semaphore larger than this panics when it is built.
         let most = tokio::sync::Semaphore::MAX_PERMITS;

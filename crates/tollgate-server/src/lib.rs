@@ -17,6 +17,7 @@
 //! - [`key_cache`]: authenticated keys in memory: misses coalesced, invalidated exactly on revocation.
 //! - [`change_log`]: follows the store's change log, so changes made on other nodes and by the CLI reach the key
 //!   cache within a second.
+//! - [`retention`]: prunes the audit log past `audit_retention_days`.
 //! - [`error`]: `ApiError`, the one mapping from failures to HTTP.
 //! - `outage`: one log line per outage of a background store call.
 
@@ -31,6 +32,7 @@ pub mod middleware;
 pub mod objects;
 mod outage;
 pub mod pipeline;
+pub mod retention;
 pub mod router;
 pub mod routes;
 pub mod server;

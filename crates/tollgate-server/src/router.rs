@@ -87,6 +87,10 @@ fn routes() -> Routes {
         management::credits::get::handler,
     )
     .get("/v1/organization/usage", management::usage::get::handler)
+    .get(
+        "/v1/organization/audit_logs",
+        management::audit_logs::get::handler,
+    )
     .get(PROJECTS, projects::list::handler)
     .post(PROJECTS, projects::create::handler)
     .get(PROJECT, projects::get::handler)

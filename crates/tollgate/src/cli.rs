@@ -11,7 +11,7 @@ use std::time::Duration;
 use tollgate_core::ports::SystemClock;
 use tollgate_server::config::ExposeSecret;
 use tollgate_server::objects::{CreatedTenant, KeyObject};
-use tollgate_server::service::{credits, keys, tenants};
+use tollgate_server::service::{audit, credits, keys, tenants};
 use tollgate_server::{App, AppState, Config};
 
 /// Tollgate: API keys, tenants, credits and an OpenAI-compatible API in front of any model server.
@@ -54,8 +54,23 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Audit log commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// A deterministic OpenAI-compatible server for demos, development and benchmarks.
     MockUpstream(MockUpstreamArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the audit log's hash chains and name the first broken link of each (exit 1 if any is broken).
+    Verify {
+        /// One tenant (`org_…`); default: every tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +295,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 },
             )
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { tenant },
+        } => {
+            let app = app(config).await?;
+            let reports = audit::verify(&app, tenant.as_deref()).await?;
+            if let Some(tenant) = tenant.filter(|_| reports.is_empty()) {
+                bail!("no tenant {tenant}");
+            }
+            let broken = reports.iter().filter(|r| r.broken.is_some()).count();
+            print(cli.json, &reports, || {
+                let mut lines: Vec<String> = reports
+                    .iter()
+                    .filter_map(|r| {
+                        r.broken
+                            .as_ref()
+                            .map(|b| format!("BROKEN  tenant {}: {b}", r.tenant_id))
+                    })
+                    .collect();
+                let events: u64 = reports.iter().map(|r| r.events).sum();
+                lines.push(format!(
+                    "{} chain(s) checked, {events} event(s); {broken} broken",
+                    reports.len()
+                ));
+                lines.join("\n")
+            })?;
+            if broken > 0 {
+                bail!("{broken} audit chain(s) broken");
+            }
+            Ok(())
         }
         Command::MockUpstream(_) | Command::Config { .. } => Ok(()),
     }

@@ -3,6 +3,7 @@
 //! through the store, and keep the key cache in step.
 
 pub mod admin_keys;
+pub mod audit;
 pub mod credits;
 pub mod keys;
 pub mod members;

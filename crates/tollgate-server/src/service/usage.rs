@@ -27,7 +27,11 @@ pub struct UsageParams {
 
 /// A window bound: Unix seconds from 0 to [`MAX_TIMESTAMP`]; anything else (negative, past the year 9999, past
 /// `i64`, not a number) is a 400 naming the parameter.
-fn seconds(raw: Option<&str>, param: &str, default: Timestamp) -> Result<Timestamp, ApiError> {
+pub(crate) fn seconds(
+    raw: Option<&str>,
+    param: &str,
+    default: Timestamp,
+) -> Result<Timestamp, ApiError> {
     match raw {
         None | Some("") => Ok(default),
         Some(s) => s

@@ -3,6 +3,7 @@
 
 pub mod admin_api_keys;
 pub mod api_keys;
+pub mod audit_logs;
 pub mod credits;
 pub mod members;
 pub mod organization;
