@@ -179,6 +179,11 @@ pub struct ChainReport {
     pub tenant_id: String,
     /// Events checked (from the anchor on).
     pub events: u64,
+    /// The chain's head as the store has it (`seq`, hash): kept elsewhere, it shows later whether the whole
+    /// chain was rewritten.
+    pub head_seq: i64,
+    /// The head's hash.
+    pub head_hash: String,
     /// The first broken link, if any.
     pub broken: Option<String>,
 }
@@ -212,6 +217,8 @@ pub async fn verify(app: &App, tenant_id: Option<&str>) -> Result<Vec<ChainRepor
         reports.push(ChainReport {
             tenant_id: chain.tenant_id,
             events,
+            head_seq: chain.head.seq,
+            head_hash: chain.head.hash,
             broken,
         });
     }
