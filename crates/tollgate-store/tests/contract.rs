@@ -1906,4 +1906,26 @@ async fn a_settled_batch_writes_each_requests_event_with_its_charge_in_the_chain
     assert_eq!(verify(f.store.as_ref(), &t.tenant.id).await, Ok(start + 1));
 }
 
-on_every_backend!(a_settled_batch_writes_each_requests_event_with_its_charge_in_the_chain);
+/// Free requests and refusals lock no balance: the chain head's own lock is what keeps two nodes' batches for one
+/// tenant from taking the same place in its chain.
+async fn two_nodes_settling_free_requests_for_one_tenant_at_once_keep_one_chain(f: Fixture) {
+    let node_b = f.another_node().await;
+    let t = new_tenant("A", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    let key = project_key(&t, "a", 2);
+    f.store.insert_key(&key, None).await.unwrap();
+    let start = verify(f.store.as_ref(), &t.tenant.id).await.unwrap();
+    let results = race([&f.store, &node_b], 30, |store, i| {
+        let batch = vec![settlement(&t, &key, "echo", 0, 100 + i as i64)];
+        let events = vec![refused(&t, &key, 403, 100 + i as i64)];
+        async move { store.settle("node_a", &batch, &events).await }
+    })
+    .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(verify(f.store.as_ref(), &t.tenant.id).await, Ok(start + 60));
+}
+
+on_every_backend!(
+    a_settled_batch_writes_each_requests_event_with_its_charge_in_the_chain,
+    two_nodes_settling_free_requests_for_one_tenant_at_once_keep_one_chain,
+);
