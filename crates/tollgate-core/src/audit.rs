@@ -294,6 +294,30 @@ impl AuditEvent {
         }
     }
 
+    /// A `request.completed` event: an inference request made with the project key `key_id` (its last four
+    /// characters `key_last4`), which acts, answered with `status` after `latency_ms`; tokens, cost and model unset.
+    pub fn request_completed(
+        tenant_id: &str,
+        key_id: &str,
+        key_last4: &str,
+        at: Timestamp,
+        origin: &Origin,
+        status: u16,
+        latency_ms: u64,
+    ) -> Self {
+        let mut event = Self::new(
+            EventType::RequestCompleted,
+            tenant_id,
+            Actor::project_key(key_id),
+            at,
+            origin,
+        )
+        .key(key_id, key_last4);
+        event.status = Some(status);
+        event.latency_ms = Some(latency_ms);
+        event
+    }
+
     /// The object changed.
     pub fn target(mut self, id: &str) -> Self {
         self.target_id = Some(id.to_owned());

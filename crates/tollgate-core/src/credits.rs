@@ -1,6 +1,7 @@
 //! Credits as the domain sees them: ledger entries, what a finished request settles, the hold policy, and usage
 //! queries.
 
+use crate::audit::Origin;
 use crate::catalog::ModelSpec;
 use crate::money::{Micros, checked_cost};
 use crate::tenant::Timestamp;
@@ -69,7 +70,8 @@ pub struct Balance {
     pub version: i64,
 }
 
-/// A request the provider answered: its usage row, and its charge against the tenant.
+/// A request the provider answered: its usage row, its charge against the tenant, and its `request.completed`
+/// audit event (written in the same transaction, with the amount actually charged).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settlement {
     /// The request's id (`X-Request-Id`).
@@ -80,6 +82,8 @@ pub struct Settlement {
     pub project_id: String,
     /// The project key used.
     pub key_id: String,
+    /// Its last four characters, for the audit event.
+    pub key_last4: String,
     /// Public model id.
     pub model: String,
     /// Input tokens, from the provider.
@@ -90,6 +94,12 @@ pub struct Settlement {
     pub cost: Micros,
     /// When the request finished.
     pub at: Timestamp,
+    /// The HTTP status the request was answered with.
+    pub status: u16,
+    /// How long the request took until it was settled.
+    pub latency_ms: u64,
+    /// Where it came from.
+    pub origin: Origin,
 }
 
 /// Of the balance beyond its `need`, a lease takes at most this share, so every other node always finds most of

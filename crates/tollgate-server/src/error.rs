@@ -252,6 +252,11 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
     /// The error envelope for this error.
     pub fn body(&self) -> ErrorBody {
         let (_, kind, param, code) = self.parts();

@@ -41,23 +41,27 @@ pub(crate) fn chain(
     heads: &mut BTreeMap<String, ChainHead>,
     events: &[AuditEvent],
 ) -> Result<Vec<ChainedEvent>, String> {
+    chain_owned(heads, events.iter().cloned())
+}
+
+/// [`chain`] for events the caller gives up (a settled batch's own events), so none is copied.
+pub(crate) fn chain_owned(
+    heads: &mut BTreeMap<String, ChainHead>,
+    events: impl IntoIterator<Item = AuditEvent>,
+) -> Result<Vec<ChainedEvent>, String> {
     events
-        .iter()
+        .into_iter()
         .map(|event| {
             let head = heads
                 .get_mut(&event.tenant_id)
                 .ok_or_else(|| event.tenant_id.clone())?;
             let seq = head.seq + 1;
-            let hash = chain_hash(&head.hash, seq, event);
+            let hash = chain_hash(&head.hash, seq, &event);
             *head = ChainHead {
                 seq,
                 hash: hash.clone(),
             };
-            Ok(ChainedEvent {
-                event: event.clone(),
-                seq,
-                hash,
-            })
+            Ok(ChainedEvent { event, seq, hash })
         })
         .collect()
 }

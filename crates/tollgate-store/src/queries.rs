@@ -68,7 +68,8 @@ pub(crate) fn usage_sql(g: tollgate_core::credits::UsageGrouping) -> String {
 /// - `lock_chain`: a statement taking `$1` = tenant id that returns the tenant's audit chain head (`seq`, `hash`)
 ///   and holds, until the transaction ends, the lock that serialises appends to it;
 /// - in scope where it expands: `db_error(sqlx::Error) -> StoreError`, `MIGRATOR` (its `sqlx::migrate!`),
-///   `$store::settle_batch(node_id, batch)`, which writes a non-empty batch of a node's settlements, and
+///   `$store::settle_batch(node_id, batch, events)`, which writes a non-empty batch of a node's settlements and
+///   audit events, and
 ///   `$store::listen_for_changes()`, the backend's [`ChangeLog::change_signal`](tollgate_core::ports::ChangeLog).
 macro_rules! store_queries {
     (
@@ -855,11 +856,12 @@ macro_rules! store_queries {
                     &self,
                     node_id: &str,
                     batch: &[Settlement],
+                    events: &[AuditEvent],
                 ) -> Result<SettledBatch, StoreError> {
-                    if batch.is_empty() {
+                    if batch.is_empty() && events.is_empty() {
                         return Ok(SettledBatch::default());
                     }
-                    self.settle_batch(node_id, batch).await
+                    self.settle_batch(node_id, batch, events).await
                 }
 
                 async fn lease(&self, request: &LeaseRequest<'_>) -> Result<LeaseGrant, StoreError> {

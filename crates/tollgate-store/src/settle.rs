@@ -1,12 +1,15 @@
-//! What a batch of settlements writes, worked out once for both backends from the balances it starts from: each
-//! request's charge (never more than what is left), its ledger entry and usage row, the balances that changed and
-//! each key's latest use. Each backend reads the balances under its own lock and writes the plan in one transaction.
+//! What a batch of settlements writes, worked out once for both backends from the balances and audit chain heads it
+//! starts from: each request's charge (never more than what is left), its ledger entry, usage row and
+//! `request.completed` event (with that charge), the refused requests' events, each event's place in its tenant's
+//! chain, the balances and chain heads that moved and each key's latest use. Each backend reads the balances and
+//! heads under its own lock and writes the plan in one transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
+use tollgate_core::audit::{AuditEvent, ChainHead, ChainedEvent};
 use tollgate_core::credits::{Balance, LedgerEntry, LedgerKind, Settlement};
 use tollgate_core::id;
 use tollgate_core::money::Micros;
-use tollgate_core::ports::SettledBatch;
+use tollgate_core::ports::{SettledBatch, StoreError};
 use tollgate_core::tenant::Timestamp;
 
 /// One usage row to write.
@@ -44,6 +47,10 @@ pub(crate) struct Plan<'a> {
     pub(crate) lease_charges: Vec<(&'a str, Micros)>,
     /// Each key's latest use in the batch, in key id order (a stable order to lock rows in).
     pub(crate) last_used: Vec<(&'a str, Timestamp)>,
+    /// The audit events, in their chains: one per settlement, in order, then the refused requests'.
+    pub(crate) events: Vec<ChainedEvent>,
+    /// Where each chain the batch appended to now ends, in tenant id order.
+    pub(crate) heads: BTreeMap<String, ChainHead>,
 }
 
 impl Plan<'_> {
@@ -70,9 +77,49 @@ pub(crate) fn charged_tenants(batch: &[Settlement]) -> BTreeSet<&str> {
         .collect()
 }
 
-/// Works out what `batch` writes, given the stored balance of each of its [`charged_tenants`] (a tenant without a
-/// balance row has nothing to spend).
-pub(crate) fn plan<'a>(batch: &'a [Settlement], stored: &BTreeMap<&'a str, Balance>) -> Plan<'a> {
+/// The tenants whose audit chains a batch appends to (every settlement's and every event's), in id order: the
+/// order in which a backend that locks their heads must lock them (after the balances).
+pub(crate) fn chained_tenants<'a>(
+    batch: &'a [Settlement],
+    events: &'a [AuditEvent],
+) -> BTreeSet<&'a str> {
+    batch
+        .iter()
+        .map(|s| s.tenant_id.as_str())
+        .chain(events.iter().map(|e| e.tenant_id.as_str()))
+        .collect()
+}
+
+/// A settled request's `request.completed` event, with what it was actually charged.
+fn completed(s: &Settlement, charge: Micros) -> AuditEvent {
+    let mut event = AuditEvent::request_completed(
+        &s.tenant_id,
+        &s.key_id,
+        &s.key_last4,
+        s.at,
+        &s.origin,
+        s.status,
+        s.latency_ms,
+    );
+    if !s.project_id.is_empty() {
+        event.project_id = Some(s.project_id.clone());
+    }
+    event.model = Some(s.model.clone());
+    event.prompt_tokens = Some(s.prompt_tokens);
+    event.completion_tokens = Some(s.completion_tokens);
+    event.cost = Some(charge);
+    event
+}
+
+/// Works out what `batch` and `events` write, given the stored balance of each of the batch's [`charged_tenants`]
+/// (a tenant without a balance row has nothing to spend) and the chain head of each of their [`chained_tenants`]
+/// (one without a head has no chain: an error, and nothing is written).
+pub(crate) fn plan<'a>(
+    batch: &'a [Settlement],
+    events: &[AuditEvent],
+    stored: &BTreeMap<&'a str, Balance>,
+    mut heads: BTreeMap<String, ChainHead>,
+) -> Result<Plan<'a>, StoreError> {
     // Per tenant: the balance as it goes, and what was charged so far (nothing: unchanged).
     let mut balances: BTreeMap<&str, (Balance, Micros)> = stored
         .iter()
@@ -109,6 +156,9 @@ pub(crate) fn plan<'a>(batch: &'a [Settlement], stored: &BTreeMap<&'a str, Balan
             charge,
         });
     }
+    let completed = usage.iter().map(|u| completed(u.settlement, u.charge));
+    let chained = crate::audit::chain_owned(&mut heads, completed.chain(events.iter().cloned()))
+        .map_err(|tenant| StoreError::Backend(format!("no audit chain for tenant {tenant}")))?;
     let mut last_used: BTreeMap<&str, Timestamp> = BTreeMap::new();
     for s in batch {
         let at = last_used.entry(&s.key_id).or_insert(s.at);
@@ -118,7 +168,7 @@ pub(crate) fn plan<'a>(batch: &'a [Settlement], stored: &BTreeMap<&'a str, Balan
         .into_iter()
         .filter(|(_, (_, charged))| *charged > Micros::ZERO)
         .collect();
-    Plan {
+    Ok(Plan {
         ledger,
         usage,
         balances: changed
@@ -136,7 +186,9 @@ pub(crate) fn plan<'a>(batch: &'a [Settlement], stored: &BTreeMap<&'a str, Balan
             .map(|(tenant, (_, charged))| (*tenant, *charged))
             .collect(),
         last_used: last_used.into_iter().collect(),
-    }
+        events: chained,
+        heads,
+    })
 }
 
 #[cfg(test)]
@@ -149,11 +201,15 @@ mod tests {
             tenant_id: tenant.into(),
             project_id: "proj_a".into(),
             key_id: key.into(),
+            key_last4: "abcd".into(),
             model: "fast".into(),
             prompt_tokens: 1,
             completion_tokens: 1,
             cost: Micros(cost),
             at,
+            status: 200,
+            latency_ms: 7,
+            origin: Default::default(),
         }
     }
 
@@ -180,7 +236,13 @@ mod tests {
             ),
             ("org_c", Balance::default()),
         ]);
-        let plan = plan(&batch, &stored);
+        let refused =
+            AuditEvent::request_completed("org_a", "key_1", "abcd", 8, &Default::default(), 402, 1);
+        let heads = chained_tenants(&batch, std::slice::from_ref(&refused))
+            .into_iter()
+            .map(|t| (t.to_owned(), ChainHead::default()))
+            .collect();
+        let plan = plan(&batch, std::slice::from_ref(&refused), &stored, heads).unwrap();
         let outcome = plan.outcome();
         assert_eq!(
             outcome.charged,
@@ -207,5 +269,31 @@ mod tests {
             plan.last_used,
             vec![("key_1", 4), ("key_2", 5), ("key_3", 6)]
         );
+        // One event per settlement with its charge, then the refusal; each in its tenant's chain.
+        let events: Vec<(&str, i64, Option<i64>, Option<u16>)> = plan
+            .events
+            .iter()
+            .map(|c| {
+                (
+                    c.event.tenant_id.as_str(),
+                    c.seq,
+                    c.event.cost.map(Micros::get),
+                    c.event.status,
+                )
+            })
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                ("org_b", 1, Some(700), Some(200)),
+                ("org_a", 1, Some(0), Some(200)),
+                ("org_b", 2, Some(300), Some(200)),
+                ("org_c", 1, Some(0), Some(200)),
+                ("org_a", 2, None, Some(402)),
+            ]
+        );
+        assert_eq!(plan.heads["org_b"].hash, plan.events[2].hash);
+        let missing = super::plan(&batch, &[], &stored, BTreeMap::new());
+        assert!(missing.is_err(), "a tenant without a chain fails the batch");
     }
 }

@@ -670,11 +670,19 @@ fn settlement(t: &NewTenant, key: &ApiKey, model: &str, cost: i64, at: i64) -> S
         tenant_id: t.tenant.id.clone(),
         project_id: t.project.id.clone(),
         key_id: key.id.clone(),
+        key_last4: key.last4.clone(),
         model: model.into(),
         prompt_tokens: 10,
         completion_tokens: 5,
         cost: Micros(cost),
         at,
+        status: 200,
+        latency_ms: 25,
+        origin: Origin::new(
+            Some(format!("req_{at}_{cost}")),
+            Some("10.1.2.3".into()),
+            Some("sdk/1.0"),
+        ),
     }
 }
 
@@ -713,6 +721,7 @@ async fn grants_and_charges_keep_ledger_and_balance_in_step(f: Fixture) {
                 settlement(&t, &key, "echo", 0, 11),
                 settlement(&t, &key, "fast", 900, 12),
             ],
+            &[],
         )
         .await
         .unwrap();
@@ -779,6 +788,7 @@ async fn usage_is_grouped_by_any_of_day_model_project_and_key(f: Fixture) {
                 settlement(&t, &a, "echo", 0, day + 6),
                 settlement(&t, &b, "fast", 200, 2 * day + 7),
             ],
+            &[],
         )
         .await
         .unwrap();
@@ -920,7 +930,7 @@ async fn leases_never_reserve_more_than_the_balance_and_charges_come_off_them(f:
     f.store.insert_key(&key, None).await.unwrap();
     let charged = f
         .store
-        .settle("node_a", &[settlement(&t, &key, "fast", 150, 4)])
+        .settle("node_a", &[settlement(&t, &key, "fast", 150, 4)], &[])
         .await
         .unwrap();
     assert_eq!(charged.charged, vec![Micros(150)]);
@@ -1099,7 +1109,7 @@ async fn nodes_settling_for_one_tenant_at_once_agree_with_the_ledger(f: Fixture)
             settlement(second.0, second.1, "fast", 30, 100 + i as i64),
             settlement(first.0, first.1, "fast", 30, 200 + i as i64),
         ];
-        async move { store.settle("node_a", &batch).await }
+        async move { store.settle("node_a", &batch, &[]).await }
     });
     let grants = race([&node_b, &f.store], 10, |store, i| {
         let tenant = [&a, &b][i % 2].tenant.id.clone();
@@ -1178,10 +1188,16 @@ async fn nodes_settling_for_one_tenant_at_once_agree_with_the_ledger(f: Fixture)
             "usage records what was charged"
         );
         total_spent += spent;
+        // Every settlement left its event, with what it charged, in one intact chain (40 batches of two each).
+        let events = request_events(f.store.as_ref(), &t.tenant.id).await;
+        assert_eq!(events.len(), 80);
+        let in_events: i64 = events.iter().filter_map(|e| e.cost).map(Micros::get).sum();
+        assert_eq!(in_events, spent, "the events say what was charged");
+        assert!(verify(f.store.as_ref(), &t.tenant.id).await.is_ok());
         // What is left can still be spent, to the last micro-cent and no further.
         let rest = f
             .store
-            .settle("node_a", &[settlement(t, key, "fast", 10_000, 300)])
+            .settle("node_a", &[settlement(t, key, "fast", 10_000, 300)], &[])
             .await
             .unwrap();
         assert_eq!(rest.charged, vec![balance.balance]);
@@ -1250,7 +1266,7 @@ async fn revoking_a_key_logs_its_digest_and_settling_logs_nothing(f: Fixture) {
     );
     // Settling writes the key's last_used_at, on every batch: that must never reach the log.
     f.store
-        .settle("node_a", &[settlement(&t, &key, "fast", 10, 4)])
+        .settle("node_a", &[settlement(&t, &key, "fast", 10, 4)], &[])
         .await
         .unwrap();
     let used = f.store.find_key(&key.id).await.unwrap().unwrap();
@@ -1473,7 +1489,7 @@ async fn a_change_wakes_the_signal_where_there_is_one(f: Fixture) {
         .unwrap();
     let key = project_key(&t, "k", 3);
     cli.insert_key(&key, None).await.unwrap();
-    cli.settle("node_a", &[settlement(&t, &key, "fast", 10, 4)])
+    cli.settle("node_a", &[settlement(&t, &key, "fast", 10, 4)], &[])
         .await
         .unwrap();
     let quiet = tokio::time::timeout(Duration::from_millis(300), signal.wait()).await;
@@ -1764,4 +1780,152 @@ on_every_backend!(
     audit_events_chain_and_list_newest_first_with_filters,
     two_nodes_appending_for_one_tenant_at_once_keep_one_chain,
     pruning_leaves_a_chain_that_verifies_from_its_anchor,
+);
+
+/// Every `request.completed` event of a tenant, in chain order.
+async fn request_events(store: &dyn Store, tenant: &str) -> Vec<AuditEvent> {
+    let page = store
+        .audit_events(&AuditQuery {
+            tenant_id: tenant.to_owned(),
+            kind: Some(EventType::RequestCompleted),
+            limit: 500,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let mut events = page.items;
+    events.sort_by_key(|c| c.seq);
+    events.into_iter().map(|c| c.event).collect()
+}
+
+/// A refused request's event, as the server builds it.
+fn refused(t: &NewTenant, key: &ApiKey, status: u16, at: i64) -> AuditEvent {
+    let mut e = AuditEvent::request_completed(
+        &t.tenant.id,
+        &key.id,
+        &key.last4,
+        at,
+        &Origin::new(Some(format!("req_refused_{at}")), None, None),
+        status,
+        3,
+    );
+    e.project_id = Some(t.project.id.clone());
+    e
+}
+
+async fn a_settled_batch_writes_each_requests_event_with_its_charge_in_the_chain(f: Fixture) {
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    f.store
+        .grant(&t.tenant.id, Micros(1_000), None, 2)
+        .await
+        .unwrap();
+    let key = project_key(&t, "k", 3);
+    f.store.insert_key(&key, None).await.unwrap();
+    // Management changes may have their own events in the chain already.
+    let start = verify(f.store.as_ref(), &t.tenant.id).await.unwrap();
+    let batch = [
+        settlement(&t, &key, "fast", 600, 10),
+        settlement(&t, &key, "echo", 0, 11),
+        settlement(&t, &key, "fast", 900, 12),
+    ];
+    let charged = f
+        .store
+        .settle("node_a", &batch, &[refused(&t, &key, 402, 13)])
+        .await
+        .unwrap();
+    assert_eq!(charged.charged, vec![Micros(600), Micros(0), Micros(400)]);
+    let events = request_events(f.store.as_ref(), &t.tenant.id).await;
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.status,
+                e.cost.map(Micros::get),
+                e.prompt_tokens,
+                e.effective_at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (Some(200), Some(600), Some(10), 10),
+            (Some(200), Some(0), Some(10), 11),
+            // The balance ran short: the event says what was charged, not what it cost.
+            (Some(200), Some(400), Some(10), 12),
+            (Some(402), None, None, 13),
+        ]
+    );
+    let first = &events[0];
+    assert_eq!(first.kind, EventType::RequestCompleted);
+    assert_eq!(first.actor, Actor::project_key(&key.id));
+    assert_eq!(
+        (first.key_id.as_deref(), first.key_last4.as_deref()),
+        (Some(key.id.as_str()), Some(key.last4.as_str()))
+    );
+    assert_eq!(first.project_id.as_deref(), Some(t.project.id.as_str()));
+    assert_eq!(
+        (first.model.as_deref(), first.completion_tokens),
+        (Some("fast"), Some(5))
+    );
+    assert_eq!(first.latency_ms, Some(25));
+    assert_eq!(first.origin, batch[0].origin);
+    assert_eq!(verify(f.store.as_ref(), &t.tenant.id).await, Ok(start + 4));
+
+    // A batch that fails (here: two events with one id) writes nothing: no charge, no usage, no event.
+    f.store
+        .grant(&t.tenant.id, Micros(100), None, 20)
+        .await
+        .unwrap();
+    let start = verify(f.store.as_ref(), &t.tenant.id).await.unwrap();
+    let twin = refused(&t, &key, 401, 21);
+    let failed = f
+        .store
+        .settle(
+            "node_a",
+            &[settlement(&t, &key, "fast", 50, 21)],
+            &[twin.clone(), twin],
+        )
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        f.store.balance(&t.tenant.id).await.unwrap().balance,
+        Micros(100)
+    );
+    assert_eq!(
+        request_events(f.store.as_ref(), &t.tenant.id).await.len(),
+        4
+    );
+    assert_eq!(verify(f.store.as_ref(), &t.tenant.id).await, Ok(start));
+    // Events alone (refused requests only) are a batch too, and the chain goes on.
+    f.store
+        .settle("node_a", &[], &[refused(&t, &key, 403, 22)])
+        .await
+        .unwrap();
+    assert_eq!(verify(f.store.as_ref(), &t.tenant.id).await, Ok(start + 1));
+}
+
+/// Free requests and refusals lock no balance: the chain head's own lock is what keeps two nodes' batches for one
+/// tenant from taking the same place in its chain.
+async fn two_nodes_settling_free_requests_for_one_tenant_at_once_keep_one_chain(f: Fixture) {
+    let node_b = f.another_node().await;
+    let t = new_tenant("A", 1);
+    f.store.create_tenant(&t).await.unwrap();
+    let key = project_key(&t, "a", 2);
+    f.store.insert_key(&key, None).await.unwrap();
+    let start = verify(f.store.as_ref(), &t.tenant.id).await.unwrap();
+    let results = race([&f.store, &node_b], 30, |store, i| {
+        let batch = vec![settlement(&t, &key, "echo", 0, 100 + i as i64)];
+        let events = vec![refused(&t, &key, 403, 100 + i as i64)];
+        async move { store.settle("node_a", &batch, &events).await }
+    })
+    .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(verify(f.store.as_ref(), &t.tenant.id).await, Ok(start + 60));
+}
+
+on_every_backend!(
+    a_settled_batch_writes_each_requests_event_with_its_charge_in_the_chain,
+    two_nodes_settling_free_requests_for_one_tenant_at_once_keep_one_chain,
 );

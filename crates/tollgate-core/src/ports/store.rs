@@ -289,10 +289,15 @@ pub trait CreditStore {
     ) -> Result<Page<LedgerEntry>, StoreError>;
     /// Writes a batch of finished requests of `node_id` in one transaction: each one's usage row, its charge
     /// (never more than the balance: the amount actually charged is returned, in order), the same amount off the
-    /// node's lease on the tenant (the request was held against it), and its key's `last_used_at`. All or nothing:
-    /// on an error nothing of the batch is written.
-    async fn settle(&self, node_id: &str, batch: &[Settlement])
-    -> Result<SettledBatch, StoreError>;
+    /// node's lease on the tenant (the request was held against it), its key's `last_used_at`, and its
+    /// `request.completed` audit event (with the amount charged); then `events` (refused requests' events), every
+    /// event at the end of its tenant's chain. All or nothing: on an error nothing of the batch is written.
+    async fn settle(
+        &self,
+        node_id: &str,
+        batch: &[Settlement],
+        events: &[AuditEvent],
+    ) -> Result<SettledBatch, StoreError>;
     /// Reserves more of a tenant's balance for a node, atomically with every other node's reservations: leases
     /// that expired before `request.now` are dropped, then at least `need` is granted (up to
     /// [`crate::credits::lease_grant`]) if the balance less every live lease covers it, else nothing. The node's

@@ -1,7 +1,8 @@
 //! The group-committing recorder: finished requests queue here, and one task writes whatever has queued in one
 //! store transaction, then tells each request its charge (which its hold then takes off the node's lease). A
 //! request answers only after its batch committed, so an acknowledged charge survives a crash; under load many
-//! requests share one commit (one fsync).
+//! requests share one commit (one fsync). Each settlement's `request.completed` audit event is written with it; a
+//! refused request's event ([`Recorder::record`]) rides in the next batch, and nobody waits for it.
 //!
 //! A settlement is work the upstream already did, so the recorder never drops one while the store may recover:
 //! - a batch the store cannot take *now* (locked, full, read-only, unreachable) is retried, with backoff, until it
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
+use tollgate_core::audit::AuditEvent;
 use tollgate_core::credits::Settlement;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{SettledBatch, Store, StoreError};
@@ -33,9 +35,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Where a request waits for its charge.
 type Waiter = oneshot::Sender<Result<Micros, RecordError>>;
 
-struct Job {
-    settlement: Settlement,
-    done: Waiter,
+enum Job {
+    /// A finished request, and where it waits for its charge.
+    Settle {
+        /// What it settles.
+        settlement: Settlement,
+        /// Told the charge once committed.
+        done: Waiter,
+    },
+    /// A refused request's audit event: nobody waits for it.
+    Event(AuditEvent),
 }
 
 /// Why a settlement was not recorded.
@@ -72,9 +81,16 @@ pub struct Recorder {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("request_id", &self.settlement.request_id)
-            .finish()
+        match self {
+            Self::Settle { settlement, .. } => f
+                .debug_struct("Settle")
+                .field("request_id", &settlement.request_id)
+                .finish(),
+            Self::Event(event) => f
+                .debug_struct("Event")
+                .field("request_id", &event.origin.request_id)
+                .finish(),
+        }
     }
 }
 
@@ -108,10 +124,18 @@ impl Recorder {
     pub async fn settle(&self, settlement: Settlement) -> Result<Micros, RecordError> {
         let (done, committed) = oneshot::channel();
         self.jobs
-            .send(Job { settlement, done })
+            .send(Job::Settle { settlement, done })
             .await
             .map_err(|_| RecordError::Stopped)?;
         committed.await.map_err(|_| RecordError::Stopped)?
+    }
+
+    /// Queues a refused request's audit event for the next batch and returns at once (waiting only while the
+    /// queue is full); it is retried as settlements are. Once the recorder has stopped, the event is logged as lost.
+    pub async fn record(&self, event: AuditEvent) {
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(Job::Event(event)).await {
+            lost(&job);
+        }
     }
 
     /// Whether the last write succeeded: when false, the store cannot be written for now and new paid requests
@@ -198,11 +222,25 @@ impl Writer {
     }
 
     /// Writes `batch`; what could not be written for now goes back to the front of `pending` (error returned).
-    /// A batch that fails for good is retried one settlement at a time, so only a bad one fails.
+    /// A batch that fails for good is retried one job at a time, so only a bad one fails.
     async fn write(&mut self, batch: Vec<Job>) -> Result<(), StoreError> {
-        let (settlements, waiting): (Vec<Settlement>, Vec<Waiter>) =
-            batch.into_iter().map(|j| (j.settlement, j.done)).unzip();
-        let error = match self.store.settle(&self.node_id, &settlements).await {
+        let mut settlements = Vec::with_capacity(batch.len());
+        let mut waiting = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
+        for job in batch {
+            match job {
+                Job::Settle { settlement, done } => {
+                    settlements.push(settlement);
+                    waiting.push(done);
+                }
+                Job::Event(event) => events.push(event),
+            }
+        }
+        let error = match self
+            .store
+            .settle(&self.node_id, &settlements, &events)
+            .await
+        {
             Ok(settled) => {
                 self.commit(waiting, settled);
                 return Ok(());
@@ -212,7 +250,8 @@ impl Writer {
         let batch: Vec<Job> = settlements
             .into_iter()
             .zip(waiting)
-            .map(|(settlement, done)| Job { settlement, done })
+            .map(|(settlement, done)| Job::Settle { settlement, done })
+            .chain(events.into_iter().map(Job::Event))
             .collect();
         if error.is_transient() {
             self.requeue(batch);
@@ -232,24 +271,43 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes one settlement; one the store refuses for good fails alone (logged), one it cannot take now comes
-    /// back with the error.
+    /// Writes one job; one the store refuses for good fails alone (logged), one it cannot take now comes back with
+    /// the error.
     async fn write_alone(&mut self, job: Job) -> Result<(), (Job, StoreError)> {
-        match self
-            .store
-            .settle(&self.node_id, std::slice::from_ref(&job.settlement))
-            .await
-        {
-            Ok(settled) => {
-                self.commit(vec![job.done], settled);
+        let written = match &job {
+            Job::Settle { settlement, .. } => {
+                self.store
+                    .settle(&self.node_id, std::slice::from_ref(settlement), &[])
+                    .await
+            }
+            Job::Event(event) => {
+                self.store
+                    .settle(&self.node_id, &[], std::slice::from_ref(event))
+                    .await
+            }
+        };
+        match (written, job) {
+            (Ok(settled), Job::Settle { done, .. }) => {
+                self.commit(vec![done], settled);
                 Ok(())
             }
-            Err(error) if error.is_transient() => Err((job, error)),
-            Err(error) => {
-                let s = &job.settlement;
+            (Ok(_), Job::Event(_)) => Ok(()),
+            (Err(error), job) if error.is_transient() => Err((job, error)),
+            (
+                Err(error),
+                Job::Settle {
+                    settlement: s,
+                    done,
+                },
+            ) => {
                 tracing::error!(%error, request_id = %s.request_id, tenant_id = %s.tenant_id,
                     cost_cents = %s.cost, "a settlement failed on its own: not recorded");
-                let _ = job.done.send(Err(RecordError::Failed(error.to_string())));
+                let _ = done.send(Err(RecordError::Failed(error.to_string())));
+                Ok(())
+            }
+            (Err(error), Job::Event(e)) => {
+                tracing::error!(%error, request_id = e.origin.request_id.as_deref(), tenant_id = %e.tenant_id,
+                    status = e.status, "a refused request's audit event failed on its own: not recorded");
                 Ok(())
             }
         }
@@ -293,11 +351,25 @@ impl Writer {
             self.pending.push_back(job);
         }
         for job in self.pending.drain(..) {
-            let s = &job.settlement;
+            lost(&job);
+            if let Job::Settle { done, .. } = job {
+                let _ = done.send(Err(RecordError::Stopped));
+            }
+        }
+    }
+}
+
+/// Logs a job that will never be written.
+fn lost(job: &Job) {
+    match job {
+        Job::Settle { settlement: s, .. } => {
             tracing::error!(request_id = %s.request_id, tenant_id = %s.tenant_id, cost_cents = %s.cost,
                 prompt_tokens = s.prompt_tokens, completion_tokens = s.completion_tokens,
                 "shutting down with the store unwritable: this settlement was not recorded");
-            let _ = job.done.send(Err(RecordError::Stopped));
+        }
+        Job::Event(e) => {
+            tracing::error!(request_id = e.origin.request_id.as_deref(), tenant_id = %e.tenant_id,
+                status = e.status, "the recorder has stopped: this refused request's audit event was not recorded");
         }
     }
 }
@@ -317,11 +389,15 @@ mod tests {
             tenant_id: t.tenant.id.clone(),
             project_id: t.project.id.clone(),
             key_id: t.admin_key.id.clone(),
+            key_last4: "abcd".to_owned(),
             model: "fast".to_owned(),
             prompt_tokens: 1,
             completion_tokens: 1,
             cost: Micros(cost),
             at: 10,
+            status: 200,
+            latency_ms: 1,
+            origin: Default::default(),
         }
     }
 

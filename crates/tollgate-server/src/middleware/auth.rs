@@ -7,6 +7,9 @@ use crate::config::ExposeSecret;
 use crate::error::{ApiError, AuthFailure};
 use crate::middleware::access_log::AccessRecord;
 use crate::middleware::client_ip::SourceIp;
+use crate::middleware::origin::RequestOrigin;
+use crate::pipeline::audit::AuditSlot;
+use crate::pipeline::audit::Claim;
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -14,6 +17,7 @@ use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use tollgate_core::catalog::ModelSpec;
 use tollgate_core::key::KeyKind;
 use tollgate_core::role::Role;
 use tollgate_core::tenant::{KeyStatus, Principal, ProjectStatus, TenantStatus};
@@ -89,6 +93,12 @@ async fn authenticate(
             KeyKind::Project => AuthFailure::NeedsProjectKey,
         }));
     }
+    // An inference request with a project key leaves an audit event from here on, refused or not.
+    if needed == KeyKind::Project
+        && let Some(slot) = parts.extensions.get::<AuditSlot>()
+    {
+        slot.identify(&principal, || RequestOrigin::of(parts).0);
+    }
     match principal.key.status(state.clock.now()) {
         KeyStatus::Active => {}
         KeyStatus::Revoked => return Err(ApiError::Unauthorized(AuthFailure::Revoked)),
@@ -118,9 +128,10 @@ async fn authenticate(
     Ok(principal)
 }
 
-/// A request made with an active project key (and where to record, for the access log, what it asked for).
+/// A request made with an active project key (and where to record, for the access log and the audit event, what
+/// it asked for).
 #[derive(Debug, Clone)]
-pub struct ProjectKey(pub Arc<Principal>, Option<AccessRecord>);
+pub struct ProjectKey(pub Arc<Principal>, Option<AccessRecord>, Option<AuditSlot>);
 
 impl FromRequestParts<AppState> for ProjectKey {
     type Rejection = ApiError;
@@ -130,16 +141,27 @@ impl FromRequestParts<AppState> for ProjectKey {
         Ok(Self(
             principal,
             parts.extensions.get::<AccessRecord>().cloned(),
+            parts.extensions.get::<AuditSlot>().cloned(),
         ))
     }
 }
 
 impl ProjectKey {
-    /// Records the public model this request uses, for its access-log line.
-    pub fn record_model(&self, model: &str) {
+    /// Records the public model this request uses, for its access-log line and its audit event.
+    pub fn record_model(&self, spec: &Arc<ModelSpec>) {
         if let Some(record) = &self.1 {
-            record.record_model(model);
+            record.record_model(&spec.id);
         }
+        if let Some(slot) = &self.2 {
+            slot.record_model(spec);
+        }
+    }
+
+    /// Hands this request's audit event to its bill (see [`AuditSlot::claim`]).
+    pub fn claim_audit(&self) -> Claim {
+        self.2
+            .as_ref()
+            .map_or_else(Claim::default, AuditSlot::claim)
     }
 
     /// Whether this key may use the public model `model`.

@@ -45,11 +45,15 @@ pub async fn take(
             KeyOwner::Member(_) => String::new(),
         },
         key_id: principal.key.id.clone(),
+        key_last4: principal.key.last4.clone(),
         model: spec.id.clone(),
         prompt_tokens: 0,
         completion_tokens: 0,
         cost: Default::default(),
         at: 0,
+        status: 0,
+        latency_ms: 0,
+        origin: Default::default(),
     };
     Ok(Bill::new(
         state.clone(),
@@ -57,5 +61,6 @@ pub async fn take(
         hold,
         worst,
         settlement,
+        key.claim_audit(),
     ))
 }

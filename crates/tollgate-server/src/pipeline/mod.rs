@@ -2,9 +2,11 @@
 //!
 //! A handler parses its request, then calls [`admit`]: authenticate has already run (the `ProjectKey` extractor),
 //! then [`policy`] → [`rate_limit`] → [`idempotency`] → [`hold`]. It runs the provider call on `App::tasks` and
-//! settles through the [`settle::Bill`] it was given (settle → record). A new feature is a stage here, never code
-//! inside a handler.
+//! settles through the [`settle::Bill`] it was given (settle → record). Around all of it, [`audit::observe`] sees
+//! that every request that identified a key leaves one `request.completed` event. A new feature is a stage here,
+//! never code inside a handler.
 
+pub mod audit;
 pub mod hold;
 pub mod idempotency;
 pub mod policy;

@@ -21,7 +21,7 @@ pub fn route(
             .get(model)
             .ok_or_else(|| ApiError::model_not_found(model))?,
     );
-    key.record_model(&spec.id);
+    key.record_model(&spec);
     if !key.may_use(&spec.id) {
         return Err(ApiError::Forbidden {
             message: format!("This API key may not use the model `{}`", spec.id),

@@ -1,10 +1,12 @@
 //! Settle and record: the provider's reported usage becomes the request's charge, capped at its hold (an overrun is
 //! logged, never hidden), recorded durably by the group-committing recorder (which takes it off this node's lease
-//! in the same transaction); only then does the hold end and the response (or a stream's last event) go out.
+//! in the same transaction, with the request's `request.completed` audit event); only then does the hold end and
+//! the response (or a stream's last event) go out.
 
 use crate::app::AppState;
 use crate::credits::Hold;
 use crate::error::ApiError;
+use crate::pipeline::audit::Claim;
 use std::sync::Arc;
 use tollgate_core::catalog::ModelSpec;
 use tollgate_core::credits::{HoldEstimate, Settlement};
@@ -18,6 +20,7 @@ pub struct Bill {
     hold: Hold,
     worst: HoldEstimate,
     settlement: Settlement,
+    audit: Claim,
 }
 
 impl Bill {
@@ -28,6 +31,7 @@ impl Bill {
         hold: Hold,
         worst: HoldEstimate,
         settlement: Settlement,
+        audit: Claim,
     ) -> Self {
         Self {
             state,
@@ -35,6 +39,7 @@ impl Bill {
             hold,
             worst,
             settlement,
+            audit,
         }
     }
 
@@ -55,7 +60,7 @@ impl Bill {
 
     /// Records `prompt` and `completion` tokens as the provider reported them, and charges their cost up to the
     /// hold: durable in the store (the recorder then applies the new balance), then the hold is released.
-    pub async fn settle(self, prompt: u64, completion: u64) -> Result<(), ApiError> {
+    pub async fn settle(mut self, prompt: u64, completion: u64) -> Result<(), ApiError> {
         let cost = cost(&self.spec, prompt, completion);
         let held = self.hold.amount();
         if cost > held {
@@ -75,11 +80,15 @@ impl Bill {
                 "the upstream reported more usage than the hold allowed; charged the hold"
             );
         }
+        let (origin, latency_ms) = self.audit.settled();
         let settlement = Settlement {
             prompt_tokens: prompt,
             completion_tokens: completion,
             cost: cost.min(held),
             at: self.state.clock.now(),
+            status: 200,
+            latency_ms,
+            origin,
             ..self.settlement
         };
         let (request_id, owed) = (settlement.request_id.clone(), settlement.cost);
@@ -95,5 +104,13 @@ impl Bill {
         }
         self.hold.settle(charged);
         Ok(())
+    }
+
+    /// Ends the request unsettled (nothing to charge), answered with `status`: its audit event is written with that
+    /// status and no usage, by the audit stage if the response is still to come, else from here.
+    pub async fn abandon(self, status: u16) {
+        if let Some(event) = self.audit.release(status, self.state.clock.now()) {
+            self.state.recorder.record(event).await;
+        }
     }
 }

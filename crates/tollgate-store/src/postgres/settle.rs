@@ -1,14 +1,18 @@
 //! Settlement on PostgreSQL: one transaction per batch, correct with any number of nodes settling for the same
-//! tenants at once. The batch locks the balance rows it charges (`FOR UPDATE`, in tenant id order) before reading
-//! them, so a concurrent batch waits and then reads the balance this one left; then it writes the plan
+//! tenants at once. The batch locks the balance rows it charges, then the audit chain heads it appends to (each
+//! `FOR UPDATE`, in tenant id order, so two batches never wait for each other in a cycle) before reading them, so
+//! a concurrent batch waits and then reads the balance and head this one left; then it writes the plan
 //! ([`crate::settle`]) in one statement, whatever the batch's size (a data-modifying CTE per table, arrays bound
-//! as `unnest`), the node's lease rows included: four round trips per batch (begin, lock, write, commit).
+//! as `unnest`), the node's lease rows and the audit events included: five round trips per batch (begin, two
+//! locks, write, commit).
 
 use super::{PgStore, db_error};
 use crate::settle;
 use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
+use tollgate_core::audit::{AuditEvent, ChainHead, ChainedEvent};
 use tollgate_core::credits::{Balance, Settlement};
+use tollgate_core::money::Micros;
 use tollgate_core::ports::{SettledBatch, StoreError};
 
 impl PgStore {
@@ -17,6 +21,7 @@ impl PgStore {
         &self,
         node_id: &str,
         batch: &[Settlement],
+        events: &[AuditEvent],
     ) -> Result<SettledBatch, StoreError> {
         let mut tx = self.settler.begin().await.map_err(db_error)?;
         let tenants: Vec<&str> = settle::charged_tenants(batch).into_iter().collect();
@@ -43,7 +48,28 @@ impl PgStore {
             .iter()
             .map(|t| (*t, found.remove(*t).unwrap_or_default()))
             .collect();
-        let plan = settle::plan(batch, &stored);
+        // After the balances, always in that order: every writer that takes both (grants with their events too)
+        // takes the balance first.
+        let chained: Vec<&str> = settle::chained_tenants(batch, events).into_iter().collect();
+        let rows = sqlx::query(
+            "SELECT tenant_id, seq, hash FROM audit_chains WHERE tenant_id = ANY($1) \
+             ORDER BY tenant_id FOR UPDATE",
+        )
+        .bind(&chained)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let mut heads = BTreeMap::new();
+        for row in &rows {
+            heads.insert(
+                row.try_get::<String, _>("tenant_id").map_err(db_error)?,
+                ChainHead {
+                    seq: row.try_get("seq").map_err(db_error)?,
+                    hash: row.try_get("hash").map_err(db_error)?,
+                },
+            );
+        }
+        let plan = settle::plan(batch, events, &stored, heads)?;
 
         // Everything the plan writes, in one statement (one round trip): data-modifying CTEs on separate tables,
         // each fed by arrays (`unnest`; an empty array writes nothing). The balance rows are this transaction's
@@ -67,7 +93,7 @@ impl PgStore {
             .map(|(t, c)| (*t, c.get()))
             .unzip();
         let (keys, used_at): (Vec<&str>, Vec<i64>) = plan.last_used.iter().copied().unzip();
-        sqlx::query(
+        let query = sqlx::query(
             "WITH ledger AS (\
                INSERT INTO ledger_entries (id, tenant_id, kind, amount_micros, balance_after_micros, reason, \
                created_at) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
@@ -85,6 +111,17 @@ impl PgStore {
                UPDATE credit_leases l SET amount_micros = GREATEST(0, l.amount_micros - v.charged) \
                FROM unnest($21::text[], $22::bigint[]) AS v (tenant_id, charged) \
                WHERE l.tenant_id = v.tenant_id AND l.node_id = $23), \
+             events AS (\
+               INSERT INTO audit_events (id, tenant_id, seq, type, effective_at, actor_type, actor_id, target_id, \
+               project_id, key_id, key_last4, model, status, prompt_tokens, completion_tokens, cost_micros, \
+               latency_ms, request_id, source_ip, user_agent, details, hash) SELECT * FROM unnest($26::text[], \
+               $27::text[], $28::bigint[], $29::text[], $30::bigint[], $31::text[], $32::text[], $33::text[], \
+               $34::text[], $35::text[], $36::text[], $37::text[], $38::bigint[], $39::bigint[], $40::bigint[], \
+               $41::bigint[], $42::bigint[], $43::text[], $44::text[], $45::text[], $46::text[], $47::text[])), \
+             chains AS (\
+               UPDATE audit_chains c SET seq = v.seq, hash = v.hash \
+               FROM unnest($48::text[], $49::bigint[], $50::text[]) AS v (tenant_id, seq, hash) \
+               WHERE c.tenant_id = v.tenant_id), \
              used AS (SELECT * FROM unnest($24::text[], $25::bigint[]) AS v (id, at)), \
              locked AS MATERIALIZED (SELECT k.id FROM api_keys k JOIN used ON used.id = k.id \
                WHERE k.last_used_at IS NULL OR k.last_used_at < used.at ORDER BY k.id FOR NO KEY UPDATE OF k) \
@@ -120,12 +157,71 @@ impl PgStore {
         .bind(lease_charged)
         .bind(node_id)
         .bind(keys)
-        .bind(used_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        .bind(used_at);
+        let query = bind_events(query, &plan.events);
+        let (head_tenants, (head_seqs, head_hashes)): (Vec<&str>, (Vec<i64>, Vec<&str>)) = plan
+            .heads
+            .iter()
+            .map(|(t, h)| (t.as_str(), (h.seq, h.hash.as_str())))
+            .unzip();
+        query
+            .bind(head_tenants)
+            .bind(head_seqs)
+            .bind(head_hashes)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
 
         tx.commit().await.map_err(db_error)?;
         Ok(plan.outcome())
     }
+}
+
+/// Binds the events' 22 columns (`$26`…`$47`), one array each, in [`crate::audit::EVENT_FIELDS`]' order.
+fn bind_events<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    events: &'q [ChainedEvent],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let text =
+        |f: fn(&'q ChainedEvent) -> Option<&'q str>| events.iter().map(f).collect::<Vec<_>>();
+    let int = |f: fn(&ChainedEvent) -> Option<i64>| events.iter().map(f).collect::<Vec<_>>();
+    let count = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+    query
+        .bind(text(|c| Some(&c.event.id)))
+        .bind(text(|c| Some(&c.event.tenant_id)))
+        .bind(int(|c| Some(c.seq)))
+        .bind(text(|c| Some(c.event.kind.as_str())))
+        .bind(int(|c| Some(c.event.effective_at)))
+        .bind(text(|c| Some(c.event.actor.kind.as_str())))
+        .bind(text(|c| c.event.actor.id.as_deref()))
+        .bind(text(|c| c.event.target_id.as_deref()))
+        .bind(text(|c| c.event.project_id.as_deref()))
+        .bind(text(|c| c.event.key_id.as_deref()))
+        .bind(text(|c| c.event.key_last4.as_deref()))
+        .bind(text(|c| c.event.model.as_deref()))
+        .bind(int(|c| c.event.status.map(i64::from)))
+        .bind(
+            events
+                .iter()
+                .map(|c| count(c.event.prompt_tokens))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|c| count(c.event.completion_tokens))
+                .collect::<Vec<_>>(),
+        )
+        .bind(int(|c| c.event.cost.map(Micros::get)))
+        .bind(
+            events
+                .iter()
+                .map(|c| count(c.event.latency_ms))
+                .collect::<Vec<_>>(),
+        )
+        .bind(text(|c| c.event.origin.request_id.as_deref()))
+        .bind(text(|c| c.event.origin.source_ip.as_deref()))
+        .bind(text(|c| c.event.origin.user_agent.as_deref()))
+        .bind(text(|c| c.event.details.as_deref()))
+        .bind(text(|c| Some(&c.hash)))
 }

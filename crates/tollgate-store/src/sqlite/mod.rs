@@ -9,6 +9,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
+use tollgate_core::audit::AuditEvent;
 use tollgate_core::credits::Settlement;
 use tollgate_core::ports::{Durability, SettledBatch, StoreError};
 
@@ -85,8 +86,9 @@ impl SqliteStore {
         &self,
         node_id: &str,
         batch: &[Settlement],
+        events: &[AuditEvent],
     ) -> Result<SettledBatch, StoreError> {
-        self.settler.settle(node_id, batch).await
+        self.settler.settle(node_id, batch, events).await
     }
 
     /// SQLite has no way to tell another process that a commit happened: readers of the change log poll it.

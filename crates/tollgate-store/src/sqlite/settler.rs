@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tollgate_core::audit::{AuditEvent, ChainHead};
 use tollgate_core::credits::{Balance, Settlement};
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{Durability, SettledBatch, StoreError};
@@ -42,6 +43,7 @@ const QUEUE: usize = 64;
 struct Job {
     node_id: String,
     batch: Vec<Settlement>,
+    events: Vec<AuditEvent>,
     done: oneshot::Sender<Result<SettledBatch, StoreError>>,
 }
 
@@ -55,6 +57,7 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job")
             .field("settlements", &self.batch.len())
+            .field("events", &self.events.len())
             .finish()
     }
 }
@@ -71,11 +74,12 @@ impl Settler {
         Ok(Self { jobs })
     }
 
-    /// Writes `batch` in one transaction and returns what it did.
+    /// Writes `batch` and `events` in one transaction and returns what it did.
     pub(crate) async fn settle(
         &self,
         node_id: &str,
         batch: &[Settlement],
+        events: &[AuditEvent],
     ) -> Result<SettledBatch, StoreError> {
         let (done, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("the settlement thread has stopped".to_owned());
@@ -83,6 +87,7 @@ impl Settler {
             .send(Job {
                 node_id: node_id.to_owned(),
                 batch: batch.to_vec(),
+                events: events.to_vec(),
                 done,
             })
             .await
@@ -107,7 +112,7 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection, rusqlite::
 
 fn run(mut connection: Connection, mut queue: mpsc::Receiver<Job>) {
     while let Some(job) = queue.blocking_recv() {
-        let result = settle_batch(&mut connection, &job.node_id, &job.batch).map_err(error);
+        let result = settle_batch(&mut connection, &job.node_id, &job.batch, &job.events);
         let _ = job.done.send(result);
     }
 }
@@ -124,21 +129,39 @@ fn error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Settles a batch in one `BEGIN IMMEDIATE` transaction (the write lock serialises it with every other writer): one
-/// balance read and write per tenant and its charges off `node_id`'s lease, one ledger and one usage row per
-/// settlement, one `last_used_at` write per key (only when it moves: an unchanged row dirties no page). Returns
-/// what each request was charged, in order, and the new balances.
+/// Settles a batch in one `BEGIN IMMEDIATE` transaction (the write lock serialises it with every other writer, so
+/// the balances and chain heads it reads stay its own): one balance read and write per tenant and its charges off
+/// `node_id`'s lease, one ledger and one usage row and one audit event per settlement, then the refused requests'
+/// events, one chain head read and write per tenant, one `last_used_at` write per key (only when it moves: an
+/// unchanged row dirties no page). Returns what each request was charged, in order, and the new balances.
 fn settle_batch(
     connection: &mut Connection,
     node_id: &str,
     batch: &[Settlement],
-) -> Result<SettledBatch, rusqlite::Error> {
-    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    events: &[AuditEvent],
+) -> Result<SettledBatch, StoreError> {
+    let tx = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(error)?;
+    let plan = read_and_plan(&tx, batch, events)?;
+    write(&tx, node_id, &plan).map_err(error)?;
+    tx.commit().map_err(error)?;
+    Ok(plan.outcome())
+}
+
+/// Reads what the batch starts from (balances, chain heads) inside `tx` and plans it.
+fn read_and_plan<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &'a [Settlement],
+    events: &[AuditEvent],
+) -> Result<settle::Plan<'a>, StoreError> {
     let mut stored = BTreeMap::new();
     {
-        let mut read = tx.prepare_cached(
-            "SELECT balance_micros, version FROM credit_balances WHERE tenant_id = ?1",
-        )?;
+        let mut read = tx
+            .prepare_cached(
+                "SELECT balance_micros, version FROM credit_balances WHERE tenant_id = ?1",
+            )
+            .map_err(error)?;
         for tenant in settle::charged_tenants(batch) {
             let balance = read
                 .query_row(params![tenant], |row| {
@@ -147,12 +170,41 @@ fn settle_batch(
                         version: row.get(1)?,
                     })
                 })
-                .optional()?
+                .optional()
+                .map_err(error)?
                 .unwrap_or_default();
             stored.insert(tenant, balance);
         }
     }
-    let plan = settle::plan(batch, &stored);
+    let mut heads = BTreeMap::new();
+    {
+        let mut read = tx
+            .prepare_cached("SELECT seq, hash FROM audit_chains WHERE tenant_id = ?1")
+            .map_err(error)?;
+        for tenant in settle::chained_tenants(batch, events) {
+            let head = read
+                .query_row(params![tenant], |row| {
+                    Ok(ChainHead {
+                        seq: row.get(0)?,
+                        hash: row.get(1)?,
+                    })
+                })
+                .optional()
+                .map_err(error)?;
+            if let Some(head) = head {
+                heads.insert(tenant.to_owned(), head);
+            }
+        }
+    }
+    settle::plan(batch, events, &stored, heads)
+}
+
+/// Writes a plan inside `tx`.
+fn write(
+    tx: &rusqlite::Transaction<'_>,
+    node_id: &str,
+    plan: &settle::Plan<'_>,
+) -> Result<(), rusqlite::Error> {
     {
         let mut ledger = tx.prepare_cached(
             "INSERT INTO ledger_entries (id, tenant_id, kind, amount_micros, balance_after_micros, reason, \
@@ -208,9 +260,42 @@ fn settle_batch(
         for (key_id, at) in &plan.last_used {
             used.execute(params![at, key_id])?;
         }
+        let mut event = tx.prepare_cached(crate::audit::INSERT_EVENT)?;
+        let int = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        for c in &plan.events {
+            let e = &c.event;
+            event.execute(params![
+                e.id,
+                e.tenant_id,
+                c.seq,
+                e.kind.as_str(),
+                e.effective_at,
+                e.actor.kind.as_str(),
+                e.actor.id,
+                e.target_id,
+                e.project_id,
+                e.key_id,
+                e.key_last4,
+                e.model,
+                e.status,
+                int(e.prompt_tokens),
+                int(e.completion_tokens),
+                e.cost.map(Micros::get),
+                int(e.latency_ms),
+                e.origin.request_id,
+                e.origin.source_ip,
+                e.origin.user_agent,
+                e.details,
+                c.hash,
+            ])?;
+        }
+        let mut head =
+            tx.prepare_cached("UPDATE audit_chains SET seq = ?1, hash = ?2 WHERE tenant_id = ?3")?;
+        for (tenant_id, h) in &plan.heads {
+            head.execute(params![h.seq, h.hash, tenant_id])?;
+        }
     }
-    tx.commit()?;
-    Ok(plan.outcome())
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `/v1/models` and `/v1/chat/completions`.
 
+mod audit;
 mod chat;
 mod holds;
 mod models;

@@ -165,7 +165,12 @@ async fn pump(
     let request_id = bill.request_id().to_owned();
     let settled = match produced {
         Some((prompt, completion)) => bill.settle(prompt, completion).await,
-        None => Ok(()),
+        None => {
+            // Nothing produced, nothing charged; the event still says how the request ended.
+            let status = ended.as_ref().err().map_or(200, |e| e.status().as_u16());
+            bill.abandon(status).await;
+            Ok(())
+        }
     };
     let last = match (ended, settled) {
         (Ok(()), Ok(())) => Bytes::from_static(b"data: [DONE]\n\n"),
