@@ -33,6 +33,23 @@ fn json(db_dir: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `tollgate tenant create` of a tenant "Acme" on the pro plan.
+fn create_acme(db_dir: &Path) -> Value {
+    json(
+        db_dir,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Acme",
+            "--plan",
+            "pro",
+            "--owner-email",
+            "o@acme.io",
+        ],
+    )
+}
+
 #[test]
 fn tenants_credits_and_keys_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,19 +61,7 @@ fn tenants_credits_and_keys_from_the_command_line() {
         "running it again is harmless"
     );
 
-    let created = json(
-        d,
-        &[
-            "tenant",
-            "create",
-            "--name",
-            "Acme",
-            "--plan",
-            "pro",
-            "--owner-email",
-            "o@acme.io",
-        ],
-    );
+    let created = create_acme(d);
     let tenant = created["tenant"]["id"].as_str().unwrap();
     let project = created["project"]["id"].as_str().unwrap();
     assert!(
@@ -121,19 +126,7 @@ fn tenants_credits_and_keys_from_the_command_line() {
 fn command_line_changes_are_audit_events_of_the_operator() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let created = json(
-        d,
-        &[
-            "tenant",
-            "create",
-            "--name",
-            "Acme",
-            "--plan",
-            "pro",
-            "--owner-email",
-            "o@acme.io",
-        ],
-    );
+    let created = create_acme(d);
     let tenant = created["tenant"]["id"].as_str().unwrap();
     let project = created["project"]["id"].as_str().unwrap();
     json(d, &["credits", "grant", "--tenant", tenant, "--cents", "5"]);

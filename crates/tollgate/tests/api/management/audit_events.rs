@@ -77,50 +77,38 @@ fn details(event: &AuditEvent) -> Value {
     serde_json::from_str(event.details.as_deref().unwrap()).unwrap()
 }
 
+/// Creates a key at `path` (a key collection) as `t`'s owner, then revokes it twice (the second time is harmless,
+/// and changes nothing to record); returns the key and the request ids of its creation and first revocation.
+async fn create_and_revoke_twice(
+    app: &TestApp,
+    t: &TestTenant,
+    path: &str,
+) -> (Value, String, String) {
+    let body = Some(json!({"name": "ci"}));
+    let (created_in, key) =
+        answered(send(app, Method::POST, path, &t.admin_key, body).await, 201).await;
+    let one = format!("{path}/{}", key["id"].as_str().unwrap());
+    let (revoked_in, _) = answered(
+        send(app, Method::DELETE, &one, &t.admin_key, None).await,
+        200,
+    )
+    .await;
+    answered(
+        send(app, Method::DELETE, &one, &t.admin_key, None).await,
+        200,
+    )
+    .await;
+    (key, created_in, revoked_in)
+}
+
 #[tokio::test]
 async fn project_keys_created_and_revoked_are_events_of_the_member_with_the_key_named() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;
     let before = events(&app, &t.id).await.len();
     let path = format!("/v1/organization/projects/{}/api_keys", t.project_id);
-    let (created_in, key) = answered(
-        send(
-            &app,
-            Method::POST,
-            &path,
-            &t.admin_key,
-            Some(json!({"name": "ci"})),
-        )
-        .await,
-        201,
-    )
-    .await;
+    let (key, created_in, revoked_in) = create_and_revoke_twice(&app, &t, &path).await;
     let key_id = key["id"].as_str().unwrap();
-    let (revoked_in, _) = answered(
-        send(
-            &app,
-            Method::DELETE,
-            &format!("{path}/{key_id}"),
-            &t.admin_key,
-            None,
-        )
-        .await,
-        200,
-    )
-    .await;
-    // Revoking it again is harmless, and changes nothing to record.
-    answered(
-        send(
-            &app,
-            Method::DELETE,
-            &format!("{path}/{key_id}"),
-            &t.admin_key,
-            None,
-        )
-        .await,
-        200,
-    )
-    .await;
 
     let got = new_events(&app, &t.id, before).await;
     assert_eq!(got.len(), 2, "{got:?}");
@@ -144,31 +132,8 @@ async fn admin_keys_created_and_revoked_name_the_key_as_their_target_only() {
     let t = app.tenant("pro").await;
     let before = events(&app, &t.id).await.len();
     let path = "/v1/organization/admin_api_keys";
-    let (created_in, key) = answered(
-        send(
-            &app,
-            Method::POST,
-            path,
-            &t.admin_key,
-            Some(json!({"name": "ops"})),
-        )
-        .await,
-        201,
-    )
-    .await;
+    let (key, created_in, revoked_in) = create_and_revoke_twice(&app, &t, path).await;
     let key_id = key["id"].as_str().unwrap();
-    let (revoked_in, _) = answered(
-        send(
-            &app,
-            Method::DELETE,
-            &format!("{path}/{key_id}"),
-            &t.admin_key,
-            None,
-        )
-        .await,
-        200,
-    )
-    .await;
 
     let got = new_events(&app, &t.id, before).await;
     assert_eq!(got.len(), 2, "{got:?}");
