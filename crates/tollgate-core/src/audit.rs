@@ -224,6 +224,25 @@ impl Origin {
     }
 }
 
+/// What the events of one action share: who acts, when, and from where. A store method that decides itself which
+/// events a change makes (because only its transaction knows what changes) takes this instead of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cause {
+    /// Who acts.
+    pub actor: Actor,
+    /// When (Unix seconds).
+    pub at: Timestamp,
+    /// Where the request came from.
+    pub origin: Origin,
+}
+
+impl Cause {
+    /// An event of `kind` in `tenant_id`'s log with this cause; every other field unset.
+    pub fn event(&self, kind: EventType, tenant_id: &str) -> AuditEvent {
+        AuditEvent::new(kind, tenant_id, self.actor.clone(), self.at, &self.origin)
+    }
+}
+
 /// One event, as emitted (before the store gives it its place in the chain). Fields that do not apply are `None`;
 /// none ever holds a key value, a password or an upstream credential.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,7 +36,7 @@ fn key_verification(c: &mut Criterion) {
             None,
             1,
         );
-        store.create_tenant(&tenant).await.unwrap();
+        store.create_tenant(&tenant, &[]).await.unwrap();
         (store, admin_key)
     });
     let cache = KeyCache::new();

@@ -322,10 +322,11 @@ impl KeyCache {
 #[expect(clippy::disallowed_methods, reason = "test tasks are awaited")]
 mod tests {
     use super::*;
-    use crate::test_support::store_and_tenant;
+    use crate::test_support::{audit, by_operator, store_and_tenant};
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicBool, AtomicUsize};
     use tokio::sync::Semaphore;
+    use tollgate_core::audit::{AuditEvent, EventType};
     use tollgate_core::key::{KeyKind, KeyPrefixes};
     use tollgate_core::ports::{KeyLimit, KeyScope, Page, PageRequest, Store, TenantUpdate};
     use tollgate_core::tenant::{ApiKey, NewTenant, TenantStatus, Timestamp};
@@ -365,8 +366,9 @@ mod tests {
             &self,
             key: &ApiKey,
             limit: Option<KeyLimit>,
+            audit: &AuditEvent,
         ) -> Result<(), StoreError> {
-            self.inner.insert_key(key, limit).await
+            self.inner.insert_key(key, limit, audit).await
         }
         async fn get_key(&self, t: &str, k: &str) -> Result<Option<ApiKey>, StoreError> {
             self.inner.get_key(t, k).await
@@ -387,8 +389,9 @@ mod tests {
             t: &str,
             k: &str,
             at: Timestamp,
+            audit: &AuditEvent,
         ) -> Result<Option<ApiKey>, StoreError> {
-            self.inner.revoke_key(t, k, at).await
+            self.inner.revoke_key(t, k, at, audit).await
         }
         async fn principal_by_digest(
             &self,
@@ -432,7 +435,7 @@ mod tests {
                 .is_none()
         );
         // The key now exists in the store, but the negative answer is served without asking it again.
-        store.create_tenant(&tenant).await.unwrap();
+        store.create_tenant(&tenant, &[]).await.unwrap();
         assert!(
             cache
                 .lookup(&digest, store.as_ref())
@@ -453,7 +456,7 @@ mod tests {
     #[tokio::test]
     async fn a_known_key_is_served_from_the_cache_and_invalidation_shows_a_revoke() {
         let (_dir, _, store, tenant) = store_and_tenant().await;
-        store.create_tenant(&tenant).await.unwrap();
+        store.create_tenant(&tenant, &[]).await.unwrap();
         let cache = KeyCache::new();
         let digest = tenant.admin_key.digest;
         let first = cache
@@ -463,7 +466,12 @@ mod tests {
             .unwrap();
         assert_eq!(first.key.revoked_at, None);
         store
-            .revoke_key(&tenant.tenant.id, &tenant.admin_key.id, 5)
+            .revoke_key(
+                &tenant.tenant.id,
+                &tenant.admin_key.id,
+                5,
+                &audit(EventType::ApiKeyRevoked, &tenant.tenant.id),
+            )
             .await
             .unwrap();
         let cached = cache
@@ -491,7 +499,7 @@ mod tests {
         // Unknown (the tenant is not written) and then known: both answers are coalesced.
         for known in [false, true] {
             if known {
-                store.create_tenant(&tenant).await.unwrap();
+                store.create_tenant(&tenant, &[]).await.unwrap();
                 cache.invalidate(&tenant.admin_key.digest).await;
             }
             // The first read stalls until every other lookup has started and is waiting.
@@ -523,7 +531,7 @@ mod tests {
     async fn a_read_that_started_before_a_revocation_never_answers_a_lookup_after_it() {
         for forget in [Forget::Key, Forget::All, Forget::Tenant] {
             let (_dir, _, store, tenant) = store_and_tenant().await;
-            store.create_tenant(&tenant).await.unwrap();
+            store.create_tenant(&tenant, &[]).await.unwrap();
             let cache = Arc::new(KeyCache::new());
             let spy = Spy::new(Arc::clone(&store), true);
             let digest = tenant.admin_key.digest;
@@ -534,12 +542,17 @@ mod tests {
             // The revocation (or suspension): committed, then invalidated. From here on every lookup must see it.
             if forget == Forget::Tenant {
                 store
-                    .update_tenant(&tenant.tenant.id, &suspended())
+                    .update_tenant(&tenant.tenant.id, &suspended(), &by_operator())
                     .await
                     .unwrap();
             } else {
                 store
-                    .revoke_key(&tenant.tenant.id, &tenant.admin_key.id, 5)
+                    .revoke_key(
+                        &tenant.tenant.id,
+                        &tenant.admin_key.id,
+                        5,
+                        &audit(EventType::ApiKeyRevoked, &tenant.tenant.id),
+                    )
                     .await
                     .unwrap();
             }
@@ -569,7 +582,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn under_concurrent_lookups_a_revocation_holds_from_the_moment_it_is_answered() {
         let (_dir, _, store, tenant) = store_and_tenant().await;
-        store.create_tenant(&tenant).await.unwrap();
+        store.create_tenant(&tenant, &[]).await.unwrap();
         let cache = Arc::new(KeyCache::new());
         let spy = Spy::new(Arc::clone(&store), false);
         let digest = tenant.admin_key.digest;
@@ -598,7 +611,12 @@ mod tests {
             .collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
         store
-            .revoke_key(&tenant.tenant.id, &tenant.admin_key.id, 5)
+            .revoke_key(
+                &tenant.tenant.id,
+                &tenant.admin_key.id,
+                5,
+                &audit(EventType::ApiKeyRevoked, &tenant.tenant.id),
+            )
             .await
             .unwrap();
         cache.invalidate(&digest).await;
@@ -612,7 +630,7 @@ mod tests {
     #[tokio::test]
     async fn revoking_one_key_leaves_keys_of_other_stripes_cached() {
         let (_dir, _, store, tenant) = store_and_tenant().await;
-        store.create_tenant(&tenant).await.unwrap();
+        store.create_tenant(&tenant, &[]).await.unwrap();
         let prefixes = KeyPrefixes::new("sk_live_", "sk_admin_").unwrap();
         let cached = tenant.admin_key.digest;
         let other = std::iter::repeat_with(|| prefixes.generate(KeyKind::Admin).digest())
@@ -657,8 +675,8 @@ mod tests {
     async fn a_tenant_change_sends_that_tenants_keys_back_to_the_store_and_no_others() {
         let (_dir, _, store, tenant) = store_and_tenant().await;
         let other = tenant_of_another_stripe(&tenant);
-        store.create_tenant(&tenant).await.unwrap();
-        store.create_tenant(&other).await.unwrap();
+        store.create_tenant(&tenant, &[]).await.unwrap();
+        store.create_tenant(&other, &[]).await.unwrap();
         let cache = KeyCache::new();
         let spy = Spy::new(Arc::clone(&store), false);
         let (mine, theirs) = (tenant.admin_key.digest, other.admin_key.digest);
@@ -666,7 +684,7 @@ mod tests {
         cache.lookup(&theirs, spy.as_ref()).await.unwrap().unwrap();
         assert_eq!(spy.reads(), 2);
         store
-            .update_tenant(&tenant.tenant.id, &suspended())
+            .update_tenant(&tenant.tenant.id, &suspended(), &by_operator())
             .await
             .unwrap();
         cache.invalidate_tenant(&tenant.tenant.id);
@@ -680,7 +698,7 @@ mod tests {
     #[tokio::test]
     async fn a_cache_following_a_lagging_log_serves_no_known_key_read_more_than_max_lag_ago() {
         let (_dir, _, store, tenant) = store_and_tenant().await;
-        store.create_tenant(&tenant).await.unwrap();
+        store.create_tenant(&tenant, &[]).await.unwrap();
         let cache = KeyCache::following();
         let spy = Spy::new(Arc::clone(&store), false);
         let (known, unknown) = (tenant.admin_key.digest, KeyDigest::from_bytes([7; 32]));

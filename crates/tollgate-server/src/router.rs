@@ -153,6 +153,7 @@ pub fn router(state: AppState) -> Router {
 mod tests {
     use super::*;
     use crate::config::ExposeSecret;
+    use crate::test_support::audit;
     use crate::{App, Config};
     use axum::body::Body;
     use axum::extract::ConnectInfo;
@@ -160,6 +161,7 @@ mod tests {
     use serde_json::{Value, json};
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
+    use tollgate_core::audit::EventType;
     use tollgate_core::key::PlainKey;
     use tollgate_core::ports::SystemClock;
     use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, NewTenant};
@@ -255,7 +257,7 @@ mod tests {
             None,
             now,
         );
-        state.store.create_tenant(&tenant).await.unwrap();
+        state.store.create_tenant(&tenant, &[]).await.unwrap();
         let (key, secret) = ApiKey::issue(
             &state.prefixes,
             &tenant.tenant.id,
@@ -267,7 +269,11 @@ mod tests {
             None,
             now,
         );
-        state.store.insert_key(&key, None).await.unwrap();
+        state
+            .store
+            .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+            .await
+            .unwrap();
         (tenant, admin, key, secret)
     }
 
@@ -350,7 +356,12 @@ mod tests {
         // Refused, but attributed: a revoked key is known by its id.
         state
             .store
-            .revoke_key(&tenant.tenant.id, &key.id, state.clock.now())
+            .revoke_key(
+                &tenant.tenant.id,
+                &key.id,
+                state.clock.now(),
+                &audit(EventType::ApiKeyRevoked, &tenant.tenant.id),
+            )
             .await
             .unwrap();
         state.keys.invalidate(&key.digest).await;

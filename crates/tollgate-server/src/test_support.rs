@@ -2,6 +2,7 @@
 //! tenant built for it.
 
 use std::sync::Arc;
+use tollgate_core::audit::{Actor, AuditEvent, Cause, EventType, Origin};
 use tollgate_core::key::KeyPrefixes;
 use tollgate_core::ports::Store;
 use tollgate_core::tenant::NewTenant;
@@ -23,4 +24,18 @@ pub(crate) async fn store_and_tenant() -> (tempfile::TempDir, String, Arc<dyn St
     )
     .0;
     (dir, url, store, tenant)
+}
+
+/// The operator's event of `kind` in `tenant_id`'s log, for a store change whose events a test does not look at.
+pub(crate) fn audit(kind: EventType, tenant_id: &str) -> AuditEvent {
+    AuditEvent::new(kind, tenant_id, Actor::operator(), 1, &Origin::default())
+}
+
+/// The operator as the cause of a tenant update whose events a test does not look at.
+pub(crate) fn by_operator() -> Cause {
+    Cause {
+        actor: Actor::operator(),
+        at: 1,
+        origin: Origin::default(),
+    }
 }

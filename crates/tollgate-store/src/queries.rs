@@ -88,7 +88,7 @@ macro_rules! store_queries {
             use $crate::rows::{self, KEY_COLUMNS, KEY_FIELDS, fetch_limit};
             use sqlx::{Executor, Row, Transaction};
             use std::collections::BTreeMap;
-            use tollgate_core::audit::{AuditEvent, AuditQuery, ChainHead, ChainedEvent};
+            use tollgate_core::audit::{AuditEvent, AuditQuery, Cause, ChainHead, ChainedEvent, EventType};
             use tollgate_core::credits::{
                 Balance, LedgerEntry, LedgerKind, Settlement, UsageQuery, UsageTotals, lease_grant,
             };
@@ -103,7 +103,7 @@ macro_rules! store_queries {
             use tollgate_core::role::Role;
             use tollgate_core::tenant::{
                 ApiKey, KeyOwner, Member, NewTenant, Principal, Project, ProjectStatus, Tenant,
-                Timestamp,
+                TenantStatus, Timestamp,
             };
 
             type Db = $db;
@@ -171,12 +171,17 @@ macro_rules! store_queries {
                     rows::page(found, request, decode)
                 }
 
+                /// Opens a write transaction.
+                async fn begin(&self) -> Result<Transaction<'static, Db>, StoreError> {
+                    self.pool.begin_with($begin).await.map_err(db_error)
+                }
+
                 /// Opens a write transaction holding `tenant_id`'s lock; `false` with it if no such tenant.
                 async fn lock_tenant(
                     &self,
                     tenant_id: &str,
                 ) -> Result<(Transaction<'static, Db>, bool), StoreError> {
-                    let mut tx = self.pool.begin_with($begin).await.map_err(db_error)?;
+                    let mut tx = self.begin().await?;
                     let found = sqlx::query($lock_tenant)
                         .bind(tenant_id)
                         .fetch_optional(&mut *tx)
@@ -229,6 +234,34 @@ macro_rules! store_queries {
                         .map_err(db_error)?;
                 }
                 Ok(())
+            }
+
+            /// Appends a change's `events` to their chains and commits the change with them.
+            async fn commit_audited(
+                mut tx: Transaction<'_, Db>,
+                events: &[AuditEvent],
+            ) -> Result<(), StoreError> {
+                append_events(&mut tx, events).await?;
+                tx.commit().await.map_err(db_error)
+            }
+
+            /// Runs `change` (an `UPDATE … RETURNING` whose `WHERE` matches no row when it would change nothing)
+            /// in `tx`, and, when it matched nothing, `current` (the row as it is): the row and whether `change`
+            /// changed it, or `None` if there is no such row. The `WHERE` is evaluated against the latest committed
+            /// row on both backends (PostgreSQL re-checks it after waiting for a concurrent writer's lock), so of
+            /// two concurrent identical changes only one reports a change.
+            async fn changed_or_current<T>(
+                tx: &mut Transaction<'_, Db>,
+                change: Query<'_>,
+                current: Query<'_>,
+                decode: Decode<T>,
+            ) -> Result<Option<(T, bool)>, StoreError> {
+                let row = change.fetch_optional(&mut **tx).await.map_err(db_error)?;
+                if let Some(changed) = rows::one(row, decode)? {
+                    return Ok(Some((changed, true)));
+                }
+                let row = current.fetch_optional(&mut **tx).await.map_err(db_error)?;
+                Ok(rows::one(row, decode)?.map(|found| (found, false)))
             }
 
             /// Inserts one chained event row.
@@ -351,8 +384,12 @@ macro_rules! store_queries {
 
             #[async_trait]
             impl TenantStore for $store {
-                async fn create_tenant(&self, new: &NewTenant) -> Result<(), StoreError> {
-                    let mut tx = self.pool.begin_with($begin).await.map_err(db_error)?;
+                async fn create_tenant(
+                    &self,
+                    new: &NewTenant,
+                    audit: &[AuditEvent],
+                ) -> Result<(), StoreError> {
+                    let mut tx = self.begin().await?;
                     let t = &new.tenant;
                     sqlx::query(
                         "INSERT INTO tenants (id, name, plan, status, created_at) \
@@ -375,7 +412,7 @@ macro_rules! store_queries {
                     insert_project(&mut *tx, &new.project).await?;
                     insert_member(&mut *tx, &new.owner).await?;
                     insert_key(&mut *tx, &new.admin_key, None).await?;
-                    tx.commit().await.map_err(db_error)
+                    commit_audited(tx, audit).await
                 }
 
                 async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
@@ -404,18 +441,49 @@ macro_rules! store_queries {
                     &self,
                     id: &str,
                     update: &TenantUpdate,
+                    by: &Cause,
                 ) -> Result<Option<Tenant>, StoreError> {
-                    self.optional(
-                        sqlx::query(
-                            "UPDATE tenants SET plan = COALESCE($1, plan), status = COALESCE($2, status) \
+                    // Under the tenant's lock the row read here is the one the update changes.
+                    let (mut tx, _) = self.lock_tenant(id).await?;
+                    let row = sqlx::query("SELECT * FROM tenants WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    let Some(before) = rows::one(row, rows::tenant)? else {
+                        return Ok(None);
+                    };
+                    let mut events = Vec::new();
+                    if let Some(plan) = update.plan.as_ref().filter(|p| **p != before.plan) {
+                        events.push(
+                            by.event(EventType::TenantPlanChanged, id)
+                                .target(id)
+                                .details(&serde_json::json!({"from": before.plan, "to": plan})),
+                        );
+                    }
+                    if let Some(status) = update.status.filter(|s| *s != before.status) {
+                        let kind = match status {
+                            TenantStatus::Suspended => EventType::TenantSuspended,
+                            TenantStatus::Active => EventType::TenantReactivated,
+                        };
+                        events.push(by.event(kind, id).target(id));
+                    }
+                    if events.is_empty() {
+                        return Ok(Some(before));
+                    }
+                    let row = sqlx::query(
+                        "UPDATE tenants SET plan = COALESCE($1, plan), status = COALESCE($2, status) \
                          WHERE id = $3 RETURNING *",
-                        )
-                        .bind(&update.plan)
-                        .bind(update.status.map(|s| s.as_str()))
-                        .bind(id),
-                        rows::tenant,
                     )
+                    .bind(&update.plan)
+                    .bind(update.status.map(|s| s.as_str()))
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
                     .await
+                    .map_err(db_error)?;
+                    let after = rows::one(row, rows::tenant)?;
+                    commit_audited(tx, &events).await?;
+                    Ok(after)
                 }
             }
 
@@ -446,8 +514,14 @@ macro_rules! store_queries {
                     .await
                 }
 
-                async fn create_project(&self, project: &Project) -> Result<(), StoreError> {
-                    insert_project(&self.pool, project).await
+                async fn create_project(
+                    &self,
+                    project: &Project,
+                    audit: &AuditEvent,
+                ) -> Result<(), StoreError> {
+                    let mut tx = self.begin().await?;
+                    insert_project(&mut *tx, project).await?;
+                    commit_audited(tx, std::slice::from_ref(audit)).await
                 }
 
                 async fn list_projects(
@@ -474,8 +548,9 @@ macro_rules! store_queries {
                     tenant_id: &str,
                     project_id: &str,
                     name: &str,
+                    audit: &AuditEvent,
                 ) -> Result<Option<Project>, StoreError> {
-                    self.update_project("name = $1", name, tenant_id, project_id)
+                    self.update_project("name", name, tenant_id, project_id, audit)
                         .await
                 }
 
@@ -483,33 +558,46 @@ macro_rules! store_queries {
                     &self,
                     tenant_id: &str,
                     project_id: &str,
+                    audit: &AuditEvent,
                 ) -> Result<Option<Project>, StoreError> {
                     let archived = ProjectStatus::Archived.as_str();
-                    self.update_project("status = $1", archived, tenant_id, project_id)
+                    self.update_project("status", archived, tenant_id, project_id, audit)
                         .await
                 }
             }
 
             impl $store {
-                /// Sets one column of a tenant's project (`set` binds `value` as `$1`) and returns the project.
+                /// Sets one `column` of a tenant's project to `value` and returns the project; writes `audit` only
+                /// if the column held another value.
                 async fn update_project(
                     &self,
-                    set: &'static str,
+                    column: &'static str,
                     value: &str,
                     tenant_id: &str,
                     project_id: &str,
+                    audit: &AuditEvent,
                 ) -> Result<Option<Project>, StoreError> {
                     let sql = format!(
-                        "UPDATE projects SET {set} WHERE tenant_id = $2 AND id = $3 RETURNING *"
+                        "UPDATE projects SET {column} = $1 WHERE tenant_id = $2 AND id = $3 \
+                         AND {column} != $1 RETURNING *"
                     );
-                    self.optional(
-                        sqlx::query(&sql)
-                            .bind(value)
+                    let mut tx = self.begin().await?;
+                    let found = changed_or_current(
+                        &mut tx,
+                        sqlx::query(&sql).bind(value).bind(tenant_id).bind(project_id),
+                        sqlx::query("SELECT * FROM projects WHERE tenant_id = $1 AND id = $2")
                             .bind(tenant_id)
                             .bind(project_id),
                         rows::project,
                     )
-                    .await
+                    .await?;
+                    let Some((project, changed)) = found else {
+                        return Ok(None);
+                    };
+                    if changed {
+                        commit_audited(tx, std::slice::from_ref(audit)).await?;
+                    }
+                    Ok(Some(project))
                 }
             }
 
@@ -527,8 +615,14 @@ macro_rules! store_queries {
                     .await
                 }
 
-                async fn add_member(&self, member: &Member) -> Result<(), StoreError> {
-                    insert_member(&self.pool, member).await
+                async fn add_member(
+                    &self,
+                    member: &Member,
+                    audit: &AuditEvent,
+                ) -> Result<(), StoreError> {
+                    let mut tx = self.begin().await?;
+                    insert_member(&mut *tx, member).await?;
+                    commit_audited(tx, std::slice::from_ref(audit)).await
                 }
 
                 async fn list_members(
@@ -555,10 +649,24 @@ macro_rules! store_queries {
                     tenant_id: &str,
                     member_id: &str,
                     role: Role,
+                    audit: &AuditEvent,
                 ) -> Result<Option<Member>, StoreError> {
-                    // Under the tenant lock the owner count cannot change between this statement's read and
-                    // its write, even where each statement reads its own snapshot (PostgreSQL's READ COMMITTED).
+                    // Under the tenant lock neither the member's role read here nor the owner count can change
+                    // before the update, even where each statement reads its own snapshot (PostgreSQL's READ
+                    // COMMITTED).
                     let (mut tx, _) = self.lock_tenant(tenant_id).await?;
+                    let row = sqlx::query(CURRENT_MEMBER)
+                        .bind(tenant_id)
+                        .bind(member_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    let Some(before) = rows::one(row, rows::member)? else {
+                        return Ok(None);
+                    };
+                    if before.role == role {
+                        return Ok(Some(before));
+                    }
                     let row = sqlx::query(
                         "UPDATE members SET role = $1 WHERE tenant_id = $2 AND id = $3 AND removed_at IS NULL \
                          AND ($1 = 'owner' OR role != 'owner' OR (SELECT count(*) FROM members \
@@ -571,24 +679,13 @@ macro_rules! store_queries {
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db_error)?;
-                    let changed = match rows::one(row, rows::member)? {
-                        Some(member) => Some(member),
-                        // Nothing changed: either there is no such member, or it is the last owner.
-                        None => {
-                            let current = sqlx::query(CURRENT_MEMBER)
-                                .bind(tenant_id)
-                                .bind(member_id)
-                                .fetch_optional(&mut *tx)
-                                .await
-                                .map_err(db_error)?;
-                            if current.is_some() {
-                                return Err(StoreError::LastOwner);
-                            }
-                            None
-                        }
-                    };
-                    tx.commit().await.map_err(db_error)?;
-                    Ok(changed)
+                    // The member is there: an update that matched nothing refused to demote the last owner.
+                    let after = rows::one(row, rows::member)?.ok_or(StoreError::LastOwner)?;
+                    let event = audit.clone().details(
+                        &serde_json::json!({"from": before.role.as_str(), "to": role.as_str()}),
+                    );
+                    commit_audited(tx, &[event]).await?;
+                    Ok(Some(after))
                 }
 
                 async fn remove_member(
@@ -596,6 +693,7 @@ macro_rules! store_queries {
                     tenant_id: &str,
                     member_id: &str,
                     at: Timestamp,
+                    audit: &AuditEvent,
                 ) -> Result<Option<RemovedMember>, StoreError> {
                     // The tenant lock keeps the owner count read here true until the update.
                     let (mut tx, _) = self.lock_tenant(tenant_id).await?;
@@ -628,23 +726,35 @@ macro_rules! store_queries {
                         .execute(&mut *tx)
                         .await
                         .map_err(db_error)?;
-                    let revoked = sqlx::query(
+                    let rows = sqlx::query(
                         "UPDATE api_keys SET revoked_at = $1 WHERE member_id = $2 AND revoked_at IS NULL \
-                         RETURNING digest",
+                         RETURNING id, digest",
                     )
                     .bind(at)
                     .bind(member_id)
                     .fetch_all(&mut *tx)
                     .await
-                    .map_err(db_error)?
-                    .iter()
-                    .map(|row| {
+                    .map_err(db_error)?;
+                    // Each admin key the removal revokes gets its own event, caused as the removal is.
+                    let by = Cause {
+                        actor: audit.actor.clone(),
+                        at: audit.effective_at,
+                        origin: audit.origin.clone(),
+                    };
+                    let mut events = vec![audit.clone()];
+                    let mut revoked = Vec::with_capacity(rows.len());
+                    for row in &rows {
                         let bytes: Vec<u8> = row.try_get("digest").map_err(db_error)?;
-                        KeyDigest::from_slice(&bytes)
-                            .ok_or_else(|| StoreError::Backend("unreadable key digest".to_owned()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                    tx.commit().await.map_err(db_error)?;
+                        revoked.push(KeyDigest::from_slice(&bytes).ok_or_else(|| {
+                            StoreError::Backend("unreadable key digest".to_owned())
+                        })?);
+                        let key_id: String = row.try_get("id").map_err(db_error)?;
+                        events.push(
+                            by.event(EventType::AdminApiKeyRevoked, tenant_id)
+                                .target(&key_id),
+                        );
+                    }
+                    commit_audited(tx, &events).await?;
                     Ok(Some(RemovedMember { member, revoked }))
                 }
             }
@@ -655,14 +765,16 @@ macro_rules! store_queries {
                     &self,
                     key: &ApiKey,
                     limit: Option<KeyLimit>,
+                    audit: &AuditEvent,
                 ) -> Result<(), StoreError> {
-                    if limit.is_none() {
-                        return insert_key(&self.pool, key, None).await;
-                    }
-                    // A missing tenant fails the insert's foreign key, as it does without a limit.
-                    let (mut tx, _) = self.lock_tenant(&key.tenant_id).await?;
+                    // A limit is checked under the tenant's lock. A missing tenant fails the insert's foreign key
+                    // either way.
+                    let mut tx = match limit {
+                        None => self.begin().await?,
+                        Some(_) => self.lock_tenant(&key.tenant_id).await?.0,
+                    };
                     insert_key(&mut *tx, key, limit).await?;
-                    tx.commit().await.map_err(db_error)
+                    commit_audited(tx, std::slice::from_ref(audit)).await
                 }
 
                 async fn get_key(
@@ -720,17 +832,33 @@ macro_rules! store_queries {
                     tenant_id: &str,
                     key_id: &str,
                     at: Timestamp,
+                    audit: &AuditEvent,
                 ) -> Result<Option<ApiKey>, StoreError> {
-                    // COALESCE keeps the first revocation time: revoking twice is harmless and tells the truth.
-                    let sql = format!(
-                        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 \
-                         AND id = $3 RETURNING {KEY_FIELDS}"
+                    // Only a key not yet revoked is updated: a revoked key keeps its first time, and revoking it
+                    // again changes nothing and writes no event.
+                    let revoke = format!(
+                        "UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 \
+                         AND revoked_at IS NULL RETURNING {KEY_FIELDS}"
                     );
-                    self.optional(
-                        sqlx::query(&sql).bind(at).bind(tenant_id).bind(key_id),
+                    let current = format!(
+                        "SELECT {cols} FROM api_keys k WHERE k.tenant_id = $1 AND k.id = $2",
+                        cols = *KEY_COLUMNS
+                    );
+                    let mut tx = self.begin().await?;
+                    let found = changed_or_current(
+                        &mut tx,
+                        sqlx::query(&revoke).bind(at).bind(tenant_id).bind(key_id),
+                        sqlx::query(&current).bind(tenant_id).bind(key_id),
                         rows::key,
                     )
-                    .await
+                    .await?;
+                    let Some((key, changed)) = found else {
+                        return Ok(None);
+                    };
+                    if changed {
+                        commit_audited(tx, std::slice::from_ref(audit)).await?;
+                    }
+                    Ok(Some(key))
                 }
 
                 async fn principal_by_digest(
@@ -822,6 +950,7 @@ macro_rules! store_queries {
                     amount: Micros,
                     reason: Option<&str>,
                     at: Timestamp,
+                    audit: &AuditEvent,
                 ) -> Result<Option<LedgerEntry>, StoreError> {
                     let (mut tx, exists) = self.lock_tenant(tenant_id).await?;
                     if !exists {
@@ -829,7 +958,7 @@ macro_rules! store_queries {
                     }
                     let entry =
                         append(&mut tx, tenant_id, LedgerKind::Grant, amount, reason, at).await?;
-                    tx.commit().await.map_err(db_error)?;
+                    commit_audited(tx, &[audit.clone().target(&entry.id)]).await?;
                     Ok(Some(entry))
                 }
 
@@ -1027,9 +1156,7 @@ macro_rules! store_queries {
             #[async_trait]
             impl AuditLog for $store {
                 async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-                    let mut tx = self.pool.begin_with($begin).await.map_err(db_error)?;
-                    append_events(&mut tx, events).await?;
-                    tx.commit().await.map_err(db_error)
+                    commit_audited(self.begin().await?, events).await
                 }
 
                 async fn audit_events(
@@ -1090,7 +1217,7 @@ macro_rules! store_queries {
                 async fn prune_audit(&self, before: Timestamp) -> Result<u64, StoreError> {
                     let mut pruned = 0;
                     for chain in self.audit_chains(None).await? {
-                        let mut tx = self.pool.begin_with($begin).await.map_err(db_error)?;
+                        let mut tx = self.begin().await?;
                         sqlx::query($lock_chain)
                             .bind(&chain.tenant_id)
                             .fetch_optional(&mut *tx)

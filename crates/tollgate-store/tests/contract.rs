@@ -10,7 +10,7 @@ use futures::future::join_all;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate_core::audit::{
-    Actor, AuditEvent, AuditQuery, BrokenLink, ChainCheck, EventType, Origin,
+    Actor, AuditEvent, AuditQuery, BrokenLink, Cause, ChainCheck, EventType, Origin,
 };
 use tollgate_core::credits::{Balance, LedgerKind, Settlement, UsageGrouping, UsageQuery};
 use tollgate_core::key::KeyPrefixes;
@@ -133,7 +133,7 @@ fn project_key(t: &NewTenant, name: &str, now: i64) -> ApiKey {
 
 async fn a_tenant_is_written_whole_and_read_back(f: Fixture) {
     let t = new_tenant("Acme", 100);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     assert_eq!(
         f.store.get_tenant(&t.tenant.id).await.unwrap(),
         Some(t.tenant.clone())
@@ -165,8 +165,8 @@ async fn a_tenant_is_written_whole_and_read_back(f: Fixture) {
 
 async fn another_tenants_objects_are_invisible(f: Fixture) {
     let (a, b) = (new_tenant("A", 1), new_tenant("B", 2));
-    f.store.create_tenant(&a).await.unwrap();
-    f.store.create_tenant(&b).await.unwrap();
+    f.store.create_tenant(&a, &[]).await.unwrap();
+    f.store.create_tenant(&b, &[]).await.unwrap();
     assert_eq!(
         f.store
             .get_project(&a.tenant.id, &b.project.id)
@@ -187,7 +187,12 @@ async fn another_tenants_objects_are_invisible(f: Fixture) {
     );
     assert_eq!(
         f.store
-            .revoke_key(&a.tenant.id, &b.admin_key.id, 5)
+            .revoke_key(
+                &a.tenant.id,
+                &b.admin_key.id,
+                5,
+                &audit(EventType::ApiKeyRevoked, &a.tenant.id)
+            )
             .await
             .unwrap(),
         None
@@ -219,11 +224,11 @@ async fn another_tenants_objects_are_invisible(f: Fixture) {
 
 async fn a_failed_tenant_creation_leaves_nothing_behind(f: Fixture) {
     let first = new_tenant("First", 1);
-    f.store.create_tenant(&first).await.unwrap();
+    f.store.create_tenant(&first, &[]).await.unwrap();
     let mut second = new_tenant("Second", 2);
     // The last write of the transaction (the admin key) collides, after tenant, project and member were written.
     second.admin_key.digest = first.admin_key.digest;
-    let err = f.store.create_tenant(&second).await.unwrap_err();
+    let err = f.store.create_tenant(&second, &[]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert_eq!(f.store.get_tenant(&second.tenant.id).await.unwrap(), None);
     assert_eq!(
@@ -241,9 +246,12 @@ async fn a_failed_tenant_creation_leaves_nothing_behind(f: Fixture) {
 
 async fn keys_round_trip_with_their_networks_and_models(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let key = project_key(&t, "ci", 2);
-    f.store.insert_key(&key, None).await.unwrap();
+    f.store
+        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+        .await
+        .unwrap();
     assert_eq!(f.store.find_key(&key.id).await.unwrap(), Some(key.clone()));
     let principal = f
         .store
@@ -270,19 +278,32 @@ async fn keys_round_trip_with_their_networks_and_models(f: Fixture) {
 
 async fn revoking_keeps_the_first_time(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let key = project_key(&t, "ci", 2);
-    f.store.insert_key(&key, None).await.unwrap();
+    f.store
+        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+        .await
+        .unwrap();
     let revoked = f
         .store
-        .revoke_key(&t.tenant.id, &key.id, 50)
+        .revoke_key(
+            &t.tenant.id,
+            &key.id,
+            50,
+            &audit(EventType::ApiKeyRevoked, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(revoked.revoked_at, Some(50));
     let again = f
         .store
-        .revoke_key(&t.tenant.id, &key.id, 90)
+        .revoke_key(
+            &t.tenant.id,
+            &key.id,
+            90,
+            &audit(EventType::ApiKeyRevoked, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -298,11 +319,14 @@ async fn revoking_keeps_the_first_time(f: Fixture) {
 
 async fn lists_page_oldest_first_with_a_cursor(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..5 {
         let key = project_key(&t, &format!("k{i}"), 10 + i);
-        f.store.insert_key(&key, None).await.unwrap();
+        f.store
+            .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+            .await
+            .unwrap();
         ids.push(key.id);
     }
     let owner = KeyScope::Project(t.project.id.clone());
@@ -350,7 +374,7 @@ async fn lists_page_oldest_first_with_a_cursor(f: Fixture) {
     assert_eq!(admin_keys.items.len(), 1);
 
     f.store
-        .create_tenant(&new_tenant("Second", 2))
+        .create_tenant(&new_tenant("Second", 2), &[])
         .await
         .unwrap();
     let tenants = f
@@ -372,7 +396,7 @@ async fn migrations_are_counted_once_and_data_survives_reopening(f: Fixture) {
         "connect already migrated"
     );
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let reopened = tollgate_store::connect(&f.url).await.unwrap();
     assert_eq!(
         reopened.get_tenant(&t.tenant.id).await.unwrap(),
@@ -399,18 +423,40 @@ fn page(limit: u32) -> PageRequest {
 
 async fn the_key_limit_counts_active_keys_of_active_projects(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let limit = Some(KeyLimit {
         max_active: 2,
         now: 100,
     });
     let first = project_key(&t, "a", 10);
-    f.store.insert_key(&first, limit).await.unwrap();
+    f.store
+        .insert_key(
+            &first,
+            limit,
+            &audit(EventType::ApiKeyCreated, &first.tenant_id),
+        )
+        .await
+        .unwrap();
     let mut expiring = project_key(&t, "b", 10);
     expiring.expires_at = Some(150);
-    f.store.insert_key(&expiring, limit).await.unwrap();
+    f.store
+        .insert_key(
+            &expiring,
+            limit,
+            &audit(EventType::ApiKeyCreated, &expiring.tenant_id),
+        )
+        .await
+        .unwrap();
     let third = project_key(&t, "c", 10);
-    let err = f.store.insert_key(&third, limit).await.unwrap_err();
+    let err = f
+        .store
+        .insert_key(
+            &third,
+            limit,
+            &audit(EventType::ApiKeyCreated, &third.tenant_id),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::KeyLimitReached), "{err:?}");
     assert_eq!(
         f.store.find_key(&third.id).await.unwrap(),
@@ -418,27 +464,60 @@ async fn the_key_limit_counts_active_keys_of_active_projects(f: Fixture) {
         "nothing written"
     );
     // Admin keys and unlimited inserts are not counted against it.
-    f.store.insert_key(&third, None).await.unwrap();
+    f.store
+        .insert_key(
+            &third,
+            None,
+            &audit(EventType::ApiKeyCreated, &third.tenant_id),
+        )
+        .await
+        .unwrap();
     // Expired and revoked keys free their slot.
     let later = Some(KeyLimit {
         max_active: 3,
         now: 200,
     });
     f.store
-        .revoke_key(&t.tenant.id, &first.id, 120)
+        .revoke_key(
+            &t.tenant.id,
+            &first.id,
+            120,
+            &audit(EventType::ApiKeyRevoked, &t.tenant.id),
+        )
         .await
         .unwrap();
     f.store
-        .insert_key(&project_key(&t, "d", 20), later)
+        .insert_key(
+            &project_key(&t, "d", 20),
+            later,
+            &audit(
+                EventType::ApiKeyCreated,
+                &project_key(&t, "d", 20).tenant_id,
+            ),
+        )
         .await
         .unwrap();
     f.store
-        .insert_key(&project_key(&t, "e", 20), later)
+        .insert_key(
+            &project_key(&t, "e", 20),
+            later,
+            &audit(
+                EventType::ApiKeyCreated,
+                &project_key(&t, "e", 20).tenant_id,
+            ),
+        )
         .await
         .unwrap();
     let err = f
         .store
-        .insert_key(&project_key(&t, "f", 20), later)
+        .insert_key(
+            &project_key(&t, "f", 20),
+            later,
+            &audit(
+                EventType::ApiKeyCreated,
+                &project_key(&t, "f", 20).tenant_id,
+            ),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::KeyLimitReached), "{err:?}");
@@ -446,13 +525,19 @@ async fn the_key_limit_counts_active_keys_of_active_projects(f: Fixture) {
 
 async fn projects_are_created_listed_renamed_and_archived(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let sandbox = Project {
         id: "proj_sandbox".into(),
         name: "Sandbox".into(),
         ..t.project.clone()
     };
-    f.store.create_project(&sandbox).await.unwrap();
+    f.store
+        .create_project(
+            &sandbox,
+            &audit(EventType::ProjectCreated, &sandbox.tenant_id),
+        )
+        .await
+        .unwrap();
     let listed = f
         .store
         .list_projects(&t.tenant.id, &page(10))
@@ -461,14 +546,23 @@ async fn projects_are_created_listed_renamed_and_archived(f: Fixture) {
     assert_eq!(listed.items.len(), 2);
     let renamed = f
         .store
-        .rename_project(&t.tenant.id, &sandbox.id, "Test")
+        .rename_project(
+            &t.tenant.id,
+            &sandbox.id,
+            "Test",
+            &audit(EventType::ProjectUpdated, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(renamed.name, "Test");
     let archived = f
         .store
-        .archive_project(&t.tenant.id, &t.project.id)
+        .archive_project(
+            &t.tenant.id,
+            &t.project.id,
+            &audit(EventType::ProjectArchived, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -481,17 +575,26 @@ async fn projects_are_created_listed_renamed_and_archived(f: Fixture) {
         .unwrap();
     assert_eq!(principal.project_status, Some(ProjectStatus::Archived));
     let other = new_tenant("Other", 2);
-    f.store.create_tenant(&other).await.unwrap();
+    f.store.create_tenant(&other, &[]).await.unwrap();
     assert_eq!(
         f.store
-            .rename_project(&other.tenant.id, &sandbox.id, "x")
+            .rename_project(
+                &other.tenant.id,
+                &sandbox.id,
+                "x",
+                &audit(EventType::ProjectUpdated, &other.tenant.id)
+            )
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         f.store
-            .archive_project(&other.tenant.id, &sandbox.id)
+            .archive_project(
+                &other.tenant.id,
+                &sandbox.id,
+                &audit(EventType::ProjectArchived, &other.tenant.id)
+            )
             .await
             .unwrap(),
         None
@@ -500,7 +603,10 @@ async fn projects_are_created_listed_renamed_and_archived(f: Fixture) {
 
 async fn project_key_in(f: &Fixture, t: &NewTenant) -> tollgate_core::key::KeyDigest {
     let key = project_key(t, "k", 5);
-    f.store.insert_key(&key, None).await.unwrap();
+    f.store
+        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+        .await
+        .unwrap();
     key.digest
 }
 
@@ -532,16 +638,26 @@ fn admin_key(t: &NewTenant, member: &Member) -> ApiKey {
 
 async fn the_last_owner_can_be_neither_demoted_nor_removed(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let err = f
         .store
-        .set_role(&t.tenant.id, &t.owner.id, Role::Admin)
+        .set_role(
+            &t.tenant.id,
+            &t.owner.id,
+            Role::Admin,
+            &audit(EventType::MemberRoleChanged, &t.tenant.id),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::LastOwner), "{err:?}");
     let err = f
         .store
-        .remove_member(&t.tenant.id, &t.owner.id, 5)
+        .remove_member(
+            &t.tenant.id,
+            &t.owner.id,
+            5,
+            &audit(EventType::MemberRemoved, &t.tenant.id),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::LastOwner), "{err:?}");
@@ -556,19 +672,35 @@ async fn the_last_owner_can_be_neither_demoted_nor_removed(f: Fixture) {
     );
     // With a second owner, the first may step down.
     f.store
-        .add_member(&member(&t, "user_b", "b@x.io", Role::Owner))
+        .add_member(
+            &member(&t, "user_b", "b@x.io", Role::Owner),
+            &audit(
+                EventType::MemberAdded,
+                &member(&t, "user_b", "b@x.io", Role::Owner).tenant_id,
+            ),
+        )
         .await
         .unwrap();
     let demoted = f
         .store
-        .set_role(&t.tenant.id, &t.owner.id, Role::Member)
+        .set_role(
+            &t.tenant.id,
+            &t.owner.id,
+            Role::Member,
+            &audit(EventType::MemberRoleChanged, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(demoted.role, Role::Member);
     assert_eq!(
         f.store
-            .set_role(&t.tenant.id, "user_missing", Role::Admin)
+            .set_role(
+                &t.tenant.id,
+                "user_missing",
+                Role::Admin,
+                &audit(EventType::MemberRoleChanged, &t.tenant.id)
+            )
             .await
             .unwrap(),
         None
@@ -577,19 +709,36 @@ async fn the_last_owner_can_be_neither_demoted_nor_removed(f: Fixture) {
 
 async fn removing_a_member_revokes_its_admin_keys_and_frees_its_email(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let admin = member(&t, "user_admin", "admin@x.io", Role::Admin);
-    f.store.add_member(&admin).await.unwrap();
+    f.store
+        .add_member(&admin, &audit(EventType::MemberAdded, &admin.tenant_id))
+        .await
+        .unwrap();
     let duplicate = member(&t, "user_dup", "admin@x.io", Role::Member);
     assert!(matches!(
-        f.store.add_member(&duplicate).await.unwrap_err(),
+        f.store
+            .add_member(
+                &duplicate,
+                &audit(EventType::MemberAdded, &duplicate.tenant_id)
+            )
+            .await
+            .unwrap_err(),
         StoreError::Conflict(_)
     ));
     let key = admin_key(&t, &admin);
-    f.store.insert_key(&key, None).await.unwrap();
+    f.store
+        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+        .await
+        .unwrap();
     let removed = f
         .store
-        .remove_member(&t.tenant.id, &admin.id, 9)
+        .remove_member(
+            &t.tenant.id,
+            &admin.id,
+            9,
+            &audit(EventType::MemberRemoved, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -610,10 +759,21 @@ async fn removing_a_member_revokes_its_admin_keys_and_frees_its_email(f: Fixture
     let members = f.store.list_members(&t.tenant.id, &page(10)).await.unwrap();
     assert_eq!(members.items, vec![t.owner.clone()]);
     // The email may join again, as a new member.
-    f.store.add_member(&duplicate).await.unwrap();
+    f.store
+        .add_member(
+            &duplicate,
+            &audit(EventType::MemberAdded, &duplicate.tenant_id),
+        )
+        .await
+        .unwrap();
     assert_eq!(
         f.store
-            .remove_member(&t.tenant.id, &admin.id, 10)
+            .remove_member(
+                &t.tenant.id,
+                &admin.id,
+                10,
+                &audit(EventType::MemberRemoved, &t.tenant.id)
+            )
             .await
             .unwrap(),
         None
@@ -622,14 +782,14 @@ async fn removing_a_member_revokes_its_admin_keys_and_frees_its_email(f: Fixture
 
 async fn an_operator_changes_plan_and_status(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let update = TenantUpdate {
         plan: Some("enterprise".into()),
         status: Some(TenantStatus::Suspended),
     };
     let changed = f
         .store
-        .update_tenant(&t.tenant.id, &update)
+        .update_tenant(&t.tenant.id, &update, &by_operator())
         .await
         .unwrap()
         .unwrap();
@@ -643,7 +803,7 @@ async fn an_operator_changes_plan_and_status(f: Fixture) {
     };
     let changed = f
         .store
-        .update_tenant(&t.tenant.id, &reactivate)
+        .update_tenant(&t.tenant.id, &reactivate, &by_operator())
         .await
         .unwrap()
         .unwrap();
@@ -659,7 +819,10 @@ async fn an_operator_changes_plan_and_status(f: Fixture) {
         .unwrap();
     assert_eq!(principal.tenant_plan, "enterprise");
     assert_eq!(
-        f.store.update_tenant("org_missing", &update).await.unwrap(),
+        f.store
+            .update_tenant("org_missing", &update, &by_operator())
+            .await
+            .unwrap(),
         None
     );
 }
@@ -688,21 +851,33 @@ fn settlement(t: &NewTenant, key: &ApiKey, model: &str, cost: i64, at: i64) -> S
 
 async fn grants_and_charges_keep_ledger_and_balance_in_step(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     assert_eq!(
         f.store.balance(&t.tenant.id).await.unwrap(),
         Balance::default()
     );
     assert_eq!(
         f.store
-            .grant("org_missing", Micros(5), None, 2)
+            .grant(
+                "org_missing",
+                Micros(5),
+                None,
+                2,
+                &audit(EventType::CreditsGranted, "org_missing")
+            )
             .await
             .unwrap(),
         None
     );
     let grant = f
         .store
-        .grant(&t.tenant.id, Micros(1_000), Some("welcome"), 2)
+        .grant(
+            &t.tenant.id,
+            Micros(1_000),
+            Some("welcome"),
+            2,
+            &audit(EventType::CreditsGranted, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -711,7 +886,10 @@ async fn grants_and_charges_keep_ledger_and_balance_in_step(f: Fixture) {
         (LedgerKind::Grant, Micros(1_000), Micros(1_000))
     );
     let key = project_key(&t, "k", 3);
-    f.store.insert_key(&key, None).await.unwrap();
+    f.store
+        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+        .await
+        .unwrap();
     let charged = f
         .store
         .settle(
@@ -771,14 +949,26 @@ async fn grants_and_charges_keep_ledger_and_balance_in_step(f: Fixture) {
 
 async fn usage_is_grouped_by_any_of_day_model_project_and_key(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     f.store
-        .grant(&t.tenant.id, Micros(1_000_000), None, 1)
+        .grant(
+            &t.tenant.id,
+            Micros(1_000_000),
+            None,
+            1,
+            &audit(EventType::CreditsGranted, &t.tenant.id),
+        )
         .await
         .unwrap();
     let (a, b) = (project_key(&t, "a", 2), project_key(&t, "b", 2));
-    f.store.insert_key(&a, None).await.unwrap();
-    f.store.insert_key(&b, None).await.unwrap();
+    f.store
+        .insert_key(&a, None, &audit(EventType::ApiKeyCreated, &a.tenant_id))
+        .await
+        .unwrap();
+    f.store
+        .insert_key(&b, None, &audit(EventType::ApiKeyCreated, &b.tenant_id))
+        .await
+        .unwrap();
     let day = 86_400;
     f.store
         .settle(
@@ -893,9 +1083,18 @@ fn lease_request<'a>(
 
 async fn leases_never_reserve_more_than_the_balance_and_charges_come_off_them(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let tenant = t.tenant.id.as_str();
-    f.store.grant(tenant, Micros(1_600), None, 2).await.unwrap();
+    f.store
+        .grant(
+            tenant,
+            Micros(1_600),
+            None,
+            2,
+            &audit(EventType::CreditsGranted, tenant),
+        )
+        .await
+        .unwrap();
     // Node a needs 100 and would like 1,000: it gets its need and a sixteenth of the rest.
     let a = f
         .store
@@ -927,7 +1126,10 @@ async fn leases_never_reserve_more_than_the_balance_and_charges_come_off_them(f:
     );
     // A charge of node a comes off its lease with the balance: nothing becomes free.
     let key = project_key(&t, "k", 3);
-    f.store.insert_key(&key, None).await.unwrap();
+    f.store
+        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+        .await
+        .unwrap();
     let charged = f
         .store
         .settle("node_a", &[settlement(&t, &key, "fast", 150, 4)], &[])
@@ -1004,7 +1206,7 @@ where
 async fn concurrent_key_creations_never_exceed_the_plan(f: Fixture) {
     let node_b = f.another_node().await;
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let limit = Some(KeyLimit {
         max_active: 5,
         now: 10,
@@ -1014,7 +1216,15 @@ async fn concurrent_key_creations_never_exceed_the_plan(f: Fixture) {
         .collect();
     let results = race([&f.store, &node_b], keys.len(), |store, i| {
         let key = keys[i].clone();
-        async move { store.insert_key(&key, limit).await }
+        async move {
+            store
+                .insert_key(
+                    &key,
+                    limit,
+                    &audit(EventType::ApiKeyCreated, &key.tenant_id),
+                )
+                .await
+        }
     })
     .await;
     let created = results.iter().filter(|r| r.is_ok()).count();
@@ -1041,19 +1251,35 @@ async fn owners_demoting_or_removing_each_other_at_once_leave_one_owner(f: Fixtu
     let node_b = f.another_node().await;
     for round in 0..10 {
         let t = new_tenant(&format!("Acme {round}"), 1);
-        f.store.create_tenant(&t).await.unwrap();
+        f.store.create_tenant(&t, &[]).await.unwrap();
         let second = member(&t, &format!("user_second_{round}"), "b@x.io", Role::Owner);
-        f.store.add_member(&second).await.unwrap();
+        f.store
+            .add_member(&second, &audit(EventType::MemberAdded, &second.tenant_id))
+            .await
+            .unwrap();
         let owners = [t.owner.id.clone(), second.id.clone()];
         let remove = round % 2 == 1;
         let results = race([&f.store, &node_b], 2, |store, i| {
             let (tenant, member) = (t.tenant.id.clone(), owners[i].clone());
             async move {
                 if remove {
-                    store.remove_member(&tenant, &member, 5).await.map(|_| ())
+                    store
+                        .remove_member(
+                            &tenant,
+                            &member,
+                            5,
+                            &audit(EventType::MemberRemoved, &tenant),
+                        )
+                        .await
+                        .map(|_| ())
                 } else {
                     store
-                        .set_role(&tenant, &member, Role::Admin)
+                        .set_role(
+                            &tenant,
+                            &member,
+                            Role::Admin,
+                            &audit(EventType::MemberRoleChanged, &tenant),
+                        )
                         .await
                         .map(|_| ())
                 }
@@ -1085,15 +1311,27 @@ async fn nodes_settling_for_one_tenant_at_once_agree_with_the_ledger(f: Fixture)
     let node_b = f.another_node().await;
     let (a, b) = (new_tenant("A", 1), new_tenant("B", 1));
     for t in [&a, &b] {
-        f.store.create_tenant(t).await.unwrap();
+        f.store.create_tenant(t, &[]).await.unwrap();
         f.store
-            .grant(&t.tenant.id, Micros(1_000), None, 1)
+            .grant(
+                &t.tenant.id,
+                Micros(1_000),
+                None,
+                1,
+                &audit(EventType::CreditsGranted, &t.tenant.id),
+            )
             .await
             .unwrap();
     }
     let (ka, kb) = (project_key(&a, "a", 2), project_key(&b, "b", 2));
-    f.store.insert_key(&ka, None).await.unwrap();
-    f.store.insert_key(&kb, None).await.unwrap();
+    f.store
+        .insert_key(&ka, None, &audit(EventType::ApiKeyCreated, &ka.tenant_id))
+        .await
+        .unwrap();
+    f.store
+        .insert_key(&kb, None, &audit(EventType::ApiKeyCreated, &kb.tenant_id))
+        .await
+        .unwrap();
     // 40 batches asking 1,800 µ¢ of each tenant, while 5 grants of 100 µ¢ each come in: 1,500 µ¢ to spend each.
     // Batches name both tenants, in opposite orders on the two nodes, with a free request first, so that locks taken
     // in batch order would deadlock; grants lock the tenant while settlements insert rows that refer to it.
@@ -1113,7 +1351,17 @@ async fn nodes_settling_for_one_tenant_at_once_agree_with_the_ledger(f: Fixture)
     });
     let grants = race([&node_b, &f.store], 10, |store, i| {
         let tenant = [&a, &b][i % 2].tenant.id.clone();
-        async move { store.grant(&tenant, Micros(100), None, 50).await }
+        async move {
+            store
+                .grant(
+                    &tenant,
+                    Micros(100),
+                    None,
+                    50,
+                    &audit(EventType::CreditsGranted, &tenant),
+                )
+                .await
+        }
     });
     let (results, granted) = tokio::join!(settles, grants);
     assert!(
@@ -1252,13 +1500,22 @@ fn suspension() -> TenantUpdate {
 async fn revoking_a_key_logs_its_digest_and_settling_logs_nothing(f: Fixture) {
     let cli = f.another_node().await;
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     f.store
-        .grant(&t.tenant.id, Micros(1_000), None, 2)
+        .grant(
+            &t.tenant.id,
+            Micros(1_000),
+            None,
+            2,
+            &audit(EventType::CreditsGranted, &t.tenant.id),
+        )
         .await
         .unwrap();
     let key = project_key(&t, "k", 3);
-    f.store.insert_key(&key, None).await.unwrap();
+    f.store
+        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+        .await
+        .unwrap();
     assert_eq!(
         logged(&f.store).await,
         vec![],
@@ -1273,15 +1530,25 @@ async fn revoking_a_key_logs_its_digest_and_settling_logs_nothing(f: Fixture) {
     assert_eq!(used.last_used_at, Some(4));
     assert_eq!(logged(&f.store).await, vec![]);
     // Revoked through another handle, as the CLI does: every handle reads it.
-    cli.revoke_key(&t.tenant.id, &key.id, 5)
-        .await
-        .unwrap()
-        .unwrap();
+    cli.revoke_key(
+        &t.tenant.id,
+        &key.id,
+        5,
+        &audit(EventType::ApiKeyRevoked, &t.tenant.id),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(logged(&f.store).await, vec![Changed::Key(key.digest)]);
     assert_eq!(logged(&cli).await, vec![Changed::Key(key.digest)]);
     // Revoking again changes nothing (the first time is kept), so it logs nothing.
     f.store
-        .revoke_key(&t.tenant.id, &key.id, 6)
+        .revoke_key(
+            &t.tenant.id,
+            &key.id,
+            6,
+            &audit(EventType::ApiKeyRevoked, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1291,41 +1558,67 @@ async fn revoking_a_key_logs_its_digest_and_settling_logs_nothing(f: Fixture) {
 async fn tenant_project_and_member_changes_log_their_tenant(f: Fixture) {
     let t = new_tenant("Acme", 1);
     let other = new_tenant("Other", 1);
-    f.store.create_tenant(&t).await.unwrap();
-    f.store.create_tenant(&other).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
+    f.store.create_tenant(&other, &[]).await.unwrap();
     let tenant = || Changed::Tenant(t.tenant.id.clone());
     let admin = member(&t, "user_admin", "admin@x.io", Role::Admin);
-    f.store.add_member(&admin).await.unwrap();
     f.store
-        .set_role(&t.tenant.id, &admin.id, Role::Member)
+        .add_member(&admin, &audit(EventType::MemberAdded, &admin.tenant_id))
+        .await
+        .unwrap();
+    f.store
+        .set_role(
+            &t.tenant.id,
+            &admin.id,
+            Role::Member,
+            &audit(EventType::MemberRoleChanged, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(logged(&f.store).await, vec![tenant()], "a role change");
     // The same role again, a rename, a no-op update: nothing a principal carries changed.
     f.store
-        .set_role(&t.tenant.id, &admin.id, Role::Member)
+        .set_role(
+            &t.tenant.id,
+            &admin.id,
+            Role::Member,
+            &audit(EventType::MemberRoleChanged, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
     f.store
-        .rename_project(&t.tenant.id, &t.project.id, "Renamed")
+        .rename_project(
+            &t.tenant.id,
+            &t.project.id,
+            "Renamed",
+            &audit(EventType::ProjectUpdated, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
     f.store
-        .update_tenant(&t.tenant.id, &TenantUpdate::default())
+        .update_tenant(&t.tenant.id, &TenantUpdate::default(), &by_operator())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(logged(&f.store).await, vec![tenant()]);
     f.store
-        .archive_project(&t.tenant.id, &t.project.id)
+        .archive_project(
+            &t.tenant.id,
+            &t.project.id,
+            &audit(EventType::ProjectArchived, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
     f.store
-        .archive_project(&t.tenant.id, &t.project.id)
+        .archive_project(
+            &t.tenant.id,
+            &t.project.id,
+            &audit(EventType::ProjectArchived, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1339,12 +1632,12 @@ async fn tenant_project_and_member_changes_log_their_tenant(f: Fixture) {
         ..TenantUpdate::default()
     };
     f.store
-        .update_tenant(&t.tenant.id, &plan)
+        .update_tenant(&t.tenant.id, &plan, &by_operator())
         .await
         .unwrap()
         .unwrap();
     f.store
-        .update_tenant(&t.tenant.id, &suspension())
+        .update_tenant(&t.tenant.id, &suspension(), &by_operator())
         .await
         .unwrap()
         .unwrap();
@@ -1355,9 +1648,17 @@ async fn tenant_project_and_member_changes_log_their_tenant(f: Fixture) {
     );
     // A removal: the member (its tenant) and each admin key it revokes (its digest), in one transaction.
     let key = admin_key(&t, &admin);
-    f.store.insert_key(&key, None).await.unwrap();
     f.store
-        .remove_member(&t.tenant.id, &admin.id, 9)
+        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+        .await
+        .unwrap();
+    f.store
+        .remove_member(
+            &t.tenant.id,
+            &admin.id,
+            9,
+            &audit(EventType::MemberRemoved, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1367,7 +1668,12 @@ async fn tenant_project_and_member_changes_log_their_tenant(f: Fixture) {
     // A refused change (the last owner) logs nothing, and nothing names the other tenant.
     assert!(matches!(
         f.store
-            .set_role(&t.tenant.id, &t.owner.id, Role::Admin)
+            .set_role(
+                &t.tenant.id,
+                &t.owner.id,
+                Role::Admin,
+                &audit(EventType::MemberRoleChanged, &t.tenant.id)
+            )
             .await,
         Err(StoreError::LastOwner)
     ));
@@ -1376,9 +1682,14 @@ async fn tenant_project_and_member_changes_log_their_tenant(f: Fixture) {
 
 async fn changes_leave_the_window_and_are_pruned_by_the_store_clock(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     f.store
-        .revoke_key(&t.tenant.id, &t.admin_key.id, 2)
+        .revoke_key(
+            &t.tenant.id,
+            &t.admin_key.id,
+            2,
+            &audit(EventType::ApiKeyRevoked, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1386,7 +1697,7 @@ async fn changes_leave_the_window_and_are_pruned_by_the_store_clock(f: Fixture) 
     assert_eq!(first.len(), 1);
     tokio::time::sleep(Duration::from_millis(600)).await;
     f.store
-        .update_tenant(&t.tenant.id, &suspension())
+        .update_tenant(&t.tenant.id, &suspension(), &by_operator())
         .await
         .unwrap()
         .unwrap();
@@ -1438,17 +1749,36 @@ async fn a_change_that_commits_late_is_still_read_postgres() {
     };
     let store = tollgate_store::connect(db.url()).await.unwrap();
     let t = new_tenant("Acme", 1);
-    store.create_tenant(&t).await.unwrap();
+    store.create_tenant(&t, &[]).await.unwrap();
     let (early, late) = (project_key(&t, "early", 2), project_key(&t, "late", 2));
-    store.insert_key(&early, None).await.unwrap();
-    store.insert_key(&late, None).await.unwrap();
+    store
+        .insert_key(
+            &early,
+            None,
+            &audit(EventType::ApiKeyCreated, &early.tenant_id),
+        )
+        .await
+        .unwrap();
+    store
+        .insert_key(
+            &late,
+            None,
+            &audit(EventType::ApiKeyCreated, &late.tenant_id),
+        )
+        .await
+        .unwrap();
     let mut slow = sqlx::PgConnection::connect(db.url()).await.unwrap();
     slow.execute("BEGIN").await.unwrap();
     slow.execute(sqlx::query("UPDATE api_keys SET revoked_at = 3 WHERE id = $1").bind(&early.id))
         .await
         .unwrap();
     store
-        .revoke_key(&t.tenant.id, &late.id, 4)
+        .revoke_key(
+            &t.tenant.id,
+            &late.id,
+            4,
+            &audit(EventType::ApiKeyRevoked, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1483,21 +1813,34 @@ async fn a_change_wakes_the_signal_where_there_is_one(f: Fixture) {
     };
     let cli = f.another_node().await;
     let t = new_tenant("Acme", 1);
-    cli.create_tenant(&t).await.unwrap();
-    cli.grant(&t.tenant.id, Micros(1_000), None, 2)
+    cli.create_tenant(&t, &[]).await.unwrap();
+    cli.grant(
+        &t.tenant.id,
+        Micros(1_000),
+        None,
+        2,
+        &audit(EventType::CreditsGranted, &t.tenant.id),
+    )
+    .await
+    .unwrap();
+    let key = project_key(&t, "k", 3);
+    cli.insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
         .await
         .unwrap();
-    let key = project_key(&t, "k", 3);
-    cli.insert_key(&key, None).await.unwrap();
     cli.settle("node_a", &[settlement(&t, &key, "fast", 10, 4)], &[])
         .await
         .unwrap();
     let quiet = tokio::time::timeout(Duration::from_millis(300), signal.wait()).await;
     assert!(quiet.is_err(), "creations and settlements notify nothing");
-    cli.revoke_key(&t.tenant.id, &key.id, 5)
-        .await
-        .unwrap()
-        .unwrap();
+    cli.revoke_key(
+        &t.tenant.id,
+        &key.id,
+        5,
+        &audit(EventType::ApiKeyRevoked, &t.tenant.id),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     signalled(&mut signal).await;
 }
 
@@ -1524,9 +1867,14 @@ async fn a_signal_whose_connection_is_cut_wakes_and_listens_again_postgres() {
     assert_eq!(cut.len(), 1, "one listener");
     signalled(&mut signal).await;
     let t = new_tenant("Acme", 1);
-    store.create_tenant(&t).await.unwrap();
+    store.create_tenant(&t, &[]).await.unwrap();
     store
-        .revoke_key(&t.tenant.id, &t.admin_key.id, 3)
+        .revoke_key(
+            &t.tenant.id,
+            &t.admin_key.id,
+            3,
+            &audit(EventType::ApiKeyRevoked, &t.tenant.id),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -1546,6 +1894,20 @@ fn event(kind: EventType, tenant: &str, actor: Actor, at: i64) -> AuditEvent {
             Some("sdk/1.0"),
         ),
     )
+}
+
+/// The operator's event of `kind` in `tenant`'s log, for a change whose events a case does not look at.
+fn audit(kind: EventType, tenant: &str) -> AuditEvent {
+    event(kind, tenant, Actor::operator(), 1)
+}
+
+/// The operator as the cause of a tenant update whose events a case does not look at.
+fn by_operator() -> Cause {
+    Cause {
+        actor: Actor::operator(),
+        at: 1,
+        origin: Origin::default(),
+    }
 }
 
 /// Checks a tenant's whole chain from its anchor to its head, in pages of 7; returns its length.
@@ -1568,8 +1930,8 @@ async fn verify(store: &dyn Store, tenant: &str) -> Result<i64, BrokenLink> {
 
 async fn audit_events_chain_and_list_newest_first_with_filters(f: Fixture) {
     let (a, b) = (new_tenant("A", 100), new_tenant("B", 100));
-    f.store.create_tenant(&a).await.unwrap();
-    f.store.create_tenant(&b).await.unwrap();
+    f.store.create_tenant(&a, &[]).await.unwrap();
+    f.store.create_tenant(&b, &[]).await.unwrap();
     let (ta, tb) = (a.tenant.id.as_str(), b.tenant.id.as_str());
     let owner = Actor::member(&a.owner.id);
     let mut events = vec![
@@ -1705,9 +2067,322 @@ async fn audit_events_chain_and_list_newest_first_with_filters(f: Fixture) {
     );
 }
 
+/// A tenant's events, oldest first.
+async fn log_of(store: &dyn Store, tenant: &str) -> Vec<AuditEvent> {
+    let mut page = store
+        .audit_events(&AuditQuery {
+            tenant_id: tenant.into(),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    page.items.reverse();
+    page.items.into_iter().map(|c| c.event).collect()
+}
+
+/// Every mutating call writes exactly its event with the change, in the tenant's chain; a refused call and a call
+/// that changes nothing write none; the store fills only what it says it fills.
+async fn a_change_and_its_event_commit_together(f: Fixture) {
+    let t = new_tenant("Audited", 100);
+    let tenant = t.tenant.id.as_str();
+    let store = f.store.as_ref();
+    let op = Actor::operator();
+    let owner = Actor::member(&t.owner.id);
+    let mut expected = vec![
+        event(EventType::ProjectCreated, tenant, op.clone(), 100)
+            .target(&t.project.id)
+            .project(&t.project.id),
+        event(EventType::MemberAdded, tenant, op.clone(), 100).target(&t.owner.id),
+        event(EventType::AdminApiKeyCreated, tenant, op.clone(), 100).target(&t.admin_key.id),
+    ];
+    store.create_tenant(&t, &expected).await.unwrap();
+    assert_eq!(
+        log_of(store, tenant).await,
+        expected,
+        "the creation's events, at the chain's start"
+    );
+
+    // Projects.
+    let sandbox = Project {
+        id: "proj_sandbox".into(),
+        name: "Sandbox".into(),
+        ..t.project.clone()
+    };
+    let created = event(EventType::ProjectCreated, tenant, owner.clone(), 101).target(&sandbox.id);
+    store.create_project(&sandbox, &created).await.unwrap();
+    expected.push(created.clone());
+    assert!(
+        store.create_project(&sandbox, &created).await.is_err(),
+        "the same id twice"
+    );
+    let renamed = event(EventType::ProjectUpdated, tenant, owner.clone(), 102).target(&sandbox.id);
+    store
+        .rename_project(tenant, &sandbox.id, "Test", &renamed)
+        .await
+        .unwrap()
+        .unwrap();
+    expected.push(renamed.clone());
+    let same_name = store
+        .rename_project(tenant, &sandbox.id, "Test", &renamed)
+        .await
+        .unwrap();
+    assert_eq!(
+        same_name.map(|p| p.name),
+        Some("Test".into()),
+        "changes nothing"
+    );
+    let archived =
+        event(EventType::ProjectArchived, tenant, owner.clone(), 103).target(&sandbox.id);
+    store
+        .archive_project(tenant, &sandbox.id, &archived)
+        .await
+        .unwrap()
+        .unwrap();
+    expected.push(archived.clone());
+    let again = store
+        .archive_project(tenant, &sandbox.id, &archived)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.status,
+        ProjectStatus::Archived,
+        "archiving twice is harmless"
+    );
+    assert_eq!(
+        store
+            .archive_project(tenant, "proj_missing", &archived)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(log_of(store, tenant).await, expected);
+
+    // Members.
+    let admin = member(&t, "user_admin", "admin@example.com", Role::Admin);
+    let added = event(EventType::MemberAdded, tenant, owner.clone(), 104).target(&admin.id);
+    store.add_member(&admin, &added).await.unwrap();
+    expected.push(added.clone());
+    let duplicate = member(&t, "user_dup", "admin@example.com", Role::Member);
+    assert!(matches!(
+        store.add_member(&duplicate, &added).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let role_changed =
+        event(EventType::MemberRoleChanged, tenant, owner.clone(), 105).target(&admin.id);
+    store
+        .set_role(tenant, &admin.id, Role::Member, &role_changed)
+        .await
+        .unwrap()
+        .unwrap();
+    expected.push(
+        role_changed
+            .clone()
+            .details(&serde_json::json!({"from": "admin", "to": "member"})),
+    );
+    let same_role = store
+        .set_role(tenant, &admin.id, Role::Member, &role_changed)
+        .await
+        .unwrap();
+    assert_eq!(
+        same_role.map(|m| m.role),
+        Some(Role::Member),
+        "changes nothing"
+    );
+    assert!(matches!(
+        store
+            .set_role(tenant, &t.owner.id, Role::Admin, &role_changed)
+            .await,
+        Err(StoreError::LastOwner)
+    ));
+    assert_eq!(
+        store
+            .set_role(tenant, "user_missing", Role::Admin, &role_changed)
+            .await
+            .unwrap(),
+        None
+    );
+    let their_key = admin_key(&t, &admin);
+    let admin_key_created =
+        event(EventType::AdminApiKeyCreated, tenant, owner.clone(), 106).target(&their_key.id);
+    store
+        .insert_key(&their_key, None, &admin_key_created)
+        .await
+        .unwrap();
+    expected.push(admin_key_created);
+    let removed = event(EventType::MemberRemoved, tenant, owner.clone(), 107).target(&admin.id);
+    store
+        .remove_member(tenant, &admin.id, 107, &removed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        store
+            .remove_member(tenant, &t.owner.id, 108, &removed)
+            .await,
+        Err(StoreError::LastOwner)
+    ));
+    assert_eq!(
+        store
+            .remove_member(tenant, &admin.id, 108, &removed)
+            .await
+            .unwrap(),
+        None,
+        "removed already"
+    );
+    let log = log_of(store, tenant).await;
+    let revoked_with_member = log.last().unwrap().clone();
+    expected.push(removed.clone());
+    expected.push(AuditEvent {
+        id: revoked_with_member.id.clone(),
+        ..event(EventType::AdminApiKeyRevoked, tenant, owner.clone(), 107).target(&their_key.id)
+    });
+    assert_eq!(
+        log, expected,
+        "the removal, then the revocation of its admin key"
+    );
+
+    // Keys, within a plan's limit.
+    let limit = Some(KeyLimit {
+        max_active: 1,
+        now: 110,
+    });
+    let key = project_key(&t, "ci", 110);
+    let key_created = event(EventType::ApiKeyCreated, tenant, owner.clone(), 110)
+        .target(&key.id)
+        .key(&key.id, &key.last4)
+        .project(&t.project.id);
+    store.insert_key(&key, limit, &key_created).await.unwrap();
+    expected.push(key_created.clone());
+    let over = project_key(&t, "over", 111);
+    assert!(matches!(
+        store.insert_key(&over, limit, &key_created).await,
+        Err(StoreError::KeyLimitReached)
+    ));
+    let key_revoked = event(EventType::ApiKeyRevoked, tenant, owner.clone(), 112)
+        .target(&key.id)
+        .key(&key.id, &key.last4);
+    store
+        .revoke_key(tenant, &key.id, 112, &key_revoked)
+        .await
+        .unwrap()
+        .unwrap();
+    expected.push(key_revoked.clone());
+    let second = store
+        .revoke_key(tenant, &key.id, 113, &key_revoked)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.revoked_at, Some(112), "the first time stays");
+    assert_eq!(
+        store
+            .revoke_key(tenant, "key_missing", 113, &key_revoked)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(log_of(store, tenant).await, expected);
+
+    // Credits: the store names the ledger entry.
+    let granted = event(EventType::CreditsGranted, tenant, op.clone(), 114)
+        .details(&serde_json::json!({"amount_cents": 10, "reason": "welcome"}));
+    let entry = store
+        .grant(tenant, Micros(10_000_000), Some("welcome"), 114, &granted)
+        .await
+        .unwrap()
+        .unwrap();
+    expected.push(granted.clone().target(&entry.id));
+    assert_eq!(
+        store
+            .grant("org_missing", Micros(1), None, 114, &granted)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(log_of(store, tenant).await, expected);
+
+    // The tenant: one event per field that changes, none for what stays.
+    let by = Cause {
+        actor: op.clone(),
+        at: 115,
+        origin: Origin::new(Some("req_op".into()), Some("127.0.0.1".into()), None),
+    };
+    let both = TenantUpdate {
+        plan: Some("enterprise".into()),
+        status: Some(TenantStatus::Suspended),
+    };
+    store
+        .update_tenant(tenant, &both, &by)
+        .await
+        .unwrap()
+        .unwrap();
+    let log = log_of(store, tenant).await;
+    let (plan, status) = (&log[log.len() - 2], &log[log.len() - 1]);
+    assert_ne!(plan.id, status.id);
+    expected.push(AuditEvent {
+        id: plan.id.clone(),
+        ..by.event(EventType::TenantPlanChanged, tenant)
+            .target(tenant)
+            .details(&serde_json::json!({"from": "pro", "to": "enterprise"}))
+    });
+    expected.push(AuditEvent {
+        id: status.id.clone(),
+        ..by.event(EventType::TenantSuspended, tenant).target(tenant)
+    });
+    assert_eq!(log, expected);
+    store
+        .update_tenant(tenant, &both, &by)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .update_tenant(tenant, &TenantUpdate::default(), &by)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .update_tenant("org_missing", &both, &by)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        log_of(store, tenant).await,
+        expected,
+        "nothing changed, nothing written"
+    );
+    let reactivate = TenantUpdate {
+        plan: Some("enterprise".into()),
+        status: Some(TenantStatus::Active),
+    };
+    store
+        .update_tenant(tenant, &reactivate, &by)
+        .await
+        .unwrap()
+        .unwrap();
+    let log = log_of(store, tenant).await;
+    let last = log.last().unwrap();
+    assert_eq!(
+        (last.kind, last.target_id.as_deref(), log.len()),
+        (
+            EventType::TenantReactivated,
+            Some(tenant),
+            expected.len() + 1
+        ),
+        "only the status changed"
+    );
+
+    assert_eq!(
+        verify(store, tenant).await,
+        Ok(i64::try_from(log.len()).unwrap())
+    );
+}
+
 async fn two_nodes_appending_for_one_tenant_at_once_keep_one_chain(f: Fixture) {
     let t = new_tenant("Busy", 100);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let other = f.another_node().await;
     let tenant = t.tenant.id.clone();
     let appends = (0..40).map(|i| {
@@ -1741,7 +2416,7 @@ async fn two_nodes_appending_for_one_tenant_at_once_keep_one_chain(f: Fixture) {
 
 async fn pruning_leaves_a_chain_that_verifies_from_its_anchor(f: Fixture) {
     let t = new_tenant("Old", 100);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let tenant = t.tenant.id.as_str();
     let events: Vec<_> = (0..10)
         .map(|i| {
@@ -1778,6 +2453,7 @@ async fn pruning_leaves_a_chain_that_verifies_from_its_anchor(f: Fixture) {
 
 on_every_backend!(
     audit_events_chain_and_list_newest_first_with_filters,
+    a_change_and_its_event_commit_together,
     two_nodes_appending_for_one_tenant_at_once_keep_one_chain,
     pruning_leaves_a_chain_that_verifies_from_its_anchor,
 );
@@ -1815,13 +2491,22 @@ fn refused(t: &NewTenant, key: &ApiKey, status: u16, at: i64) -> AuditEvent {
 
 async fn a_settled_batch_writes_each_requests_event_with_its_charge_in_the_chain(f: Fixture) {
     let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     f.store
-        .grant(&t.tenant.id, Micros(1_000), None, 2)
+        .grant(
+            &t.tenant.id,
+            Micros(1_000),
+            None,
+            2,
+            &audit(EventType::CreditsGranted, &t.tenant.id),
+        )
         .await
         .unwrap();
     let key = project_key(&t, "k", 3);
-    f.store.insert_key(&key, None).await.unwrap();
+    f.store
+        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+        .await
+        .unwrap();
     // Management changes may have their own events in the chain already.
     let start = verify(f.store.as_ref(), &t.tenant.id).await.unwrap();
     let batch = [
@@ -1875,7 +2560,13 @@ async fn a_settled_batch_writes_each_requests_event_with_its_charge_in_the_chain
 
     // A batch that fails (here: two events with one id) writes nothing: no charge, no usage, no event.
     f.store
-        .grant(&t.tenant.id, Micros(100), None, 20)
+        .grant(
+            &t.tenant.id,
+            Micros(100),
+            None,
+            20,
+            &audit(EventType::CreditsGranted, &t.tenant.id),
+        )
         .await
         .unwrap();
     let start = verify(f.store.as_ref(), &t.tenant.id).await.unwrap();
@@ -1911,9 +2602,12 @@ async fn a_settled_batch_writes_each_requests_event_with_its_charge_in_the_chain
 async fn two_nodes_settling_free_requests_for_one_tenant_at_once_keep_one_chain(f: Fixture) {
     let node_b = f.another_node().await;
     let t = new_tenant("A", 1);
-    f.store.create_tenant(&t).await.unwrap();
+    f.store.create_tenant(&t, &[]).await.unwrap();
     let key = project_key(&t, "a", 2);
-    f.store.insert_key(&key, None).await.unwrap();
+    f.store
+        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+        .await
+        .unwrap();
     let start = verify(f.store.as_ref(), &t.tenant.id).await.unwrap();
     let results = race([&f.store, &node_b], 30, |store, i| {
         let batch = vec![settlement(&t, &key, "echo", 0, 100 + i as i64)];

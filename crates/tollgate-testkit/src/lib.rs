@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tollgate_core::audit::{Actor, AuditEvent, EventType, Origin};
 use tollgate_core::ports::{Clock, ManualClock, SystemClock};
 use tollgate_mock::MockConfig;
 use tollgate_server::config::ExposeSecret;
@@ -456,6 +457,12 @@ impl TestApp {
     pub fn chat_body(model: &str, text: &str) -> Value {
         json!({"model": model, "messages": [{"role": "user", "content": text}]})
     }
+}
+
+/// The operator's audit event of `kind` in `tenant_id`'s log, for a test that changes the store directly (as the
+/// command line does).
+pub fn operator_event(kind: EventType, tenant_id: &str) -> AuditEvent {
+    AuditEvent::new(kind, tenant_id, Actor::operator(), 1, &Origin::default())
 }
 
 /// The JSON body of `response`, after checking its status.

@@ -1,5 +1,6 @@
 //! The command line: one binary, clap subcommands. Every command reads the same configuration as the server;
-//! database commands go through the same service functions as the HTTP API, so the rules are the same.
+//! database commands go through the same service functions as the HTTP API, so the rules are the same, and each
+//! change is audited as the operator's ([`Caller::cli`]: no request, so no origin).
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -11,7 +12,7 @@ use std::time::Duration;
 use tollgate_core::ports::SystemClock;
 use tollgate_server::config::ExposeSecret;
 use tollgate_server::objects::{CreatedTenant, KeyObject};
-use tollgate_server::service::{audit, credits, keys, tenants};
+use tollgate_server::service::{Caller, audit, credits, keys, tenants};
 use tollgate_server::{App, AppState, Config};
 
 /// Tollgate: API keys, tenants, credits and an OpenAI-compatible API in front of any model server.
@@ -183,7 +184,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 owner_email,
                 owner_password,
             };
-            let (new, secret) = tenants::create(&app, input).await?;
+            let (new, secret) = tenants::create(&app, &Caller::cli(), input).await?;
             let created = CreatedTenant::new(&new, &secret, app.clock.now());
             print(cli.json, &created, || {
                 format!(
@@ -211,7 +212,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 amount_cents: cents,
                 reason,
             };
-            let object = credits::grant(&app, &tenant, input).await?;
+            let object = credits::grant(&app, &Caller::cli(), &tenant, input).await?;
             print(cli.json, &object, || {
                 format!("granted {cents} cents to {tenant}")
             })
@@ -240,9 +241,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 description,
                 ..Default::default()
             };
-            let (key, secret) =
-                keys::create_project_key(&app, &tenant.id, &tenant.plan, &found.id, input, None)
-                    .await?;
+            let (key, secret) = keys::create_project_key(
+                &app,
+                &Caller::cli(),
+                &tenant.id,
+                &tenant.plan,
+                &found.id,
+                input,
+            )
+            .await?;
             print(
                 cli.json,
                 &KeyObject::with_secret(&key, &secret, app.clock.now()),
@@ -265,7 +272,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .find_key(&id)
                 .await?
                 .with_context(|| format!("no key {id}"))?;
-            let key = keys::revoke(&app, &key.tenant_id, &key.id).await?;
+            let key = keys::revoke(&app, &Caller::cli(), &key).await?;
             print(cli.json, &KeyObject::new(&key, app.clock.now()), || {
                 format!("key {} revoked ({}…{})", key.id, key.prefix, key.last4)
             })

@@ -62,7 +62,7 @@ async fn verify_names_an_edit_a_deletion_a_reordering_and_a_truncation() {
             None,
             1,
         );
-        store.create_tenant(&t).await.unwrap();
+        store.create_tenant(&t, &[]).await.unwrap();
         let events: Vec<AuditEvent> = (0..5)
             .map(|i| {
                 AuditEvent::new(

@@ -7,6 +7,7 @@
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
+use tollgate_core::audit::{Actor, AuditQuery, EventType, Origin};
 
 fn tollgate(db_dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -32,6 +33,23 @@ fn json(db_dir: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `tollgate tenant create` of a tenant "Acme" on the pro plan.
+fn create_acme(db_dir: &Path) -> Value {
+    json(
+        db_dir,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Acme",
+            "--plan",
+            "pro",
+            "--owner-email",
+            "o@acme.io",
+        ],
+    )
+}
+
 #[test]
 fn tenants_credits_and_keys_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,19 +61,7 @@ fn tenants_credits_and_keys_from_the_command_line() {
         "running it again is harmless"
     );
 
-    let created = json(
-        d,
-        &[
-            "tenant",
-            "create",
-            "--name",
-            "Acme",
-            "--plan",
-            "pro",
-            "--owner-email",
-            "o@acme.io",
-        ],
-    );
+    let created = create_acme(d);
     let tenant = created["tenant"]["id"].as_str().unwrap();
     let project = created["project"]["id"].as_str().unwrap();
     assert!(
@@ -113,4 +119,53 @@ fn tenants_credits_and_keys_from_the_command_line() {
             "{bad:?}: {stderr}"
         );
     }
+}
+
+/// Every command that changes something is audited as the operator's, with no request to name.
+#[test]
+fn command_line_changes_are_audit_events_of_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let created = create_acme(d);
+    let tenant = created["tenant"]["id"].as_str().unwrap();
+    let project = created["project"]["id"].as_str().unwrap();
+    json(d, &["credits", "grant", "--tenant", tenant, "--cents", "5"]);
+    let key = json(d, &["key", "create", "--project", project, "--name", "ci"]);
+    let id = key["id"].as_str().unwrap();
+    json(d, &["key", "revoke", id]);
+    json(d, &["key", "revoke", id]);
+
+    let url = format!("sqlite://{}/t.db", d.display());
+    let events = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = tollgate_store::connect(&url).await.unwrap();
+        let query = AuditQuery {
+            tenant_id: tenant.into(),
+            limit: 100,
+            ..AuditQuery::default()
+        };
+        let mut events = store.audit_events(&query).await.unwrap().items;
+        events.reverse();
+        events
+    });
+    let kinds: Vec<_> = events.iter().map(|e| e.event.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventType::ProjectCreated,
+            EventType::MemberAdded,
+            EventType::AdminApiKeyCreated,
+            EventType::CreditsGranted,
+            EventType::ApiKeyCreated,
+            EventType::ApiKeyRevoked,
+        ],
+        "the second revoke changed nothing"
+    );
+    for e in &events {
+        assert_eq!(e.event.actor, Actor::operator());
+        assert_eq!(e.event.origin, Origin::default());
+    }
+    let revoked = &events[5].event;
+    assert_eq!(revoked.key_id.as_deref(), Some(id));
+    assert_eq!(revoked.key_last4.as_deref(), key["last4"].as_str());
+    assert_eq!(revoked.project_id.as_deref(), Some(project));
 }

@@ -181,7 +181,16 @@ async fn two_processes_share_keys_money_and_survive_a_kill() {
     let body = json!({"model": "fast", "messages": [{"role": "user", "content": "mock:words=50 go"}],
                       "max_tokens": 50});
     c.store
-        .grant(&c.tenant, Micros(1), Some("probe"), 1)
+        .grant(
+            &c.tenant,
+            Micros(1),
+            Some("probe"),
+            1,
+            &tollgate_testkit::operator_event(
+                tollgate_core::audit::EventType::CreditsGranted,
+                &c.tenant,
+            ),
+        )
         .await
         .unwrap();
     let probe = c.chat(1, &fresh, "probe", &body).await;
@@ -192,7 +201,16 @@ async fn two_processes_share_keys_money_and_survive_a_kill() {
     // The mock counts 2 prompt and 50 completion tokens: 2 × 15 + 50 × 60 micro-cents.
     let cost = 2 * 15 + 50 * 60;
     c.store
-        .grant(&c.tenant, Micros(N * cost - 1), Some("for N"), 2)
+        .grant(
+            &c.tenant,
+            Micros(N * cost - 1),
+            Some("for N"),
+            2,
+            &tollgate_testkit::operator_event(
+                tollgate_core::audit::EventType::CreditsGranted,
+                &c.tenant,
+            ),
+        )
         .await
         .unwrap();
     let served = Arc::new(AtomicUsize::new(0));

@@ -6,7 +6,7 @@
 //! exception: the change log, which the store writes itself (in the same transaction as each change) with its own
 //! ids and clock, so that writers that know nothing of it are covered too.
 
-use crate::audit::{AuditEvent, AuditQuery, ChainHead, ChainedEvent};
+use crate::audit::{AuditEvent, AuditQuery, Cause, ChainHead, ChainedEvent};
 use crate::credits::{Balance, LedgerEntry, Settlement, UsageQuery, UsageTotals};
 use crate::key::KeyDigest;
 use crate::money::Micros;
@@ -153,20 +153,30 @@ pub struct RemovedMember {
     pub revoked: Vec<KeyDigest>,
 }
 
+// Every mutating method below takes the audit event(s) of its change and appends them to the tenant's chain in the
+// change's own transaction: a change that fails (not found, refused, conflict) writes no event, a change never
+// lacks its event, and a call that changes nothing writes none. Each method says which facts, if any, the store
+// fills in itself (those only its transaction knows).
+
 /// Tenants.
 #[async_trait]
 pub trait TenantStore {
-    /// Writes a tenant with its first project, owner and admin key, all or nothing.
-    async fn create_tenant(&self, new: &NewTenant) -> Result<(), StoreError>;
+    /// Writes a tenant with its first project, owner and admin key, and `audit` (the events of their creation), all
+    /// or nothing. The tenant's audit chain starts with it, so `audit` lands at its start.
+    async fn create_tenant(&self, new: &NewTenant, audit: &[AuditEvent]) -> Result<(), StoreError>;
     /// One tenant.
     async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError>;
     /// Tenants, oldest first.
     async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>, StoreError>;
-    /// Changes a tenant's plan or status; `None` if no such tenant.
+    /// Changes a tenant's plan or status; `None` if no such tenant. Reads the tenant as it was in the same
+    /// transaction and writes, with `by` as their cause and the tenant as their target, one event per field that
+    /// changes: `tenant.plan_changed` (details `{"from", "to"}`), then `tenant.suspended` or
+    /// `tenant.reactivated`. A field set to what it already is changes nothing and writes no event.
     async fn update_tenant(
         &self,
         id: &str,
         update: &TenantUpdate,
+        by: &Cause,
     ) -> Result<Option<Tenant>, StoreError>;
 }
 
@@ -181,26 +191,31 @@ pub trait ProjectStore {
     ) -> Result<Option<Project>, StoreError>;
     /// A project by id alone, for operator tools (the CLI) that are not acting inside a tenant.
     async fn find_project(&self, project_id: &str) -> Result<Option<Project>, StoreError>;
-    /// Writes a new project.
-    async fn create_project(&self, project: &Project) -> Result<(), StoreError>;
+    /// Writes a new project and `audit`.
+    async fn create_project(&self, project: &Project, audit: &AuditEvent)
+    -> Result<(), StoreError>;
     /// A tenant's projects, oldest first, archived ones included.
     async fn list_projects(
         &self,
         tenant_id: &str,
         page: &PageRequest,
     ) -> Result<Page<Project>, StoreError>;
-    /// Renames a project; `None` if the tenant has no such project.
+    /// Renames a project and writes `audit`; `None` if the tenant has no such project. Renaming to the name it has
+    /// changes nothing and writes no event.
     async fn rename_project(
         &self,
         tenant_id: &str,
         project_id: &str,
         name: &str,
+        audit: &AuditEvent,
     ) -> Result<Option<Project>, StoreError>;
-    /// Archives a project (archiving twice is harmless); `None` if the tenant has no such project.
+    /// Archives a project and writes `audit`; `None` if the tenant has no such project. Archiving an archived
+    /// project is harmless: it changes nothing and writes no event.
     async fn archive_project(
         &self,
         tenant_id: &str,
         project_id: &str,
+        audit: &AuditEvent,
     ) -> Result<Option<Project>, StoreError>;
 }
 
@@ -213,36 +228,48 @@ pub trait MemberStore {
         tenant_id: &str,
         member_id: &str,
     ) -> Result<Option<Member>, StoreError>;
-    /// Adds a member; [`StoreError::Conflict`] if a current member has the same email.
-    async fn add_member(&self, member: &Member) -> Result<(), StoreError>;
+    /// Adds a member and writes `audit`; [`StoreError::Conflict`] (and no event) if a current member has the same
+    /// email.
+    async fn add_member(&self, member: &Member, audit: &AuditEvent) -> Result<(), StoreError>;
     /// A tenant's current members, oldest first.
     async fn list_members(
         &self,
         tenant_id: &str,
         page: &PageRequest,
     ) -> Result<Page<Member>, StoreError>;
-    /// Changes a member's role; [`StoreError::LastOwner`] if that would demote the last owner.
+    /// Changes a member's role and writes `audit` with its details set by the store to `{"from", "to"}` (the role
+    /// it had, read in the same transaction); [`StoreError::LastOwner`] if that would demote the last owner. The
+    /// role it already has changes nothing and writes no event.
     async fn set_role(
         &self,
         tenant_id: &str,
         member_id: &str,
         role: Role,
+        audit: &AuditEvent,
     ) -> Result<Option<Member>, StoreError>;
     /// Removes a member and revokes its admin keys at `at`, in one transaction; [`StoreError::LastOwner`] for the
-    /// last owner.
+    /// last owner. Writes `audit` (the removal), then one `admin_api_key.revoked` per key the removal revoked,
+    /// with `audit`'s actor, time and origin and the key as its target.
     async fn remove_member(
         &self,
         tenant_id: &str,
         member_id: &str,
         at: Timestamp,
+        audit: &AuditEvent,
     ) -> Result<Option<RemovedMember>, StoreError>;
 }
 
 /// API keys, project and admin.
 #[async_trait]
 pub trait KeyStore {
-    /// Writes a new key; with a `limit`, only if the tenant stays within it ([`StoreError::KeyLimitReached`]).
-    async fn insert_key(&self, key: &ApiKey, limit: Option<KeyLimit>) -> Result<(), StoreError>;
+    /// Writes a new key and `audit`; with a `limit`, only if the tenant stays within it
+    /// ([`StoreError::KeyLimitReached`], and no event).
+    async fn insert_key(
+        &self,
+        key: &ApiKey,
+        limit: Option<KeyLimit>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
     /// One key of a tenant (`None` for another tenant's key).
     async fn get_key(&self, tenant_id: &str, key_id: &str) -> Result<Option<ApiKey>, StoreError>;
     /// A key by id alone, for operator tools (the CLI) that are not acting inside a tenant.
@@ -254,12 +281,14 @@ pub trait KeyStore {
         scope: &KeyScope,
         page: &PageRequest,
     ) -> Result<Page<ApiKey>, StoreError>;
-    /// Revokes a key at `at` (a key already revoked keeps its first time) and returns it; `None` if no such key.
+    /// Revokes a key at `at`, writes `audit` and returns the key; `None` if no such key. Revoking a revoked key is
+    /// harmless: it keeps its first time, changes nothing and writes no event.
     async fn revoke_key(
         &self,
         tenant_id: &str,
         key_id: &str,
         at: Timestamp,
+        audit: &AuditEvent,
     ) -> Result<Option<ApiKey>, StoreError>;
     /// The key with this digest and the state of its tenant and owner: the authentication lookup.
     async fn principal_by_digest(
@@ -273,13 +302,15 @@ pub trait KeyStore {
 pub trait CreditStore {
     /// A tenant's balance (zero for a tenant never granted anything).
     async fn balance(&self, tenant_id: &str) -> Result<Balance, StoreError>;
-    /// Adds a positive grant to the ledger and the balance, in one transaction; `None` if no such tenant.
+    /// Adds a positive grant to the ledger and the balance, and writes `audit` with its target set by the store to
+    /// the new ledger entry's id, in one transaction; `None` (and no event) if no such tenant.
     async fn grant(
         &self,
         tenant_id: &str,
         amount: Micros,
         reason: Option<&str>,
         at: Timestamp,
+        audit: &AuditEvent,
     ) -> Result<Option<LedgerEntry>, StoreError>;
     /// The ledger, newest first; `page.after` is the previous page's last (oldest) id.
     async fn ledger(

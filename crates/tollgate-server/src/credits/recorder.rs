@@ -378,9 +378,10 @@ fn lost(job: &Job) {
 #[expect(clippy::disallowed_methods, reason = "test tasks are awaited")]
 mod tests {
     use super::*;
-    use crate::test_support::store_and_tenant;
+    use crate::test_support::{audit, store_and_tenant};
     use sqlx::Connection;
     use sqlx::sqlite::SqliteConnection;
+    use tollgate_core::audit::EventType;
     use tollgate_core::tenant::NewTenant;
 
     fn settlement(t: &NewTenant, request_id: &str, cost: i64) -> Settlement {
@@ -405,9 +406,15 @@ mod tests {
     #[tokio::test]
     async fn a_bad_settlement_fails_alone_and_the_rest_of_its_batch_commits() {
         let (_dir, url, store, t) = store_and_tenant().await;
-        store.create_tenant(&t).await.unwrap();
+        store.create_tenant(&t, &[]).await.unwrap();
         store
-            .grant(&t.tenant.id, Micros(1_000), None, 2)
+            .grant(
+                &t.tenant.id,
+                Micros(1_000),
+                None,
+                2,
+                &audit(EventType::CreditsGranted, &t.tenant.id),
+            )
             .await
             .unwrap();
         let mut other = SqliteConnection::connect(&url).await.unwrap();

@@ -417,7 +417,8 @@ impl Drop for Hold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::store_and_tenant;
+    use crate::test_support::{audit, store_and_tenant};
+    use tollgate_core::audit::EventType;
     use tollgate_core::ports::SystemClock;
 
     /// What another node would find free on the tenant.
@@ -440,9 +441,18 @@ mod tests {
     #[tokio::test]
     async fn holds_come_from_the_lease_and_an_idle_or_closing_node_gives_it_back() {
         let (_dir, _url, store, t) = store_and_tenant().await;
-        store.create_tenant(&t).await.unwrap();
+        store.create_tenant(&t, &[]).await.unwrap();
         let tenant = t.tenant.id.as_str();
-        store.grant(tenant, Micros(16_000), None, 2).await.unwrap();
+        store
+            .grant(
+                tenant,
+                Micros(16_000),
+                None,
+                2,
+                &audit(EventType::CreditsGranted, tenant),
+            )
+            .await
+            .unwrap();
         let idle = Duration::from_secs(1);
         let wallets = Wallets::start_with_idle(
             "node_a".into(),

@@ -1,5 +1,7 @@
 //! Admin API keys: each acts as one member, with that member's current role.
 
+use super::Caller;
+use super::keys::{KeyChange, key_event};
 use crate::app::App;
 use crate::error::ApiError;
 use crate::middleware::auth::AdminKey;
@@ -40,6 +42,7 @@ fn may_manage(caller: &AdminKey, member_id: &str) -> Result<(), ApiError> {
 pub async fn create(
     app: &App,
     caller: &AdminKey,
+    by: &Caller,
     input: CreateAdminKey,
 ) -> Result<(ApiKey, PlainKey), ApiError> {
     let member_id = input.member_id.unwrap_or_else(|| caller.member_id.clone());
@@ -57,16 +60,22 @@ pub async fn create(
         Some(caller.member_id.clone()),
         app.clock.now(),
     );
-    app.store.insert_key(&key, None).await?;
+    let event = key_event(by, KeyChange::Created, &key, key.created_at);
+    app.store.insert_key(&key, None, &event).await?;
     app.keys.invalidate(&key.digest).await;
     Ok((key, secret))
 }
 
 /// Revokes an admin key of the caller or (owners only) of another member.
-pub async fn revoke(app: &App, caller: &AdminKey, key_id: &str) -> Result<ApiKey, ApiError> {
+pub async fn revoke(
+    app: &App,
+    caller: &AdminKey,
+    by: &Caller,
+    key_id: &str,
+) -> Result<ApiKey, ApiError> {
     let key = get(app, caller.tenant_id(), key_id).await?;
     if let KeyOwner::Member(member_id) = &key.owner {
         may_manage(caller, member_id)?;
     }
-    super::keys::revoke(app, caller.tenant_id(), &key.id).await
+    super::keys::revoke(app, by, &key).await
 }

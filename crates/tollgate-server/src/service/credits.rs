@@ -1,9 +1,12 @@
 //! Credits: operator grants and the tenant's view of its balance and ledger.
 
+use super::Caller;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::objects::CreditsObject;
 use serde::Deserialize;
+use serde_json::json;
+use tollgate_core::audit::EventType;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::PageRequest;
 
@@ -18,8 +21,15 @@ pub struct Grant {
     pub reason: Option<String>,
 }
 
-/// Grants credits to a tenant and returns its credits object.
-pub async fn grant(app: &App, tenant_id: &str, input: Grant) -> Result<CreditsObject, ApiError> {
+/// Grants credits to a tenant (`credits.granted`: the amount and reason in its details, its ledger entry as the
+/// target, which the store fills; `cost_cents` stays null, being what requests are charged) and returns its
+/// credits object.
+pub async fn grant(
+    app: &App,
+    by: &Caller,
+    tenant_id: &str,
+    input: Grant,
+) -> Result<CreditsObject, ApiError> {
     let amount = Some(input.amount_cents)
         .filter(|c| *c > 0)
         .and_then(Micros::from_cents)
@@ -39,8 +49,12 @@ pub async fn grant(app: &App, tenant_id: &str, input: Grant) -> Result<CreditsOb
             Some("reason"),
         ));
     }
+    let now = app.clock.now();
+    let event = by
+        .event(EventType::CreditsGranted, tenant_id, now)
+        .details(&json!({"amount_cents": input.amount_cents, "reason": input.reason}));
     app.store
-        .grant(tenant_id, amount, input.reason.as_deref(), app.clock.now())
+        .grant(tenant_id, amount, input.reason.as_deref(), now, &event)
         .await?
         .ok_or_else(|| ApiError::not_found("organization", tenant_id))?;
     credits(

@@ -1,14 +1,17 @@
 //! Issuing, finding and revoking keys.
 
-use super::excerpt;
+use super::{Caller, excerpt};
 use crate::app::App;
 use crate::error::ApiError;
 use ipnet::IpNet;
 use serde::Deserialize;
+use serde_json::json;
 use std::net::IpAddr;
 use std::sync::Arc;
+use tollgate_core::audit::{AuditEvent, EventType};
 use tollgate_core::key::PlainKey;
 use tollgate_core::ports::{KeyLimit, StoreError};
+use tollgate_core::tenant::Timestamp;
 use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, Principal, ProjectStatus};
 
 /// The body of `POST /v1/organization/projects/{id}/api_keys` (and `tollgate key create`).
@@ -120,14 +123,45 @@ fn validate(app: &App, tenant_plan: &str, input: CreateProjectKey) -> Result<Key
     })
 }
 
-/// Issues a project key in an active project of the tenant; the secret is returned this once.
+/// What happened to a key, as either kind of key names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyChange {
+    /// `api_key.created` / `admin_api_key.created`.
+    Created,
+    /// `api_key.revoked` / `admin_api_key.revoked`.
+    Revoked,
+}
+
+/// The event of `change` to `key` by `by` at `at`. A project key's event names the key (`key_id`, `key_last4`),
+/// its project and, as the target, the key; an admin key's names the key only as its target (API.md keeps
+/// `key_id` and `key_last4` for project keys) and the member it acts as in its details. Never the secret.
+pub(super) fn key_event(by: &Caller, change: KeyChange, key: &ApiKey, at: Timestamp) -> AuditEvent {
+    let (project_kind, admin_kind) = match change {
+        KeyChange::Created => (EventType::ApiKeyCreated, EventType::AdminApiKeyCreated),
+        KeyChange::Revoked => (EventType::ApiKeyRevoked, EventType::AdminApiKeyRevoked),
+    };
+    match &key.owner {
+        KeyOwner::Project(project_id) => by
+            .event(project_kind, &key.tenant_id, at)
+            .target(&key.id)
+            .key(&key.id, &key.last4)
+            .project(project_id),
+        KeyOwner::Member(member_id) => by
+            .event(admin_kind, &key.tenant_id, at)
+            .target(&key.id)
+            .details(&json!({"member_id": member_id})),
+    }
+}
+
+/// Issues a project key in an active project of the tenant (created by the calling member, if a member calls); the
+/// secret is returned this once.
 pub async fn create_project_key(
     app: &App,
+    by: &Caller,
     tenant_id: &str,
     tenant_plan: &str,
     project_id: &str,
     input: CreateProjectKey,
-    created_by: Option<String>,
 ) -> Result<(ApiKey, PlainKey), ApiError> {
     let project = super::projects::get(app, tenant_id, project_id).await?;
     if project.status == ProjectStatus::Archived {
@@ -142,7 +176,7 @@ pub async fn create_project_key(
         tenant_id,
         KeyOwner::Project(project.id),
         spec,
-        created_by,
+        by.member_id().map(str::to_owned),
         app.clock.now(),
     );
     let plan = app.plans.get(tenant_plan);
@@ -150,8 +184,9 @@ pub async fn create_project_key(
         max_active,
         now: app.clock.now(),
     });
+    let event = key_event(by, KeyChange::Created, &key, key.created_at);
     app.store
-        .insert_key(&key, limit)
+        .insert_key(&key, limit, &event)
         .await
         .map_err(|e| match (e, limit) {
             (StoreError::KeyLimitReached, Some(limit)) => ApiError::forbidden(format!(
@@ -165,13 +200,16 @@ pub async fn create_project_key(
     Ok((key, secret))
 }
 
-/// Revokes a key of the tenant and forgets it in the key cache, so its very next request fails.
-pub async fn revoke(app: &App, tenant_id: &str, key_id: &str) -> Result<ApiKey, ApiError> {
+/// Revokes a key (project or admin, as found) and forgets it in the key cache, so its very next request fails.
+/// Revoking a revoked key is harmless and writes no event.
+pub async fn revoke(app: &App, by: &Caller, key: &ApiKey) -> Result<ApiKey, ApiError> {
+    let now = app.clock.now();
+    let event = key_event(by, KeyChange::Revoked, key, now);
     let key = app
         .store
-        .revoke_key(tenant_id, key_id, app.clock.now())
+        .revoke_key(&key.tenant_id, &key.id, now, &event)
         .await?
-        .ok_or_else(|| ApiError::not_found("API key", key_id))?;
+        .ok_or_else(|| ApiError::not_found("API key", &key.id))?;
     app.keys.invalidate(&key.digest).await;
     Ok(key)
 }

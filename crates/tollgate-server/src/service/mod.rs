@@ -1,6 +1,8 @@
 //! Operations shared by the HTTP routes and the command line, so both apply the same rules: create a tenant,
 //! issue, look up and revoke keys. They take the `App`, validate, call the domain for ids and secrets, write
-//! through the store, and keep the key cache in step.
+//! through the store, and keep the key cache in step. Each action that changes something builds its audit event
+//! here, once, from the [`Caller`] (routes and the CLI only say who is calling), and hands it to the store, which
+//! writes it in the change's transaction.
 
 pub mod admin_keys;
 pub mod audit;
@@ -12,6 +14,68 @@ pub mod tenants;
 pub mod usage;
 
 use crate::error::ApiError;
+use crate::middleware::auth::AdminKey;
+use crate::middleware::origin::RequestOrigin;
+use tollgate_core::audit::{Actor, AuditEvent, Cause, EventType, Origin};
+use tollgate_core::tenant::Timestamp;
+
+/// Who acts and from where: every audit event an action causes starts from it ([`Caller::event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Who acts.
+    pub actor: Actor,
+    /// The request it came in, if any.
+    pub origin: Origin,
+}
+
+impl Caller {
+    /// The member an admin key acts as, in a request to the management API.
+    pub fn member(admin: &AdminKey, RequestOrigin(origin): RequestOrigin) -> Self {
+        Self {
+            actor: Actor::member(&admin.member_id),
+            origin,
+        }
+    }
+
+    /// The operator, in a request to the operator API.
+    pub fn operator(RequestOrigin(origin): RequestOrigin) -> Self {
+        Self {
+            actor: Actor::operator(),
+            origin,
+        }
+    }
+
+    /// The operator at the command line: no request, so no origin.
+    pub fn cli() -> Self {
+        Self {
+            actor: Actor::operator(),
+            origin: Origin::default(),
+        }
+    }
+
+    /// The member acting, if a member is.
+    pub fn member_id(&self) -> Option<&str> {
+        match self.actor.kind {
+            tollgate_core::audit::ActorType::Member => self.actor.id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// What this caller does at `at`, for a store call that builds its events itself.
+    pub fn at(&self, at: Timestamp) -> Cause {
+        Cause {
+            actor: self.actor.clone(),
+            at,
+            origin: self.origin.clone(),
+        }
+    }
+
+    /// An event of `kind` in `tenant_id`'s log, caused by this caller at `at`: the line an action adds for its
+    /// event (then the setters: `.target(…)`, `.project(…)`, `.key(…)`, `.details(…)`).
+    pub fn event(&self, kind: EventType, tenant_id: &str, at: Timestamp) -> AuditEvent {
+        self.at(at).event(kind, tenant_id)
+    }
+}
 
 /// A display name, trimmed: 1 to 256 characters, or 400 naming `param`.
 pub fn name(raw: &str, param: &str) -> Result<String, ApiError> {

@@ -1,7 +1,8 @@
 //! Creating tenants.
 
-use super::excerpt;
+use super::keys::{KeyChange, key_event};
 use super::members::hash_password;
+use super::{Caller, excerpt};
 use crate::app::App;
 use crate::error::ApiError;
 use serde::Deserialize;
@@ -25,8 +26,13 @@ pub struct CreateTenant {
 }
 
 /// Validates and writes a tenant with its Default project, owner and the owner's admin key (whose secret is
-/// returned this once).
-pub async fn create(app: &App, input: CreateTenant) -> Result<(NewTenant, PlainKey), ApiError> {
+/// returned this once), and the events of their creation: `project.created`, `member.added`,
+/// `admin_api_key.created` (API.md has no event for the tenant itself).
+pub async fn create(
+    app: &App,
+    by: &Caller,
+    input: CreateTenant,
+) -> Result<(NewTenant, PlainKey), ApiError> {
     let name = super::name(&input.name, "name")?;
     known_plan(app, &input.plan)?;
     let email = normalize_email(&input.owner_email).ok_or_else(|| {
@@ -47,7 +53,17 @@ pub async fn create(app: &App, input: CreateTenant) -> Result<(NewTenant, PlainK
         password_hash,
         app.clock.now(),
     );
-    app.store.create_tenant(&tenant).await?;
+    let events = [
+        super::projects::created_event(by, &tenant.project),
+        super::members::added_event(by, &tenant.owner),
+        key_event(
+            by,
+            KeyChange::Created,
+            &tenant.admin_key,
+            tenant.admin_key.created_at,
+        ),
+    ];
+    app.store.create_tenant(&tenant, &events).await?;
     Ok((tenant, secret))
 }
 
@@ -79,9 +95,15 @@ pub struct UpdateTenant {
     pub status: Option<String>,
 }
 
-/// Changes a tenant's plan or status. Its cached keys are forgotten here at once (and on other nodes through the
-/// change log), so the change holds from the next request.
-pub async fn update(app: &App, id: &str, input: UpdateTenant) -> Result<Tenant, ApiError> {
+/// Changes a tenant's plan or status (the store writes `tenant.plan_changed`, `tenant.suspended` or
+/// `tenant.reactivated` for what actually changes). Its cached keys are forgotten here at once (and on other
+/// nodes through the change log), so the change holds from the next request.
+pub async fn update(
+    app: &App,
+    by: &Caller,
+    id: &str,
+    input: UpdateTenant,
+) -> Result<Tenant, ApiError> {
     if let Some(plan) = &input.plan {
         known_plan(app, plan)?;
     }
@@ -100,7 +122,7 @@ pub async fn update(app: &App, id: &str, input: UpdateTenant) -> Result<Tenant, 
     };
     let tenant = app
         .store
-        .update_tenant(id, &update)
+        .update_tenant(id, &update, &by.at(app.clock.now()))
         .await?
         .ok_or_else(|| ApiError::not_found("organization", id))?;
     app.keys.invalidate_tenant(id);

@@ -136,7 +136,18 @@ async fn a_key_acts_only_as_the_kind_its_record_says() {
     );
     let value = app.state.prefixes.generate(KeyKind::Project);
     record.digest = value.digest();
-    app.state.store.insert_key(&record, None).await.unwrap();
+    app.state
+        .store
+        .insert_key(
+            &record,
+            None,
+            &tollgate_testkit::operator_event(
+                tollgate_core::audit::EventType::ApiKeyCreated,
+                &record.tenant_id,
+            ),
+        )
+        .await
+        .unwrap();
     let (m, _) = error_of(app.get("/v1/models", value.expose_secret()).await, 401).await;
     assert_eq!(m, "This route needs a project API key");
     let chat = app
@@ -163,7 +174,18 @@ async fn a_key_acts_only_as_the_kind_its_record_says() {
     );
     let value = app.state.prefixes.generate(KeyKind::Admin);
     record.digest = value.digest();
-    app.state.store.insert_key(&record, None).await.unwrap();
+    app.state
+        .store
+        .insert_key(
+            &record,
+            None,
+            &tollgate_testkit::operator_event(
+                tollgate_core::audit::EventType::ApiKeyCreated,
+                &record.tenant_id,
+            ),
+        )
+        .await
+        .unwrap();
     let (m, _) = error_of(
         app.get("/v1/organization", value.expose_secret()).await,
         401,

@@ -248,10 +248,15 @@ async fn a_key_revoked_straight_in_the_store_as_the_cli_does_is_refused_by_runni
     let cli = tollgate_store::connect(a.state.config.database_url.expose_secret())
         .await
         .unwrap();
-    cli.revoke_key(&t.id, &t.project_key_id, a.clock_now())
-        .await
-        .unwrap()
-        .unwrap();
+    cli.revoke_key(
+        &t.id,
+        &t.project_key_id,
+        a.clock_now(),
+        &tollgate_testkit::operator_event(tollgate_core::audit::EventType::ApiKeyRevoked, &t.id),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let revoked = Instant::now();
     let on_a = refused_after(&a, &t.project_key, 401, cached, revoked).await;
     let on_b = refused_after(&b, &t.project_key, 401, cached, revoked).await;

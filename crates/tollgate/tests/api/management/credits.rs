@@ -299,7 +299,16 @@ async fn credits_granted_by_another_process_are_picked_up() {
     let now = app.clock_now();
     app.state
         .store
-        .grant(&t.id, Micros(1_000_000), Some("cli"), now)
+        .grant(
+            &t.id,
+            Micros(1_000_000),
+            Some("cli"),
+            now,
+            &tollgate_testkit::operator_event(
+                tollgate_core::audit::EventType::CreditsGranted,
+                &t.id,
+            ),
+        )
         .await
         .unwrap()
         .unwrap();

@@ -2,6 +2,7 @@
 
 mod admin_api_keys;
 mod api_keys;
+mod audit_events;
 mod audit_logs;
 mod credits;
 mod isolation;

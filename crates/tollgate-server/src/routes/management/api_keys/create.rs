@@ -4,7 +4,9 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::AppJson;
 use crate::middleware::auth::AdminKey;
+use crate::middleware::origin::RequestOrigin;
 use crate::objects::KeyObject;
+use crate::service::Caller;
 use crate::service::keys::{CreateProjectKey, create_project_key};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -14,17 +16,18 @@ use axum::http::StatusCode;
 pub async fn handler(
     State(state): State<AppState>,
     admin: AdminKey,
+    origin: RequestOrigin,
     Path(project_id): Path<String>,
     AppJson(input): AppJson<CreateProjectKey>,
 ) -> Result<(StatusCode, Json<KeyObject>), ApiError> {
     admin.require_write()?;
     let (key, secret) = create_project_key(
         &state,
+        &Caller::member(&admin, origin),
         admin.tenant_id(),
         &admin.principal.tenant_plan,
         &project_id,
         input,
-        Some(admin.member_id.clone()),
     )
     .await?;
     Ok((

@@ -4,7 +4,9 @@ use super::OBJECT;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::middleware::auth::AdminKey;
+use crate::middleware::origin::RequestOrigin;
 use crate::objects::Deleted;
+use crate::service::Caller;
 use crate::service::keys::{project_key, revoke};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,10 +15,11 @@ use axum::extract::{Path, State};
 pub async fn handler(
     State(state): State<AppState>,
     admin: AdminKey,
+    origin: RequestOrigin,
     Path((project_id, key_id)): Path<(String, String)>,
 ) -> Result<Json<Deleted>, ApiError> {
     admin.require_write()?;
     let key = project_key(&state, admin.tenant_id(), &project_id, &key_id).await?;
-    revoke(&state, admin.tenant_id(), &key.id).await?;
+    revoke(&state, &Caller::member(&admin, origin), &key).await?;
     Ok(Json(Deleted::new(OBJECT, &key.id)))
 }

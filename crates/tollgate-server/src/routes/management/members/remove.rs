@@ -4,8 +4,9 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::middleware::auth::AdminKey;
+use crate::middleware::origin::RequestOrigin;
 use crate::objects::Deleted;
-use crate::service::members;
+use crate::service::{Caller, members};
 use axum::Json;
 use axum::extract::{Path, State};
 
@@ -13,9 +14,16 @@ use axum::extract::{Path, State};
 pub async fn handler(
     State(state): State<AppState>,
     admin: AdminKey,
+    origin: RequestOrigin,
     Path(member_id): Path<String>,
 ) -> Result<Json<Deleted>, ApiError> {
     admin.require_owner()?;
-    let member = members::remove(&state, admin.tenant_id(), &member_id).await?;
+    let member = members::remove(
+        &state,
+        &Caller::member(&admin, origin),
+        admin.tenant_id(),
+        &member_id,
+    )
+    .await?;
     Ok(Json(Deleted::new("organization.member", &member.id)))
 }

@@ -3,8 +3,9 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::middleware::auth::AdminKey;
+use crate::middleware::origin::RequestOrigin;
 use crate::objects::ProjectObject;
-use crate::service::projects;
+use crate::service::{Caller, projects};
 use axum::Json;
 use axum::extract::{Path, State};
 
@@ -12,9 +13,16 @@ use axum::extract::{Path, State};
 pub async fn handler(
     State(state): State<AppState>,
     admin: AdminKey,
+    origin: RequestOrigin,
     Path(project_id): Path<String>,
 ) -> Result<Json<ProjectObject>, ApiError> {
     admin.require_write()?;
-    let project = projects::archive(&state, admin.tenant_id(), &project_id).await?;
+    let project = projects::archive(
+        &state,
+        &Caller::member(&admin, origin),
+        admin.tenant_id(),
+        &project_id,
+    )
+    .await?;
     Ok(Json(ProjectObject::from(&project)))
 }

@@ -4,7 +4,9 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::AppJson;
 use crate::middleware::auth::AdminKey;
+use crate::middleware::origin::RequestOrigin;
 use crate::objects::ProjectObject;
+use crate::service::Caller;
 use crate::service::projects::{self, ProjectInput};
 use axum::Json;
 use axum::extract::State;
@@ -14,9 +16,16 @@ use axum::http::StatusCode;
 pub async fn handler(
     State(state): State<AppState>,
     admin: AdminKey,
+    origin: RequestOrigin,
     AppJson(input): AppJson<ProjectInput>,
 ) -> Result<(StatusCode, Json<ProjectObject>), ApiError> {
     admin.require_write()?;
-    let project = projects::create(&state, admin.tenant_id(), input).await?;
+    let project = projects::create(
+        &state,
+        &Caller::member(&admin, origin),
+        admin.tenant_id(),
+        input,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(ProjectObject::from(&project))))
 }
