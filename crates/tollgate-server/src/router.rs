@@ -1,5 +1,5 @@
 //! Every route, and the layers every request passes: request id (outermost, so every response carries one, errors
-//! included), the access log, the source address, the declared-size check, axum's body limit for chunked bodies,
+//! included), the access log, the audit stage (`pipeline::audit`), the source address, the declared-size check, axum's body limit for chunked bodies,
 //! and the body read timeout (the longest wait between two reads of a body, which `extract::AppJson` answers with
 //! 408).
 //!
@@ -8,6 +8,7 @@
 
 use crate::app::AppState;
 use crate::middleware::{access_log, body_limit, client_ip, request_id};
+use crate::pipeline;
 use crate::routes::{health, inference, management, method_not_allowed, not_found, operator};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -143,6 +144,8 @@ pub fn router(state: AppState) -> Router {
             body_limit::reject_oversize,
         ))
         .layer(from_fn_with_state(state.clone(), client_ip::resolve))
+        // The audit stage: inside the access log, outside everything that may refuse a request.
+        .layer(from_fn_with_state(state.clone(), pipeline::audit::observe))
         // Inside the request id (which it logs), outside everything else (so it sees every response).
         .layer(from_fn_with_state(state.clone(), access_log::access_log))
         .layer(from_fn(request_id::request_id))

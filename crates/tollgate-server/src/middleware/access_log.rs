@@ -70,8 +70,7 @@ pub async fn access_log(
     let method = request.method().clone();
     let uri = request.uri().clone();
 
-    // The audit stage runs right inside this layer (router.rs's layer stack is the place for it of its own).
-    let mut response = crate::pipeline::audit::observe(State(state.clone()), request, next).await;
+    let mut response = next.run(request).await;
 
     let status = response.status().as_u16();
     let request_id = request_id.as_ref().and_then(|id| id.0.to_str().ok());
