@@ -382,32 +382,83 @@ pub const GENESIS: &str = "";
 /// array in a fixed order of strings, integers and nulls only (`details` is hashed as the text stored), so it does
 /// not depend on any map's order.
 pub fn chain_hash(previous: &str, seq: i64, e: &AuditEvent) -> String {
-    let canonical = serde_json::json!([
+    // A tuple struct serialises as a JSON array: the same bytes as `json!([...])` of these fields, written
+    // straight into the hash (no intermediate value, no string): the recorder hashes every request's event.
+    #[derive(serde::Serialize)]
+    struct Canonical<'a>(
+        &'a str,
+        i64,
+        &'a str,
+        &'a str,
+        &'a str,
+        Timestamp,
+        &'a str,
+        &'a Option<String>,
+        &'a Option<String>,
+        &'a Option<String>,
+        &'a Option<String>,
+        &'a Option<String>,
+        &'a Option<String>,
+        Option<u16>,
+        Option<u64>,
+        Option<u64>,
+        Option<i64>,
+        Option<u64>,
+        &'a Option<String>,
+        &'a Option<String>,
+        &'a Option<String>,
+        &'a Option<String>,
+    );
+    /// Feeds what serde_json writes to the hash.
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let canonical = Canonical(
         previous,
         seq,
-        e.id,
-        e.tenant_id,
+        &e.id,
+        &e.tenant_id,
         e.kind.as_str(),
         e.effective_at,
         e.actor.kind.as_str(),
-        e.actor.id,
-        e.target_id,
-        e.project_id,
-        e.key_id,
-        e.key_last4,
-        e.model,
+        &e.actor.id,
+        &e.target_id,
+        &e.project_id,
+        &e.key_id,
+        &e.key_last4,
+        &e.model,
         e.status,
         e.prompt_tokens,
         e.completion_tokens,
         e.cost.map(Micros::get),
         e.latency_ms,
-        e.origin.request_id,
-        e.origin.source_ip,
-        e.origin.user_agent,
-        e.details,
-    ]);
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+        &e.origin.request_id,
+        &e.origin.source_ip,
+        &e.origin.user_agent,
+        &e.details,
+    );
+    let mut hashing = Hashing(Sha256::new());
+    // Writing to a hash cannot fail, and these types always serialise.
+    let _ = serde_json::to_writer(&mut hashing, &canonical);
+    hex(&hashing.0.finalize())
+}
+
+/// Lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// Where a chain stands: the last event's place and hash (the anchor's, after pruning, or [`GENESIS`] at 0).
@@ -606,6 +657,50 @@ mod tests {
             hash: events[1].hash.clone(),
         };
         assert_eq!(verify_chain(anchor, &events[2..], &head), Ok(4));
+    }
+
+    #[test]
+    fn the_hash_is_sha256_of_the_json_array_of_every_field() {
+        let mut e = AuditEvent::new(
+            EventType::RequestCompleted,
+            "org_1",
+            Actor::project_key("key_1"),
+            7,
+            &Origin::new(Some("req_1".into()), None, Some("ua \"x\"")),
+        )
+        .key("key_1", "ab12")
+        .details(&serde_json::json!({"u": "é"}));
+        e.status = Some(200);
+        e.cost = Some(Micros(-5));
+        let json = serde_json::json!([
+            "prev",
+            3,
+            e.id,
+            "org_1",
+            "request.completed",
+            7,
+            "project_key",
+            "key_1",
+            null,
+            null,
+            "key_1",
+            "ab12",
+            null,
+            200,
+            null,
+            null,
+            -5,
+            null,
+            "req_1",
+            null,
+            "ua \"x\"",
+            "{\"u\":\"é\"}"
+        ]);
+        let expected: String = Sha256::digest(json.to_string().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(chain_hash("prev", 3, &e), expected);
     }
 
     #[test]

@@ -17,14 +17,17 @@ pub(crate) const INSERT_EVENT: &str = "INSERT INTO audit_events (id, tenant_id, 
     completion_tokens, cost_micros, latency_ms, request_id, source_ip, user_agent, details, hash) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)";
 
-/// A tenant's events, newest first, narrowed by optional filters (`$2` type, `$3` actor, `$4` key, `$5` since,
-/// `$6` until, `$7` before this id), at most `$8`.
+/// A tenant's events, newest first (in chain order: the order they committed in, whichever node wrote them),
+/// narrowed by optional filters (`$2` type, `$3` actor, `$4` key, `$5` since, `$6` until, `$7` older than this
+/// event, by id: an id not in the tenant's log matches nothing), at most `$8`. The `(tenant_id, seq)` index serves
+/// it: appends maintain no index for listing alone.
 pub(crate) static LIST_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT {EVENT_FIELDS} FROM audit_events WHERE tenant_id = $1 AND ($2 IS NULL OR type = $2) \
          AND ($3 IS NULL OR actor_id = $3) AND ($4 IS NULL OR key_id = $4) \
          AND ($5 IS NULL OR effective_at >= $5) AND ($6 IS NULL OR effective_at < $6) \
-         AND ($7 IS NULL OR id < $7) ORDER BY id DESC LIMIT $8"
+         AND ($7 IS NULL OR seq < (SELECT c.seq FROM audit_events c WHERE c.tenant_id = $1 AND c.id = $7)) \
+         ORDER BY seq DESC LIMIT $8"
     )
 });
 

@@ -419,7 +419,7 @@ pub trait AuditLog {
     /// Appends events in one transaction, each at the end of its tenant's chain (appends for one tenant are
     /// serialised, whichever node makes them). A tenant without a chain (no such tenant) fails it.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
-    /// A tenant's events, newest first (by id), as `query` narrows them.
+    /// A tenant's events, newest first (in chain order), as `query` narrows them.
     async fn audit_events(&self, query: &AuditQuery) -> Result<Page<ChainedEvent>, StoreError>;
     /// Up to `limit` events of a tenant's chain after `after_seq`, in chain order: for checking it.
     async fn audit_chain_events(

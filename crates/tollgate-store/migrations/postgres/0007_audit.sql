@@ -24,8 +24,6 @@ CREATE TABLE audit_events (
     hash               TEXT NOT NULL,
     UNIQUE (tenant_id, seq)
 );
--- Listing is newest first by id within a tenant; filters narrow that scan.
-CREATE INDEX audit_events_by_tenant ON audit_events (tenant_id, id);
 
 CREATE TABLE audit_chains (
     tenant_id    TEXT COLLATE "C" PRIMARY KEY REFERENCES tenants (id),

@@ -27,10 +27,8 @@ CREATE TABLE audit_events (
     user_agent         TEXT,
     details            TEXT,
     hash               TEXT NOT NULL,
-    UNIQUE (tenant_id, seq)
+    UNIQUE (tenant_id, seq)  -- the chain's order, which listings follow newest first
 );
--- Listing is newest first by id within a tenant; filters narrow that scan.
-CREATE INDEX audit_events_by_tenant ON audit_events (tenant_id, id);
 
 CREATE TABLE audit_chains (
     tenant_id    TEXT PRIMARY KEY REFERENCES tenants (id),
