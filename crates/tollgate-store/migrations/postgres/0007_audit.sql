@@ -1,6 +1,6 @@
 -- The audit log and its hash chains: the same tables as migrations/sqlite/0006_audit.sql, which explains them.
 CREATE TABLE audit_events (
-    id                 TEXT COLLATE "C" PRIMARY KEY,
+    id                 TEXT COLLATE "C" NOT NULL UNIQUE,
     tenant_id          TEXT COLLATE "C" NOT NULL,
     seq                BIGINT NOT NULL,
     type               TEXT NOT NULL,
@@ -22,7 +22,7 @@ CREATE TABLE audit_events (
     user_agent         TEXT,
     details            TEXT,
     hash               TEXT NOT NULL,
-    UNIQUE (tenant_id, seq)
+    PRIMARY KEY (tenant_id, seq)
 );
 
 CREATE TABLE audit_chains (

@@ -5,7 +5,7 @@
 -- tenant are serialised on every backend, and the anchor where pruning cut the chain (`anchor_seq` 0 and
 -- `anchor_hash` '' before any pruning). Every tenant has its head from its creation on.
 CREATE TABLE audit_events (
-    id                 TEXT PRIMARY KEY,
+    id                 TEXT NOT NULL UNIQUE,
     tenant_id          TEXT NOT NULL,
     seq                INTEGER NOT NULL,
     type               TEXT NOT NULL,
@@ -27,8 +27,10 @@ CREATE TABLE audit_events (
     user_agent         TEXT,
     details            TEXT,
     hash               TEXT NOT NULL,
-    UNIQUE (tenant_id, seq)  -- the chain's order, which listings follow newest first
-);
+    -- The chain's order, which listings follow newest first. The table is stored in it (WITHOUT ROWID), so an
+    -- append writes the row and one index (the id's), not a rowid table and two indexes.
+    PRIMARY KEY (tenant_id, seq)
+) WITHOUT ROWID;
 
 CREATE TABLE audit_chains (
     tenant_id    TEXT PRIMARY KEY REFERENCES tenants (id),
