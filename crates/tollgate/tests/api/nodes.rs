@@ -316,3 +316,47 @@ async fn with_its_change_notifications_cut_a_node_still_refuses_a_revoked_key_wi
     let delay = refused_after(&b, &t.project_key, 401, cached, Instant::now()).await;
     eprintln!("revocation across nodes, notifications cut (PostgreSQL): {delay:?}");
 }
+
+#[tokio::test]
+async fn a_role_changed_on_one_node_is_enforced_on_another_within_a_second() {
+    let a = TestApp::start().await;
+    let b = a.another_node().await;
+    let t = a.tenant("pro").await;
+    let (member_id, admin_key) = a.member(&t, "demoted@example.com", "admin").await;
+    // Renaming the project to its own name: a write an admin may make, a member may not.
+    let project = format!("/v1/organization/projects/{}", t.project_id);
+    let rename = json!({"name": "Default"});
+    let cached = Instant::now();
+    assert_eq!(b.post(&project, &admin_key, &rename).await.status(), 200);
+    let path = format!("/v1/organization/members/{member_id}");
+    json_of(
+        a.post(&path, &t.admin_key, &json!({"role": "member"}))
+            .await,
+        200,
+    )
+    .await;
+    let changed = Instant::now();
+    loop {
+        let status = b
+            .post(&project, &admin_key, &rename)
+            .await
+            .status()
+            .as_u16();
+        let now = Instant::now();
+        assert!(
+            now - cached < WITHIN,
+            "node b still lets the demoted member write {:?} after the change",
+            now - changed
+        );
+        if status == 403 {
+            eprintln!(
+                "role change across nodes ({}): {:?}",
+                backend(&a),
+                now - changed
+            );
+            break;
+        }
+        assert_eq!(status, 200, "before the change shows");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
