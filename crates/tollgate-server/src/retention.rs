@@ -27,7 +27,7 @@ impl Retention {
         Self::default()
     }
 
-    /// Prunes `app`'s audit log now and every [`PRUNE_EVERY`], if its configuration keeps events for a limited
+    /// Prunes `app`'s audit log now and every hour (`PRUNE_EVERY`), if its configuration keeps events for a limited
     /// number of days.
     pub fn start(&self, app: Weak<App>, days: u64) {
         if days > 0 {

@@ -3,7 +3,7 @@
 //! and the body read timeout (the longest wait between two reads of a body, which `extract::AppJson` answers with
 //! 408).
 //!
-//! Routes are registered through [`Routes`], which records each method and path as it adds it: [`endpoints`] is
+//! Routes are registered through `Routes`, which records each method and path as it adds it: [`endpoints`] is
 //! that record, so tests that must cover every route (the cross-tenant walk) cannot miss one added later.
 
 use crate::app::AppState;
