@@ -1499,23 +1499,7 @@ fn suspension() -> TenantUpdate {
 
 async fn revoking_a_key_logs_its_digest_and_settling_logs_nothing(f: Fixture) {
     let cli = f.another_node().await;
-    let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t, &[]).await.unwrap();
-    f.store
-        .grant(
-            &t.tenant.id,
-            Micros(1_000),
-            None,
-            2,
-            &audit(EventType::CreditsGranted, &t.tenant.id),
-        )
-        .await
-        .unwrap();
-    let key = project_key(&t, "k", 3);
-    f.store
-        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
-        .await
-        .unwrap();
+    let (t, key) = funded_with_a_key(f.store.as_ref()).await;
     assert_eq!(
         logged(&f.store).await,
         vec![],
@@ -1899,6 +1883,28 @@ fn event(kind: EventType, tenant: &str, actor: Actor, at: i64) -> AuditEvent {
 /// The operator's event of `kind` in `tenant`'s log, for a change whose events a case does not look at.
 fn audit(kind: EventType, tenant: &str) -> AuditEvent {
     event(kind, tenant, Actor::operator(), 1)
+}
+
+/// Tenant "Acme" (created at 1), granted 1,000 µ¢ (at 2), with a project key "k" (at 3).
+async fn funded_with_a_key(store: &dyn Store) -> (NewTenant, ApiKey) {
+    let t = new_tenant("Acme", 1);
+    store.create_tenant(&t, &[]).await.unwrap();
+    store
+        .grant(
+            &t.tenant.id,
+            Micros(1_000),
+            None,
+            2,
+            &audit(EventType::CreditsGranted, &t.tenant.id),
+        )
+        .await
+        .unwrap();
+    let key = project_key(&t, "k", 3);
+    store
+        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
+        .await
+        .unwrap();
+    (t, key)
 }
 
 /// The operator as the cause of a tenant update whose events a case does not look at.
@@ -2490,23 +2496,7 @@ fn refused(t: &NewTenant, key: &ApiKey, status: u16, at: i64) -> AuditEvent {
 }
 
 async fn a_settled_batch_writes_each_requests_event_with_its_charge_in_the_chain(f: Fixture) {
-    let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t, &[]).await.unwrap();
-    f.store
-        .grant(
-            &t.tenant.id,
-            Micros(1_000),
-            None,
-            2,
-            &audit(EventType::CreditsGranted, &t.tenant.id),
-        )
-        .await
-        .unwrap();
-    let key = project_key(&t, "k", 3);
-    f.store
-        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &key.tenant_id))
-        .await
-        .unwrap();
+    let (t, key) = funded_with_a_key(f.store.as_ref()).await;
     // Management changes may have their own events in the chain already.
     let start = verify(f.store.as_ref(), &t.tenant.id).await.unwrap();
     let batch = [
