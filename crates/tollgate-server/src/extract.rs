@@ -165,20 +165,24 @@ impl FromRequestParts<AppState> for ListParams {
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
         let Query(raw) = Query::<RawListParams>::try_from_uri(&parts.uri)
             .map_err(|_| ApiError::bad_request("Invalid query string", None))?;
-        let limit = match raw.limit.as_deref() {
-            None => 20,
-            Some(s) => s
-                .parse::<u32>()
-                .ok()
-                .filter(|l| (1..=100).contains(l))
-                .ok_or_else(|| {
-                    ApiError::bad_request("limit must be an integer from 1 to 100", Some("limit"))
-                })?,
-        };
         Ok(Self(PageRequest {
             after: raw.after.filter(|a| !a.is_empty()),
-            limit,
+            limit: page_limit(raw.limit.as_deref())?,
         }))
+    }
+}
+
+/// A list's `limit` parameter: 1–100, 20 when absent or empty; anything else is a 400 naming it.
+pub fn page_limit(raw: Option<&str>) -> Result<u32, ApiError> {
+    match raw {
+        None | Some("") => Ok(20),
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request("limit must be an integer from 1 to 100", Some("limit"))
+            }),
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::extract::page_limit;
 use crate::objects::{AUDIT_CSV_HEADER, AuditEventObject, ListObject};
 use crate::service::usage::seconds;
 use bytes::Bytes;
@@ -72,16 +73,7 @@ impl AuditParams {
                 ));
             }
         };
-        let limit = match self.limit.as_deref() {
-            None | Some("") => 20,
-            Some(s) => s
-                .parse::<u32>()
-                .ok()
-                .filter(|l| (1..=100).contains(l))
-                .ok_or_else(|| {
-                    ApiError::bad_request("limit must be an integer from 1 to 100", Some("limit"))
-                })?,
-        };
+        let limit = page_limit(self.limit.as_deref())?;
         let text = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
         Ok((
             AuditQuery {
