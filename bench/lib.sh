@@ -19,7 +19,8 @@ trap cleanup EXIT
 # Builds tollgate and the bare hop (release, `debug = "line-tables-only"` for profilers); sets $bin and $hop_bin.
 bench_build() {
   cargo build --release --locked -p tollgate -p bench-hop
-  bin="$(cd "$target_dir" && pwd)/release/tollgate"
+  # TOLLGATE_BIN measures another build (an older commit's, for an A/B) instead of this tree's.
+  bin="${TOLLGATE_BIN:-$(cd "$target_dir" && pwd)/release/tollgate}"
   hop_bin="$(cd "$target_dir" && pwd)/release/bench-hop"
 }
 

@@ -1,20 +1,19 @@
-//! Every route, and the layers every request passes: request id (outermost, so every response carries one, errors
-//! included), the access log, the audit stage (`pipeline::audit`), the source address, the declared-size check, axum's body limit for chunked bodies,
-//! and the body read timeout (the longest wait between two reads of a body, which `extract::AppJson` answers with
+//! Every route, and the layers every request passes: the edge layer (`middleware::edge`: request id, access log,
+//! the audit slot, the source address, the declared-size check), axum's body limit for chunked bodies, and the body
+//! read timeout (the longest wait between two reads of a body, which `extract::AppJson` answers with
 //! 408).
 //!
 //! Routes are registered through `Routes`, which records each method and path as it adds it: [`endpoints`] is
 //! that record, so tests that must cover every route (the cross-tenant walk) cannot miss one added later.
 
 use crate::app::AppState;
-use crate::middleware::{access_log, body_limit, client_ip, request_id};
-use crate::pipeline;
+use crate::middleware::edge;
 use crate::routes::{health, inference, management, method_not_allowed, not_found, operator};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::http::Method;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{self, MethodRouter};
 use std::time::Duration;
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -139,16 +138,7 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
             state.config.body_read_timeout_seconds,
         )))
-        .layer(from_fn_with_state(
-            state.clone(),
-            body_limit::reject_oversize,
-        ))
-        .layer(from_fn_with_state(state.clone(), client_ip::resolve))
-        // The audit stage: inside the access log, outside everything that may refuse a request.
-        .layer(from_fn_with_state(state.clone(), pipeline::audit::observe))
-        // Inside the request id (which it logs), outside everything else (so it sees every response).
-        .layer(from_fn_with_state(state.clone(), access_log::access_log))
-        .layer(from_fn(request_id::request_id))
+        .layer(from_fn_with_state(state.clone(), edge::edge))
         .with_state(state)
 }
 
@@ -156,6 +146,7 @@ pub fn router(state: AppState) -> Router {
 mod tests {
     use super::*;
     use crate::config::ExposeSecret;
+    use crate::middleware::{access_log, request_id};
     use crate::test_support::audit;
     use crate::{App, Config};
     use axum::body::Body;
@@ -284,6 +275,53 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         request.extensions_mut().insert(ConnectInfo(peer));
         request
+    }
+
+    /// A request whose future the server drops before any answer (its client went away while it waited; here for a
+    /// body that never comes) still leaves its `request.completed` event, with 499, once the key was identified.
+    #[tokio::test]
+    async fn a_request_dropped_before_its_answer_still_writes_its_event_with_499() {
+        use futures::StreamExt;
+        let (_dir, state) = state().await;
+        let (_, _, key, secret) = tenant_and_key(&state).await;
+        let start = futures::stream::once(async {
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"model\":"))
+        });
+        let body = Body::from_stream(start.chain(futures::stream::pending()));
+        let request = Request::post("/v1/chat/completions")
+            .header(
+                "authorization",
+                format!("Bearer {}", secret.expose_secret()),
+            )
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap();
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            router(state.clone()).oneshot(with_peer(request)),
+        )
+        .await;
+        assert!(waiting.is_err(), "the request must still wait for its body");
+
+        let query = tollgate_core::audit::AuditQuery {
+            tenant_id: key.tenant_id.clone(),
+            kind: Some(EventType::RequestCompleted),
+            limit: 10,
+            ..Default::default()
+        };
+        let mut events = Vec::new();
+        for _ in 0..100 {
+            events = state.store.audit_events(&query).await.unwrap().items;
+            if !events.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(events.len(), 1, "{events:?}");
+        let event = &events[0].event;
+        assert_eq!(event.status, Some(499));
+        assert_eq!(event.key_id.as_deref(), Some(key.id.as_str()));
+        assert_eq!(event.cost, None, "nothing was charged");
     }
 
     #[tokio::test]

@@ -138,6 +138,20 @@ impl Recorder {
         }
     }
 
+    /// [`Recorder::record`] from code that cannot wait (a drop): when the queue is full the event is logged as lost.
+    pub fn record_now(&self, event: AuditEvent) {
+        match self.jobs.try_send(Job::Event(event)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(Job::Event(e))) => {
+                tracing::error!(request_id = e.origin.request_id.as_deref(), tenant_id = %e.tenant_id,
+                    status = e.status, "the recorder's queue is full: this audit event was not recorded");
+            }
+            Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => {
+                lost(&job)
+            }
+        }
+    }
+
     /// Whether the last write succeeded: when false, the store cannot be written for now and new paid requests
     /// must be refused.
     pub fn is_writable(&self) -> bool {

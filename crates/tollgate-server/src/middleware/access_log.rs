@@ -6,12 +6,11 @@
 //! request id (which `request_id` admits only as 1–128 visible ASCII characters): keys appear as their ids, and a
 //! path segment that looks like a key is cut to the key's visible prefix.
 
-use crate::app::AppState;
 use crate::error::ErrorDetail;
 use crate::middleware::client_ip::SourceIp;
 use crate::middleware::request_id::RequestId;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
+use axum::http::{Method, Uri};
 use axum::response::Response;
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -53,63 +52,77 @@ impl AccessRecord {
     }
 }
 
-/// Middleware (inside the request-id layer): logs each request's access line and, for a 5xx, its error.
-pub async fn access_log(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    // Only pay for the record when its line will be written (benchmarks run at `warn`).
-    let record = tracing::enabled!(target: TARGET, Level::INFO).then(AccessRecord::default);
-    if let Some(record) = &record {
-        request.extensions_mut().insert(record.clone());
-    }
-    let request_id = request.extensions().get::<RequestId>().cloned();
-    // Cheap clones (reference counts): the request itself moves on.
-    let method = request.method().clone();
-    let uri = request.uri().clone();
+/// A request's access line in the making: opened when the request arrives (after its id is assigned), written by
+/// [`Line::finish`] once its response is known.
+#[derive(Debug)]
+pub struct Line {
+    started: Instant,
+    record: Option<AccessRecord>,
+    request_id: Option<RequestId>,
+    method: Method,
+    uri: Uri,
+}
 
-    let mut response = next.run(request).await;
+impl Line {
+    /// Opens the line of `request`, putting its [`AccessRecord`] in the request's extensions when the line will
+    /// be written.
+    pub fn begin(request: &mut Request) -> Self {
+        // Only pay for the record when its line will be written (benchmarks run at `warn`).
+        let record = tracing::enabled!(target: TARGET, Level::INFO).then(AccessRecord::default);
+        if let Some(record) = &record {
+            request.extensions_mut().insert(record.clone());
+        }
+        Self {
+            started: Instant::now(),
+            record,
+            request_id: request.extensions().get::<RequestId>().cloned(),
+            // Cheap clones (reference counts): the request itself moves on.
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+        }
+    }
 
-    let status = response.status().as_u16();
-    let request_id = request_id.as_ref().and_then(|id| id.0.to_str().ok());
-    let is_server_error = response.status().is_server_error();
-    if record.is_none() && !is_server_error {
-        // Nothing to log: the common case on a server running at `warn` pays for no path scan.
-        return response;
+    /// Logs the access line for `response` and, for a 5xx, its error.
+    pub fn finish(self, prefixes: &KeyPrefixes, mut response: Response) -> Response {
+        let status = response.status().as_u16();
+        let request_id = self.request_id.as_ref().and_then(|id| id.0.to_str().ok());
+        let is_server_error = response.status().is_server_error();
+        if self.record.is_none() && !is_server_error {
+            // Nothing to log: the common case on a server running at `warn` pays for no path scan.
+            return response;
+        }
+        let (method, path) = (&self.method, loggable_path(self.uri.path(), prefixes));
+        if let Some(record) = self.record {
+            let facts = &record.0;
+            let principal = facts.principal.get();
+            tracing::info!(
+                target: TARGET,
+                request_id,
+                method = %method,
+                path = %path,
+                source_ip = facts.source.get().map(tracing::field::display),
+                tenant = principal.map(|p| p.key.tenant_id.as_str()),
+                key_id = principal.map(|p| p.key.id.as_str()),
+                model = facts.model.get().map(|m| &**m),
+                status,
+                latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+                "request"
+            );
+        }
+        if is_server_error {
+            // Taken out: the detail is for this line only.
+            let detail = response.extensions_mut().remove::<ErrorDetail>();
+            tracing::error!(
+                request_id,
+                method = %method,
+                path = %path,
+                status,
+                error = detail.as_ref().map(|d| tracing::field::display(&d.0)),
+                "request failed"
+            );
+        }
+        response
     }
-    let path = loggable_path(uri.path(), &state.prefixes);
-    if let Some(record) = record {
-        let facts = &record.0;
-        let principal = facts.principal.get();
-        tracing::info!(
-            target: TARGET,
-            request_id,
-            method = %method,
-            path = %path,
-            source_ip = facts.source.get().map(tracing::field::display),
-            tenant = principal.map(|p| p.key.tenant_id.as_str()),
-            key_id = principal.map(|p| p.key.id.as_str()),
-            model = facts.model.get().map(|m| &**m),
-            status,
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
-    }
-    if is_server_error {
-        // Taken out: the detail is for this line only.
-        let detail = response.extensions_mut().remove::<ErrorDetail>();
-        tracing::error!(
-            request_id,
-            method = %method,
-            path = %path,
-            status,
-            error = detail.as_ref().map(|d| tracing::field::display(&d.0)),
-            "request failed"
-        );
-    }
-    response
 }
 
 /// `path` with every segment that starts with one of our key prefixes cut to a key's visible prefix: a client that

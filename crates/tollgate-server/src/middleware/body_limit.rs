@@ -3,17 +3,11 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::CONTENT_LENGTH;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
-/// Middleware: refuse declared oversize bodies up front.
-pub async fn reject_oversize(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Refuses `request` (413) when its `Content-Length` is over `max_body_bytes`.
+pub fn check(state: &AppState, request: &Request) -> Result<(), ApiError> {
     let limit = state.config.max_body_bytes;
     let declared = request
         .headers()
@@ -21,7 +15,7 @@ pub async fn reject_oversize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return ApiError::PayloadTooLarge { limit }.into_response();
+        return Err(ApiError::PayloadTooLarge { limit });
     }
-    next.run(request).await
+    Ok(())
 }

@@ -8,10 +8,8 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::middleware::access_log::AccessRecord;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -77,20 +75,22 @@ pub fn source_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Source
     SourceIp::Known(peer)
 }
 
-/// Middleware: puts the request's [`SourceIp`] in its extensions, for authentication and logs.
-pub async fn resolve(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+/// Resolves `request`'s source address into its extensions (and its access record), or refuses it: a request
+/// without its socket peer is a server wiring bug.
+pub fn resolve(state: &AppState, request: &mut Request) -> Result<(), ApiError> {
     let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
         // The router was served without `into_make_service_with_connect_info`: fail every request loudly rather
         // than give every client one made-up address.
-        return ApiError::Internal("the request has no peer address (ConnectInfo)".to_owned())
-            .into_response();
+        return Err(ApiError::Internal(
+            "the request has no peer address (ConnectInfo)".to_owned(),
+        ));
     };
     let source = source_ip(peer.ip(), request.headers(), &state.config.trusted_proxies);
     if let Some(record) = request.extensions().get::<AccessRecord>() {
         record.record_source(source);
     }
     request.extensions_mut().insert(source);
-    next.run(request).await
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 use uuid::Uuid;
 
@@ -28,8 +27,9 @@ fn generate() -> HeaderValue {
     HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("req_unknown"))
 }
 
-/// Middleware: attach the id to the request and to whatever response comes back.
-pub async fn request_id(mut request: Request, next: Next) -> Response {
+/// Gives `request` its id (the client's when acceptable, else a new one) in its extensions, and returns it for
+/// [`stamp`].
+pub fn assign(request: &mut Request) -> HeaderValue {
     let id = request
         .headers()
         .get(&X_REQUEST_ID)
@@ -37,9 +37,12 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         .cloned()
         .unwrap_or_else(generate);
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
+    id
+}
+
+/// Puts the request's id on its response.
+pub fn stamp(response: &mut Response, id: HeaderValue) {
     response.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    response
 }
 
 #[cfg(test)]

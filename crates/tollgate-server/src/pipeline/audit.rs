@@ -1,15 +1,13 @@
 //! Audit: every inference request that identified a project key leaves exactly one `request.completed` event,
-//! answered or refused. [`observe`] opens an [`AuditSlot`] for each request and closes it with the response's
-//! status; authentication fills it once a key is identified (refused keys included), policy adds the model. A
+//! answered or refused. The edge layer ([`crate::middleware::edge`]) opens an [`AuditSlot`] for each request and
+//! finishes it with the response's status; authentication fills it once a key is identified (refused keys included), policy adds the model. A
 //! request that reaches its hold hands the event to its bill ([`Claim`]): the settlement writes it with the charge,
 //! in the same transaction; a bill given up before the response (an upstream failure) hands it back, and the slot
 //! writes it with the error's status. A refused request's event goes to the recorder's next batch: the answer never
 //! waits for that commit. A request that identified no key (missing, malformed, unknown) writes nothing.
 
 use crate::app::AppState;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::Request;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tollgate_core::audit::{AuditEvent, Origin};
@@ -174,15 +172,46 @@ impl Drop for Claim {
     }
 }
 
-/// The audit stage, around every route: opens the request's slot, and once the response is known queues the event
-/// the slot still holds (an identified request that no settlement recorded) for the recorder's next batch.
-pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let slot = AuditSlot::new();
-    request.extensions_mut().insert(slot.clone());
-    let response = next.run(request).await;
-    if let Some(event) = slot.close(response.status().as_u16(), state.clock.now()) {
-        // Waits only while the recorder's queue is full, never for the commit.
-        state.recorder.record(event).await;
+impl AuditSlot {
+    /// Opens the slot of `request`, in its extensions, for the stages that follow.
+    pub fn open(request: &mut Request) -> Self {
+        let slot = Self::new();
+        request.extensions_mut().insert(slot.clone());
+        slot
     }
-    response
+
+    /// The response is out with `status`: queues the event the slot still holds (an identified request that no
+    /// settlement recorded) for the recorder's next batch. Waits only while the recorder's queue is full, never for
+    /// the commit.
+    pub async fn finish(&self, state: &AppState, status: u16) {
+        if let Some(event) = self.close(status, state.clock.now()) {
+            state.recorder.record(event).await;
+        }
+    }
+
+    /// A guard that, dropped before [`AuditSlot::finish`] ran, writes the event the slot still holds with status
+    /// [`CLIENT_CLOSED`]: the server drops a request's future when its client goes away (a body cut off, a
+    /// connection closed while the request waits), and a refused request must not escape the log that way.
+    pub fn until_finished<'a>(&'a self, state: &'a AppState) -> Unfinished<'a> {
+        Unfinished { slot: self, state }
+    }
+}
+
+/// The status an event records for a request whose client went away before any response: 499, as nginx and most
+/// proxies log it.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// See [`AuditSlot::until_finished`].
+pub struct Unfinished<'a> {
+    slot: &'a AuditSlot,
+    state: &'a AppState,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        // After `finish` the slot is closed and this writes nothing.
+        if let Some(event) = self.slot.close(CLIENT_CLOSED, self.state.clock.now()) {
+            self.state.recorder.record_now(event);
+        }
+    }
 }

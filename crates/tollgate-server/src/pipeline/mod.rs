@@ -2,7 +2,7 @@
 //!
 //! A handler parses its request, then calls [`admit`]: authenticate has already run (the `ProjectKey` extractor),
 //! then [`policy`] → [`rate_limit`] → [`idempotency`] → [`hold`]. It runs the provider call on `App::tasks` and
-//! settles through the [`settle::Bill`] it was given (settle → record). Around all of it, [`audit::observe`] sees
+//! settles through the [`settle::Bill`] it was given (settle → record). Around all of it, the [`audit::AuditSlot`] sees
 //! that every request that identified a key leaves one `request.completed` event. A new feature is a stage here,
 //! never code inside a handler.
 
