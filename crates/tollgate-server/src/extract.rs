@@ -53,12 +53,22 @@ impl<T: DeserializeOwned> FromRequest<AppState> for SizedJson<T> {
 }
 
 /// A request body read whole but not parsed yet, for a route that must look at the exact bytes first (a signature
-/// over them); reading it fails as [`AppJson`] does (413, 408, 400).
-#[derive(Debug, Clone)]
+/// over them); reading it fails as [`AppJson`] does (413, 408, 400). Its `Debug` shows the length only: such a
+/// body may carry secrets (leaked keys).
+#[derive(Clone)]
 pub struct RawBody {
     bytes: Bytes,
     /// Whether `Content-Type` is `application/json` (`None`: absent or not text).
     is_json: Option<bool>,
+}
+
+impl std::fmt::Debug for RawBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawBody")
+            .field("len", &self.bytes.len())
+            .field("is_json", &self.is_json)
+            .finish()
+    }
 }
 
 impl RawBody {

@@ -114,8 +114,9 @@ pub struct SignedBy<'a> {
 }
 
 /// One reported match. Unknown fields are ignored, and `url` and `source` may be missing or null: GitHub may add
-/// to its payload, and a report refused for its shape would leave a leaked key working.
-#[derive(Debug, Clone, Deserialize)]
+/// to its payload (its older examples have no `source`), and a report refused for its shape would leave a leaked
+/// key working. Its `Debug` never shows the token.
+#[derive(Clone, Deserialize)]
 pub struct Match {
     /// The string found.
     pub token: String,
@@ -128,6 +129,17 @@ pub struct Match {
     /// What kind of place it was found in (`content`, `commit`, `npm`…).
     #[serde(default)]
     pub source: Option<String>,
+}
+
+impl std::fmt::Debug for Match {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Match")
+            .field("token", &format_args!("<{} bytes>", self.token.len()))
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("source", &self.source)
+            .finish()
+    }
 }
 
 /// The verdict on one match, GitHub's shape.
@@ -337,6 +349,14 @@ mod tests {
             "{bad:?}"
         );
         assert!(bad.unwrap_err().to_string().contains("\"k2\""));
+    }
+
+    #[test]
+    fn a_match_never_prints_its_token() {
+        let found: Match =
+            serde_json::from_str(r#"{"token":"sk_live_secretvalue","type":"t"}"#).unwrap();
+        let shown = format!("{found:?}");
+        assert!(!shown.contains("secretvalue"), "{shown}");
     }
 
     #[test]
