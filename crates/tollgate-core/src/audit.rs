@@ -27,7 +27,7 @@ pub enum EventType {
     ApiKeyRevoked,
     /// A project key's first refused request after its expiry.
     ApiKeyExpired,
-    /// A project key was reported leaked and revoked.
+    /// A key (project or admin) was reported leaked and revoked.
     ApiKeyLeaked,
     /// An admin key was created.
     AdminApiKeyCreated,

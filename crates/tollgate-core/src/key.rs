@@ -68,34 +68,74 @@ pub enum PrefixError {
     /// Both kinds would share a prefix, so a key's kind could not be told from its value.
     #[error("the project and admin key prefixes must differ")]
     Ambiguous,
+    /// An earlier project prefix that is the admin prefix: its keys' kind could not be told from their value.
+    #[error("an accepted key prefix must differ from the admin key prefix (got {0:?})")]
+    AcceptedIsAdmin(String),
 }
 
-/// The two prefixes of a deployment, validated.
+/// The prefixes of a deployment, validated: the one new keys of each kind get, and earlier project prefixes whose
+/// keys still parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPrefixes {
     project: String,
     admin: String,
+    /// Project prefixes of the past (`accepted_key_prefixes`): each issued key embeds its prefix in its checksum,
+    /// so a changed `key_prefix` would otherwise make every key issued before the change malformed.
+    earlier: Vec<String>,
+}
+
+/// Whether `p` is a usable prefix: 4–12 characters of `[A-Za-z0-9_]` ending in `_`.
+fn check_prefix(p: &str) -> Result<(), PrefixError> {
+    let ok = (4..=12).contains(&p.len())
+        && p.ends_with('_')
+        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(PrefixError::Invalid(p.to_owned()))
+    }
 }
 
 impl KeyPrefixes {
     /// Validates both prefixes: each 4–12 characters ending in `_`, and different. One may start with the other
     /// (`btoo_` and `btoo_admin_`): a body has no `_`, so the longer prefix decides.
     pub fn new(project: &str, admin: &str) -> Result<Self, PrefixError> {
-        for p in [project, admin] {
-            let ok = (4..=12).contains(&p.len())
-                && p.ends_with('_')
-                && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !ok {
-                return Err(PrefixError::Invalid(p.to_owned()));
-            }
-        }
+        check_prefix(project)?;
+        check_prefix(admin)?;
         if project == admin {
             return Err(PrefixError::Ambiguous);
         }
         Ok(Self {
             project: project.to_owned(),
             admin: admin.to_owned(),
+            earlier: Vec::new(),
         })
+    }
+
+    /// Also accepts project keys issued under the `earlier` prefixes (validated as the others are); new keys keep
+    /// the current one. Listing the current project prefix again is harmless.
+    pub fn accepting(mut self, earlier: &[String]) -> Result<Self, PrefixError> {
+        for p in earlier {
+            check_prefix(p)?;
+            if *p == self.admin {
+                return Err(PrefixError::AcceptedIsAdmin(p.clone()));
+            }
+            if *p != self.project && !self.earlier.contains(p) {
+                self.earlier.push(p.clone());
+            }
+        }
+        Ok(self)
+    }
+
+    /// Every prefix a key of ours may start with, with its kind: the current two, then the earlier project ones.
+    pub fn all(&self) -> impl Iterator<Item = (KeyKind, &str)> {
+        [
+            (KeyKind::Project, &self.project),
+            (KeyKind::Admin, &self.admin),
+        ]
+        .into_iter()
+        .chain(self.earlier.iter().map(|p| (KeyKind::Project, p)))
+        .map(|(kind, p)| (kind, p.as_str()))
     }
 
     /// The prefix for keys of this kind.
@@ -113,18 +153,14 @@ impl KeyPrefixes {
         if !raw.is_ascii() {
             return Err(KeyFormatError::Malformed);
         }
-        // Try the longer prefix first: when one prefix starts with the other, only the longer one can match a
-        // well-formed key, because the rest of the longer prefix ends in `_`, which no body contains.
-        let (first, second) = if self.admin.len() >= self.project.len() {
-            (KeyKind::Admin, KeyKind::Project)
-        } else {
-            (KeyKind::Project, KeyKind::Admin)
-        };
-        let kind = [first, second]
-            .into_iter()
-            .find(|&k| raw.starts_with(self.for_kind(k)))
+        // Take the longest prefix the string starts with: when one prefix starts with another, only the longer one
+        // can match a well-formed key, because the rest of the longer prefix ends in `_`, which no body contains.
+        let (kind, prefix_len) = self
+            .all()
+            .filter(|(_, p)| raw.starts_with(p))
+            .map(|(kind, p)| (kind, p.len()))
+            .max_by_key(|&(_, len)| len)
             .ok_or(KeyFormatError::Malformed)?;
-        let prefix_len = self.for_kind(kind).len();
         if raw.len() != prefix_len + BODY_LEN + CHECKSUM_LEN {
             return Err(KeyFormatError::Malformed);
         }
@@ -376,6 +412,78 @@ mod tests {
         );
         assert!(KeyPrefixes::new("a_very_long_prefix_", "sk_admin_").is_err());
         assert!(KeyPrefixes::new("btoo_", "sk_admin_").is_ok());
+    }
+
+    #[test]
+    fn keys_of_earlier_prefixes_still_parse_and_new_ones_get_the_current_prefix() {
+        let old = prefixes();
+        let old_key = old.generate(KeyKind::Project);
+        let old_admin = old.generate(KeyKind::Admin);
+        let renamed = KeyPrefixes::new("btoo_", "sk_admin_").unwrap();
+        assert!(renamed.parse(old_key.expose_secret()).is_err());
+        let accepting = renamed
+            .clone()
+            .accepting(&["sk_live_".to_owned(), "btoo_".to_owned()])
+            .unwrap();
+        assert_eq!(
+            accepting.parse(old_key.expose_secret()),
+            Ok((KeyKind::Project, old_key.clone()))
+        );
+        assert_eq!(
+            accepting.parse(old_admin.expose_secret()).unwrap().0,
+            KeyKind::Admin
+        );
+        let new = accepting.generate(KeyKind::Project);
+        assert!(new.expose_secret().starts_with("btoo_"));
+        assert_eq!(
+            accepting.parse(new.expose_secret()).unwrap().0,
+            KeyKind::Project
+        );
+        // The checksum covers the prefix: an old key's body under the new prefix is no key.
+        let moved = old_key.expose_secret().replacen("sk_live_", "sk_test_", 1);
+        let both = accepting
+            .clone()
+            .accepting(&["sk_test_".to_owned()])
+            .unwrap();
+        assert!(both.parse(&moved).is_err());
+        // An earlier prefix that another one starts with: the longer one decides, as for the current two.
+        let nested = KeyPrefixes::new("btoo_live_", "btoo_admin_")
+            .unwrap()
+            .accepting(&["btoo_".to_owned()])
+            .unwrap();
+        let current = nested.generate(KeyKind::Project);
+        assert_eq!(
+            nested.parse(current.expose_secret()).unwrap().0,
+            KeyKind::Project
+        );
+        let admin = nested.generate(KeyKind::Admin);
+        assert_eq!(
+            nested.parse(admin.expose_secret()).unwrap().0,
+            KeyKind::Admin
+        );
+        let earlier = KeyPrefixes::new("btoo_", "btoo_admin_")
+            .unwrap()
+            .generate(KeyKind::Project);
+        assert_eq!(
+            nested.parse(earlier.expose_secret()).unwrap().0,
+            KeyKind::Project
+        );
+    }
+
+    #[test]
+    fn accepted_prefixes_are_validated_like_the_others() {
+        let p = || KeyPrefixes::new("btoo_", "sk_admin_").unwrap();
+        for bad in ["abc", "sk_test", "a_very_long_prefix_", "sk-test_"] {
+            assert_eq!(
+                p().accepting(&[bad.to_owned()]),
+                Err(PrefixError::Invalid(bad.to_owned()))
+            );
+        }
+        assert_eq!(
+            p().accepting(&["sk_admin_".to_owned()]),
+            Err(PrefixError::AcceptedIsAdmin("sk_admin_".to_owned()))
+        );
+        assert_eq!(p().accepting(&[]), Ok(p()));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::credits::{Recorder, Wallets};
 use crate::key_cache::KeyCache;
 use crate::retention::Retention;
+use crate::service::secret_scanning::GithubKeys;
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct App {
     pub prefixes: KeyPrefixes,
     /// Plans in force.
     pub plans: Plans,
+    /// GitHub's public keys for leaked-key reports; `None`: the receiver is off (404).
+    pub secret_scanning: Option<GithubKeys>,
     /// Authenticated keys, so the hot path needs no storage round trip.
     pub keys: KeyCache,
     /// Keeps `keys` in step with changes made on other nodes and by the CLI.
@@ -85,6 +88,7 @@ impl App {
     ) -> Result<AppState, BuildError> {
         config.validate()?;
         let prefixes = config.key_prefixes()?;
+        let secret_scanning = config.secret_scanning_keys()?;
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         providers.insert(ECHO_PROVIDER.to_owned(), Arc::new(EchoProvider::new()));
         for (index, p) in config.providers.iter().enumerate() {
@@ -132,6 +136,7 @@ impl App {
             providers,
             prefixes,
             plans,
+            secret_scanning,
             keys: KeyCache::following(),
             changes: ChangeFollower::new(),
             retention: Retention::new(),

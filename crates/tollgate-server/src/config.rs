@@ -1,6 +1,7 @@
 //! The configuration file (TOML) and its environment overrides, validated at start-up so a typo is an error that
 //! names the field, never a silent default.
 
+use crate::service::secret_scanning::GithubKeys;
 use ipnet::IpNet;
 /// The operator token and the database and Redis URLs (which may carry passwords) are [`SecretString`]s: its `Debug` prints `[REDACTED]`, and reading it takes an explicit
 /// [`ExposeSecret::expose_secret`].
@@ -72,6 +73,8 @@ pub struct Config {
     pub key_prefix: String,
     /// Prefix of admin keys.
     pub admin_key_prefix: String,
+    /// Earlier project-key prefixes whose issued keys still authenticate (new keys always get `key_prefix`).
+    pub accepted_key_prefixes: Vec<String>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -100,6 +103,26 @@ pub struct Config {
     /// Audit events older than this many days are pruned (each chain keeps an anchor, so the rest still
     /// verifies); 0 keeps them forever.
     pub audit_retention_days: u64,
+    /// GitHub's secret scanning partner program; absent, `POST /secret_scanning/v1/github` answers 404.
+    pub secret_scanning: Option<SecretScanningConfig>,
+}
+
+/// `[secret_scanning]`: the public keys GitHub signs its leaked-key reports with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretScanningConfig {
+    /// Keys by the identifier GitHub sends in `GITHUB-PUBLIC-KEY-IDENTIFIER`.
+    pub public_keys: Vec<PublicKeyConfig>,
+}
+
+/// One of GitHub's public keys, as GitHub publishes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKeyConfig {
+    /// Its `key_identifier`.
+    pub id: String,
+    /// Its `key`: a P-256 public key, `-----BEGIN PUBLIC KEY-----…`.
+    pub pem: String,
 }
 
 /// The longest audit retention: 1,000 years (a cut-off this far back is keeping forever; the bound keeps the
@@ -115,6 +138,7 @@ impl Default for Config {
             operator_token: None,
             key_prefix: "sk_live_".to_owned(),
             admin_key_prefix: "sk_admin_".to_owned(),
+            accepted_key_prefixes: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             trusted_proxies: Vec::new(),
             providers: Vec::new(),
@@ -128,6 +152,7 @@ impl Default for Config {
             idle_timeout_seconds: 75,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             audit_retention_days: 0,
+            secret_scanning: None,
         }
     }
 }
@@ -226,6 +251,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.key_prefixes()?;
+        self.secret_scanning_keys()?;
         if self.max_body_bytes == 0 {
             return Err(invalid("max_body_bytes", "must be at least 1"));
         }
@@ -360,10 +386,32 @@ impl Config {
         })
     }
 
-    /// The validated key prefixes.
+    /// The validated key prefixes, earlier project prefixes included.
     pub fn key_prefixes(&self) -> Result<KeyPrefixes, ConfigError> {
         KeyPrefixes::new(&self.key_prefix, &self.admin_key_prefix)
-            .map_err(|e| invalid("key_prefix/admin_key_prefix", e.to_string()))
+            .map_err(|e| invalid("key_prefix/admin_key_prefix", e.to_string()))?
+            .accepting(&self.accepted_key_prefixes)
+            .map_err(|e| invalid("accepted_key_prefixes", e.to_string()))
+    }
+
+    /// GitHub's public keys, parsed; `None` without a `[secret_scanning]` section. A key that does not parse is an
+    /// error naming it, so a bad PEM stops the start rather than every report.
+    pub fn secret_scanning_keys(&self) -> Result<Option<GithubKeys>, ConfigError> {
+        let Some(section) = &self.secret_scanning else {
+            return Ok(None);
+        };
+        if section.public_keys.is_empty() {
+            return Err(invalid(
+                "secret_scanning.public_keys",
+                "must list at least one key",
+            ));
+        }
+        let mut keys = GithubKeys::default();
+        for (i, k) in section.public_keys.iter().enumerate() {
+            keys.insert(&k.id, &k.pem)
+                .map_err(|e| invalid(format!("secret_scanning.public_keys[{i}]"), e.to_string()))?;
+        }
+        Ok(Some(keys))
     }
 
     /// The plans in force: the configured ones, or the documented defaults.
@@ -439,6 +487,52 @@ mod tests {
         assert!(err("max_connections = -1").contains("max_connections"));
         let huge = format!("max_connections = {}", i64::MAX);
         assert!(err(&huge).contains("max_connections"), "{}", err(&huge));
+    }
+
+    #[test]
+    fn accepted_key_prefixes_are_validated_like_key_prefix() {
+        assert!(Config::default().accepted_key_prefixes.is_empty());
+        assert_eq!(
+            err("key_prefix = \"btoo_\"\naccepted_key_prefixes = [\"sk_live_\"]"),
+            "ok"
+        );
+        for bad in ["\"sk\"", "\"sk_test\"", "\"sk_admin_\""] {
+            let text = format!("accepted_key_prefixes = [{bad}]");
+            assert!(
+                err(&text).contains("accepted_key_prefixes"),
+                "{}",
+                err(&text)
+            );
+        }
+    }
+
+    #[test]
+    fn secret_scanning_keys_are_parsed_at_start_up_and_a_bad_one_is_named() {
+        use p256::pkcs8::{EncodePublicKey, LineEnding};
+        assert!(Config::default().secret_scanning_keys().unwrap().is_none());
+        let pem = p256::ecdsa::SigningKey::from_slice(&[7u8; 32])
+            .unwrap()
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let section = |keys: &str| format!("[secret_scanning]\npublic_keys = [{keys}]");
+        let good = format!("{{ id = \"gh-1\", pem = '''{pem}''' }}");
+        let c = Config::from_toml(&section(&good)).unwrap();
+        c.validate().unwrap();
+        assert!(c.secret_scanning_keys().unwrap().is_some());
+        let e = err(&section(""));
+        assert!(e.contains("secret_scanning.public_keys"), "{e}");
+        let e = err(&section(&format!(
+            "{good}, {{ id = \"gh-2\", pem = \"nope\" }}"
+        )));
+        assert!(
+            e.contains("secret_scanning.public_keys[1]") && e.contains("\"gh-2\""),
+            "{e}"
+        );
+        let e = err(&section(&format!("{good}, {good}")));
+        assert!(e.contains("duplicate id \"gh-1\""), "{e}");
+        let e = err(&section("{ id = \"a\", pem = \"x\", extra = 1 }"));
+        assert!(e.contains("extra"), "{e}");
     }
 
     #[test]

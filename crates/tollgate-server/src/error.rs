@@ -3,6 +3,7 @@
 //! gets our own sentence, and the detail travels in the response's extensions ([`ErrorDetail`]) to the access-log
 //! layer, which logs it with the request id.
 
+use crate::service::secret_scanning::ReportError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::value::RawValue;
@@ -116,6 +117,10 @@ pub enum ApiError {
     /// 415 `invalid_request_error`.
     #[error("Unsupported media type: send the body as application/json")]
     UnsupportedMediaType,
+    /// A secret scanning report refused before it is read: 404 while the receiver is not configured, else 401
+    /// `authentication_error` (the request is not GitHub's, as far as the signature tells).
+    #[error(transparent)]
+    SecretScanning(#[from] ReportError),
     /// 502 or 504 `upstream_error`.
     #[error("upstream: {0}")]
     Upstream(#[from] ProviderError),
@@ -203,6 +208,12 @@ impl ApiError {
             Self::BodyReadTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, INVALID, None, None),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, INVALID, None, None),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID, None, None),
+            Self::SecretScanning(ReportError::Disabled) => {
+                (StatusCode::NOT_FOUND, INVALID, None, None)
+            }
+            Self::SecretScanning(_) => {
+                (StatusCode::UNAUTHORIZED, "authentication_error", None, None)
+            }
             Self::Upstream(ProviderError::Timeout) => {
                 (StatusCode::GATEWAY_TIMEOUT, "upstream_error", None, None)
             }

@@ -1,6 +1,7 @@
 //! Request extractors whose failures are `ApiError`s, so even a malformed body or query gets our error shape:
 //! `AppJson<T>` (media type, size, a body that stalls between two reads, JSON syntax, field types, with `param`
-//! naming the field at fault) and `ListParams` (cursor pagination).
+//! naming the field at fault), `RawBody` (the same, for a route that checks the exact bytes before parsing them)
+//! and `ListParams` (cursor pagination).
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -42,6 +43,60 @@ impl<T: DeserializeOwned> FromRequest<AppState> for SizedJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let body = RawBody::from_request(request, state).await?;
+        body.require_json()?;
+        parse_json(&body.bytes).map(|value| Self {
+            value,
+            raw: body.bytes,
+        })
+    }
+}
+
+/// A request body read whole but not parsed yet, for a route that must look at the exact bytes first (a signature
+/// over them); reading it fails as [`AppJson`] does (413, 408, 400). Its `Debug` shows the length only: such a
+/// body may carry secrets (leaked keys).
+#[derive(Clone)]
+pub struct RawBody {
+    bytes: Bytes,
+    /// Whether `Content-Type` is `application/json` (`None`: absent or not text).
+    is_json: Option<bool>,
+}
+
+impl std::fmt::Debug for RawBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawBody")
+            .field("len", &self.bytes.len())
+            .field("is_json", &self.is_json)
+            .finish()
+    }
+}
+
+impl RawBody {
+    /// The bytes as received.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// 415 for a non-empty body that is not `application/json`.
+    pub fn require_json(&self) -> Result<(), ApiError> {
+        if !self.bytes.is_empty() && self.is_json != Some(true) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        Ok(())
+    }
+
+    /// The body as a JSON array of `T`: 415 as [`RawBody::require_json`], 400 as [`parse_json`] (naming the
+    /// element and field at fault, e.g. `[1].token`) for anything but an array.
+    pub fn json_array<T: DeserializeOwned>(&self) -> Result<Vec<T>, ApiError> {
+        self.require_json()?;
+        parse_body(&self.bytes, b'[', "The request body must be a JSON array")
+    }
+}
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let is_json = request
             .headers()
             .get(CONTENT_TYPE)
@@ -67,10 +122,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for SizedJson<T> {
                     ApiError::bad_request("Could not read the request body", None)
                 }
             })?;
-        if !bytes.is_empty() && is_json != Some(true) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        parse_json(&bytes).map(|value| Self { value, raw: bytes })
+        Ok(Self { bytes, is_json })
     }
 }
 
@@ -89,6 +141,16 @@ fn caused_by_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Parses a request body: 400 for an empty body, bad syntax, a non-object, or a missing or wrong-typed field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_body(bytes, b'{', "The request body must be a JSON object")
+}
+
+/// [`parse_json`] for a body whose JSON value must open with `opening` (`{` or `[`); `wrong_kind` is the 400's
+/// message for any other value.
+fn parse_body<T: DeserializeOwned>(
+    bytes: &[u8],
+    opening: u8,
+    wrong_kind: &str,
+) -> Result<T, ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         None => {
@@ -97,13 +159,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 None,
             ));
         }
-        Some(b'{') => {}
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "The request body must be a JSON object",
-                None,
-            ));
-        }
+        Some(&b) if b == opening => {}
+        Some(_) => return Err(ApiError::bad_request(wrong_kind, None)),
     }
     // A valid body needs no path tracking: only a failure is parsed again, to name the field at fault.
     if let Ok(value) = serde_json::from_slice(bytes) {

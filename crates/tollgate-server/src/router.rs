@@ -8,7 +8,9 @@
 
 use crate::app::AppState;
 use crate::middleware::edge;
-use crate::routes::{health, inference, management, method_not_allowed, not_found, operator};
+use crate::routes::{
+    health, inference, management, method_not_allowed, not_found, operator, secret_scanning,
+};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
@@ -120,6 +122,11 @@ fn routes() -> Routes {
     .post(
         "/operator/v1/tenants/{id}/credits",
         tenants::credits::handler,
+    )
+    // Leaked-key reports: the scanner's signature.
+    .post(
+        "/secret_scanning/v1/github",
+        secret_scanning::github::handler,
     )
 }
 

@@ -169,3 +169,34 @@ fn command_line_changes_are_audit_events_of_the_operator() {
     assert_eq!(revoked.key_last4.as_deref(), key["last4"].as_str());
     assert_eq!(revoked.project_id.as_deref(), Some(project));
 }
+
+/// `key lookup` knows keys of the prefixes `accepted_key_prefixes` lists, after `key_prefix` changed.
+#[test]
+fn key_lookup_recognises_keys_of_accepted_earlier_prefixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let created = create_acme(d);
+    let project = created["project"]["id"].as_str().unwrap();
+    let key = json(d, &["key", "create", "--project", project, "--name", "ci"]);
+    let value = key["value"].as_str().unwrap();
+    assert!(value.starts_with("sk_live_"));
+    let config = |name: &str, text: &str| {
+        let path = d.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let accepting = config(
+        "accepting.toml",
+        "key_prefix = \"btoo_\"\naccepted_key_prefixes = [\"sk_live_\"]\n",
+    );
+    let strict = config("strict.toml", "key_prefix = \"btoo_\"\n");
+    let found = json(d, &["--config", &accepting, "key", "lookup", value]);
+    assert_eq!(found["key"]["id"], key["id"]);
+    let out = tollgate(d, &["--config", &strict, "key", "lookup", value]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a key of this deployment"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -15,7 +15,7 @@ use axum::response::Response;
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use tollgate_core::key::{KeyKind, KeyPrefixes, VISIBLE_PREFIX_LEN};
+use tollgate_core::key::{KeyPrefixes, VISIBLE_PREFIX_LEN};
 use tollgate_core::tenant::Principal;
 use tracing::Level;
 
@@ -129,9 +129,9 @@ impl Line {
 /// puts a key in a URL (as a model id, say) must not get it logged.
 fn loggable_path<'a>(path: &'a str, prefixes: &KeyPrefixes) -> Cow<'a, str> {
     let looks_like_key = |segment: &str| {
-        [KeyKind::Project, KeyKind::Admin]
-            .iter()
-            .any(|&kind| segment.starts_with(prefixes.for_kind(kind)))
+        prefixes
+            .all()
+            .any(|(_, prefix)| segment.starts_with(prefix))
     };
     if !path.split('/').any(looks_like_key) {
         return Cow::Borrowed(path);
@@ -150,6 +150,7 @@ fn loggable_path<'a>(path: &'a str, prefixes: &KeyPrefixes) -> Cow<'a, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_core::key::KeyKind;
 
     #[test]
     fn key_shaped_path_segments_are_cut_to_their_visible_prefix() {

@@ -1,10 +1,12 @@
 //! Route handlers, one file per action: `inference/` (project keys), `management/` (admin keys), `operator/`
-//! (the operator token), and `health` (no credential). Handlers are thin: parse, call the domain and ports, render.
+//! (the operator token), `secret_scanning/` (a scanner's signature) and `health` (no credential). Handlers are
+//! thin: parse, call the domain and ports, render.
 
 pub mod health;
 pub mod inference;
 pub mod management;
 pub mod operator;
+pub mod secret_scanning;
 
 use crate::error::ApiError;
 

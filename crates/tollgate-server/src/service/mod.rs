@@ -10,6 +10,7 @@ pub mod credits;
 pub mod keys;
 pub mod members;
 pub mod projects;
+pub mod secret_scanning;
 pub mod tenants;
 pub mod usage;
 
@@ -41,6 +42,18 @@ impl Caller {
     pub fn operator(RequestOrigin(origin): RequestOrigin) -> Self {
         Self {
             actor: Actor::operator(),
+            origin,
+        }
+    }
+
+    /// GitHub's secret scanning, reporting leaked keys: the deployment acts on the report (`operator`, with
+    /// [`secret_scanning::ACTOR_ID`] as its id, so these events can be told from the operator's own).
+    pub fn secret_scanning(RequestOrigin(origin): RequestOrigin) -> Self {
+        Self {
+            actor: Actor {
+                kind: tollgate_core::audit::ActorType::Operator,
+                id: Some(secret_scanning::ACTOR_ID.to_owned()),
+            },
             origin,
         }
     }

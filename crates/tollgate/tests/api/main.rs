@@ -14,3 +14,4 @@ mod inference;
 mod management;
 mod nodes;
 mod operator;
+mod secret_scanning;
