@@ -352,7 +352,7 @@ macro_rules! store_queries {
                     KeyOwner::Project(p) => ("project", Some(p.as_str()), None),
                     KeyOwner::Member(m) => ("admin", None, Some(m.as_str())),
                 };
-                let (rpm, tpm, spend, period) = rows::limit_columns(key)?;
+                let limits = rows::limit_columns(key)?;
                 let done = sqlx::query(&$crate::queries::INSERT_KEY)
                     .bind(&key.tenant_id)
                     .bind(limit.map(|l| l.now))
@@ -373,10 +373,10 @@ macro_rules! store_queries {
                     .bind(&key.rolled_from)
                     .bind(rows::ips_json(&key.allowed_ips)?)
                     .bind(rows::models_json(key.models.as_ref())?)
-                    .bind(rpm)
-                    .bind(tpm)
-                    .bind(spend)
-                    .bind(period)
+                    .bind(limits.requests_per_minute)
+                    .bind(limits.tokens_per_minute)
+                    .bind(limits.spend_limit_micros)
+                    .bind(limits.spend_limit_period)
                     .bind(key.expiry_recorded_at)
                     .bind(limit.map(|l| i64::from(l.max_active)))
                     .execute(db)
@@ -898,7 +898,7 @@ macro_rules! store_queries {
                     if changed.is_empty() {
                         return Ok(Some(before));
                     }
-                    let (rpm, tpm, spend, period) = rows::limit_columns(&after)?;
+                    let limits = rows::limit_columns(&after)?;
                     let update = format!(
                         "UPDATE api_keys SET name = $1, description = $2, expires_at = $3, allowed_ips = $4, \
                          models = $5, requests_per_minute = $6, tokens_per_minute = $7, spend_limit_micros = $8, \
@@ -910,10 +910,10 @@ macro_rules! store_queries {
                         .bind(after.expires_at)
                         .bind(rows::ips_json(&after.allowed_ips)?)
                         .bind(rows::models_json(after.models.as_ref())?)
-                        .bind(rpm)
-                        .bind(tpm)
-                        .bind(spend)
-                        .bind(period)
+                        .bind(limits.requests_per_minute)
+                        .bind(limits.tokens_per_minute)
+                        .bind(limits.spend_limit_micros)
+                        .bind(limits.spend_limit_period)
                         .bind(tenant_id)
                         .bind(key_id)
                         .fetch_optional(&mut *tx)

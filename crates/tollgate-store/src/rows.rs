@@ -194,11 +194,20 @@ fn spend_limit(row: &impl Columns) -> Result<Option<SpendLimit>, StoreError> {
     }
 }
 
-/// A key's rate limit and spend cap as their columns' values: requests and tokens per minute, micro-cents and
-/// period.
-pub(crate) fn limit_columns(
-    key: &ApiKey,
-) -> Result<(Option<i64>, Option<i64>, Option<i64>, Option<&'static str>), StoreError> {
+/// A key's rate limits and spend cap as their columns hold them.
+pub(crate) struct LimitColumns {
+    /// `requests_per_minute`.
+    pub(crate) requests_per_minute: Option<i64>,
+    /// `tokens_per_minute`.
+    pub(crate) tokens_per_minute: Option<i64>,
+    /// `spend_limit_micros`.
+    pub(crate) spend_limit_micros: Option<i64>,
+    /// `spend_limit_period`.
+    pub(crate) spend_limit_period: Option<&'static str>,
+}
+
+/// A key's rate limits and spend cap as their columns' values.
+pub(crate) fn limit_columns(key: &ApiKey) -> Result<LimitColumns, StoreError> {
     let int = |v: Option<u64>| {
         v.map(|v| {
             i64::try_from(v).map_err(|_| StoreError::Backend(format!("rate limit {v} too large")))
@@ -206,12 +215,12 @@ pub(crate) fn limit_columns(
         .transpose()
     };
     let limits = key.rate_limits.unwrap_or_default();
-    Ok((
-        int(limits.requests_per_minute)?,
-        int(limits.tokens_per_minute)?,
-        key.spend_limit.map(|l| l.amount.get()),
-        key.spend_limit.map(|l| l.period.as_str()),
-    ))
+    Ok(LimitColumns {
+        requests_per_minute: int(limits.requests_per_minute)?,
+        tokens_per_minute: int(limits.tokens_per_minute)?,
+        spend_limit_micros: key.spend_limit.map(|l| l.amount.get()),
+        spend_limit_period: key.spend_limit.map(|l| l.period.as_str()),
+    })
 }
 
 pub(crate) fn ledger_entry(row: &impl Columns) -> Result<LedgerEntry, StoreError> {

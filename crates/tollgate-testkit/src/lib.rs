@@ -420,6 +420,14 @@ impl TestApp {
         .await
     }
 
+    /// Creates a project key in `t`'s Default project as its owner; returns the key's id and value.
+    pub async fn key_in(&self, t: &TestTenant, body: Value) -> (String, String) {
+        let key = self
+            .create_project_key(&t.admin_key, &t.project_id, body)
+            .await;
+        (str_at(&key, &["id"]), str_at(&key, &["value"]))
+    }
+
     /// Adds a member with `role` to `t` (as its owner) and gives it an admin key; returns the member's id and key.
     pub async fn member(&self, t: &TestTenant, email: &str, role: &str) -> (String, String) {
         let member = json_of(

@@ -29,14 +29,10 @@ async fn the_catalog_is_listed_in_openai_shape() {
 async fn a_model_allow_list_narrows_what_a_key_sees_and_uses() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;
-    let key = app
-        .create_project_key(
-            &t.admin_key,
-            &t.project_id,
-            json!({"name": "echo-only", "models": ["echo"]}),
-        )
+    let (_, value) = app
+        .key_in(&t, json!({"name": "echo-only", "models": ["echo"]}))
         .await;
-    let value = key["value"].as_str().unwrap();
+    let value = value.as_str();
     let list = json_of(app.get("/v1/models", value).await, 200).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     json_of(app.get("/v1/models/fast", value).await, 404).await;
@@ -70,14 +66,10 @@ async fn the_echo_model_alone_is_the_catalog_when_none_is_configured() {
 async fn a_model_allow_list_has_no_side_door_on_any_inference_route() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;
-    let key = app
-        .create_project_key(
-            &t.admin_key,
-            &t.project_id,
-            json!({"name": "echo-only", "models": ["echo"]}),
-        )
+    let (_, value) = app
+        .key_in(&t, json!({"name": "echo-only", "models": ["echo"]}))
         .await;
-    let value = key["value"].as_str().unwrap();
+    let value = value.as_str();
     let routes: Vec<(String, &str)> = tollgate_server::router::endpoints()
         .into_iter()
         .filter(|e| e.path.starts_with("/v1/") && !e.path.starts_with("/v1/organization"))

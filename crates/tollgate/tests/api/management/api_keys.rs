@@ -286,11 +286,9 @@ async fn allowed_ips_match_ipv6_sources_and_only_a_trusted_proxys_forwarded_for(
         let t = app.tenant("enterprise").await;
         let t = &t;
         let key = |nets: Value| async move {
-            let body = json!({"name": "v6", "allowed_ips": nets});
-            let k = app
-                .create_project_key(&t.admin_key, &t.project_id, body)
-                .await;
-            k["value"].as_str().unwrap().to_owned()
+            app.key_in(t, json!({"name": "v6", "allowed_ips": nets}))
+                .await
+                .1
         };
         let loopback = key(json!(["::1"])).await;
         let doc_net = key(json!(["2001:db8::/32"])).await;

@@ -133,16 +133,11 @@ async fn with_no_grace_period_the_old_key_ends_at_once_and_a_sooner_expiry_is_ke
 
     // A key that expires in 10 s rolled with an hour's grace still expires in 10 s.
     let soon = app.clock_now() + 10;
-    let short = app
-        .create_project_key(
-            &t.admin_key,
-            &t.project_id,
-            json!({"name": "short", "expires_at": soon}),
-        )
+    let (id, _) = app
+        .key_in(&t, json!({"name": "short", "expires_at": soon}))
         .await;
-    let id = short["id"].as_str().unwrap();
-    roll(&app, &t, id, json!({"grace_period_seconds": 3600}), 201).await;
-    let read = json_of(app.get(&key_path(&t, id), &t.admin_key).await, 200).await;
+    roll(&app, &t, &id, json!({"grace_period_seconds": 3600}), 201).await;
+    let read = json_of(app.get(&key_path(&t, &id), &t.admin_key).await, 200).await;
     assert_eq!(read["expires_at"], soon);
 }
 
@@ -192,12 +187,9 @@ async fn revoked_and_expired_keys_are_not_rolled_nor_by_members() {
         "{err}"
     );
 
-    let revoked = app
-        .create_project_key(&t.admin_key, &t.project_id, json!({"name": "gone"}))
-        .await;
-    let id = revoked["id"].as_str().unwrap();
-    json_of(app.delete(&key_path(&t, id), &t.admin_key).await, 200).await;
-    let err = roll(&app, &t, id, json!({}), 409).await;
+    let (id, _) = app.key_in(&t, json!({"name": "gone"})).await;
+    json_of(app.delete(&key_path(&t, &id), &t.admin_key).await, 200).await;
+    let err = roll(&app, &t, &id, json!({}), 409).await;
     assert!(
         err["error"]["message"]
             .as_str()

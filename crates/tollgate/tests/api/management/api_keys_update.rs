@@ -64,19 +64,9 @@ async fn every_field_is_created_updated_shown_and_cleared() {
         "spend_limit_cents": 1250.5,
         "spend_limit_period": "month",
     });
-    let updated = update(&app, &t, id, changes, 200).await;
-    let expected = json!({
-        "name": "renamed",
-        "description": "ops",
-        "expires_at": later,
-        "allowed_ips": ["203.0.113.0/24", "2001:db8::/32"],
-        "models": ["echo", "fast"],
-        "rate_limits": {"requests_per_minute": 60, "tokens_per_minute": null},
-        "spend_limit_cents": 1250.5,
-        "spend_limit_period": "month",
-    });
+    let updated = update(&app, &t, id, changes.clone(), 200).await;
     for field in FIELDS {
-        assert_eq!(updated[field], expected[field], "{field}: {updated}");
+        assert_eq!(updated[field], changes[field], "{field}: {updated}");
     }
     assert!(
         updated.get("value").is_none(),
@@ -273,15 +263,12 @@ async fn a_revoked_or_expired_key_is_final() {
         "{err}"
     );
 
-    let expiring = app
-        .create_project_key(
-            &t.admin_key,
-            &t.project_id,
-            json!({"name": "short", "expires_at": app.clock_now() + 5}),
-        )
+    let soon = app.clock_now() + 5;
+    let (id, _) = app
+        .key_in(&t, json!({"name": "short", "expires_at": soon}))
         .await;
     app.clock.advance(5);
-    let path = key_path(&t, expiring["id"].as_str().unwrap());
+    let path = key_path(&t, &id);
     // Moving its expiry would bring it back to life: refused.
     let later = app.clock_now() + 60;
     let err = error_of(

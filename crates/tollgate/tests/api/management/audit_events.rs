@@ -596,14 +596,11 @@ async fn key_updates_and_rolls_are_events_naming_what_changed_and_the_successor(
 async fn an_expired_keys_first_refused_request_is_an_event_and_the_only_one() {
     let app = TestApp::start().await;
     let t = app.tenant("pro").await;
-    let key = app
-        .create_project_key(
-            &t.admin_key,
-            &t.project_id,
-            json!({"name": "short", "expires_at": app.clock_now() + 60}),
-        )
+    let expires_at = app.clock_now() + 60;
+    let (id, value) = app
+        .key_in(&t, json!({"name": "short", "expires_at": expires_at}))
         .await;
-    let (id, value) = (key["id"].as_str().unwrap(), key["value"].as_str().unwrap());
+    let (id, value) = (id.as_str(), value.as_str());
     // Cached while it works, so the refusals below start from a cached principal.
     assert_eq!(app.get("/v1/models", value).await.status(), 200);
     app.clock.advance(60);
