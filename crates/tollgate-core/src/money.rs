@@ -54,6 +54,82 @@ impl fmt::Display for Micros {
     }
 }
 
+/// Why a decimal amount of cents was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CentsError {
+    /// Not a JSON number.
+    #[error("must be a number of cents")]
+    NotANumber,
+    /// Below zero where only zero or more is allowed.
+    #[error("must not be negative")]
+    Negative,
+    /// More than six decimals: finer than a micro-cent.
+    #[error("must have at most 6 decimals (a micro-cent)")]
+    TooPrecise,
+    /// Beyond what an `i64` of micro-cents holds.
+    #[error("is too large")]
+    TooLarge,
+}
+
+impl Micros {
+    /// Parses a JSON number of cents (`12`, `0.0006`, `1.5e2`, `1e-06`) exactly, as API.md's money fields are
+    /// written: no float touches it, and an amount finer than a micro-cent is refused rather than rounded.
+    pub fn parse_cents(text: &str) -> Result<Self, CentsError> {
+        let (negative, unsigned) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+            Some(at) => (&unsigned[..at], Some(&unsigned[at + 1..])),
+            None => (unsigned, None),
+        };
+        let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits_only(whole) || !digits_only(fraction) {
+            return Err(CentsError::NotANumber);
+        }
+        if mantissa.contains('.') && fraction.is_empty() {
+            return Err(CentsError::NotANumber);
+        }
+        let exponent: i64 = match exponent {
+            None => 0,
+            Some(e) => {
+                let unsigned_e = e.strip_prefix(['+', '-']).unwrap_or(e);
+                if unsigned_e.is_empty() || !digits_only(unsigned_e) {
+                    return Err(CentsError::NotANumber);
+                }
+                // A longer exponent is out of any amount's range either way (or zero, for an all-zero mantissa).
+                e.parse()
+                    .unwrap_or(if e.starts_with('-') { -1_000 } else { 1_000 })
+            }
+        };
+        let digits = format!("{whole}{fraction}");
+        let digits = digits.trim_start_matches('0');
+        // The amount is `digits` × 10^(exponent - fraction digits) cents, so × 10^shift micro-cents.
+        let fraction_len = i64::try_from(fraction.len()).map_err(|_| CentsError::TooPrecise)?;
+        let mut shift = exponent - fraction_len + 6;
+        let mut digits = digits;
+        while shift < 0 && digits.ends_with('0') {
+            digits = &digits[..digits.len() - 1];
+            shift += 1;
+        }
+        if digits.is_empty() {
+            return Ok(Self::ZERO);
+        }
+        if negative {
+            return Err(CentsError::Negative);
+        }
+        if shift < 0 {
+            return Err(CentsError::TooPrecise);
+        }
+        let mut value: i64 = digits.parse().map_err(|_| CentsError::TooLarge)?;
+        for _ in 0..shift {
+            value = value.checked_mul(10).ok_or(CentsError::TooLarge)?;
+        }
+        Ok(Self(value))
+    }
+}
+
 /// What `prompt` input and `completion` output tokens of `model` cost, exactly; `None` past `i64::MAX` micro-cents.
 pub fn checked_cost(model: &ModelSpec, prompt: u64, completion: u64) -> Option<Micros> {
     // u64 × u64 fits a u128, and so does the sum of two such products.
@@ -96,6 +172,39 @@ mod tests {
         assert_eq!(Micros(1).to_string(), "0.000001");
         assert_eq!(Micros(-1).to_string(), "-0.000001");
         assert_eq!(Micros(i64::MIN).to_string(), "-9223372036854.775808");
+    }
+
+    #[test]
+    fn cents_parse_exactly_or_not_at_all() {
+        for (text, micros) in [
+            ("0", 0),
+            ("-0", 0),
+            ("12", 12_000_000),
+            ("0.0006", 600),
+            ("12.50", 12_500_000),
+            ("1e-06", 1),
+            ("1.5E2", 150_000_000),
+            ("0.0000010", 1),
+            ("9223372036854.775807", i64::MAX),
+            ("0e999999999999999999", 0),
+        ] {
+            assert_eq!(Micros::parse_cents(text), Ok(Micros(micros)), "{text}");
+        }
+        for (text, error) in [
+            ("-1", CentsError::Negative),
+            ("0.0000001", CentsError::TooPrecise),
+            ("1e-7", CentsError::TooPrecise),
+            ("9223372036854.775808", CentsError::TooLarge),
+            ("1e30", CentsError::TooLarge),
+            ("1e999999999999999999", CentsError::TooLarge),
+            ("", CentsError::NotANumber),
+            ("1.", CentsError::NotANumber),
+            (".5", CentsError::NotANumber),
+            ("\"5\"", CentsError::NotANumber),
+            ("1e", CentsError::NotANumber),
+        ] {
+            assert_eq!(Micros::parse_cents(text), Err(error), "{text}");
+        }
     }
 
     #[test]

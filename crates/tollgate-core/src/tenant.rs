@@ -2,6 +2,7 @@
 
 use crate::id;
 use crate::key::{KeyDigest, KeyKind, KeyPrefixes, PlainKey};
+use crate::money::Micros;
 use crate::role::Role;
 use ipnet::IpNet;
 use std::fmt;
@@ -163,6 +164,52 @@ impl KeyStatus {
     }
 }
 
+/// A key's own per-minute limits. Each tightens its tenant's plan for this key's requests; `None` leaves the plan's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Requests per minute.
+    pub requests_per_minute: Option<u64>,
+    /// Prompt and completion tokens per minute.
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// The period a key's spend limit counts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpendPeriod {
+    /// The UTC calendar month.
+    Month,
+    /// The key's whole life.
+    Total,
+}
+
+impl SpendPeriod {
+    /// Storage and JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Month => "month",
+            Self::Total => "total",
+        }
+    }
+
+    /// Parses the storage and JSON name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "month" => Some(Self::Month),
+            "total" => Some(Self::Total),
+            _ => None,
+        }
+    }
+}
+
+/// What one key may spend per period (its `spend_limit_cents` and `spend_limit_period`, which exist together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpendLimit {
+    /// The cap, zero or more.
+    pub amount: Micros,
+    /// What it counts over.
+    pub period: SpendPeriod,
+}
+
 /// A key's stored record: everything but the secret, which exists only as its digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
@@ -198,6 +245,13 @@ pub struct ApiKey {
     pub allowed_ips: Vec<IpNet>,
     /// Public model ids it may use; `None` means all.
     pub models: Option<Vec<String>>,
+    /// Its own rate limits, within the plan's.
+    pub rate_limits: Option<RateLimits>,
+    /// Its spend cap.
+    pub spend_limit: Option<SpendLimit>,
+    /// When its `api_key.expired` event was written (by its first request refused as expired), so it is written
+    /// once.
+    pub expiry_recorded_at: Option<Timestamp>,
 }
 
 impl ApiKey {
@@ -271,6 +325,10 @@ pub struct KeySpec {
     pub allowed_ips: Vec<IpNet>,
     /// Public model ids it may use; `None` means all.
     pub models: Option<Vec<String>>,
+    /// Its own rate limits, within the plan's.
+    pub rate_limits: Option<RateLimits>,
+    /// Its spend cap.
+    pub spend_limit: Option<SpendLimit>,
 }
 
 impl ApiKey {
@@ -310,8 +368,132 @@ impl ApiKey {
             rolled_from: None,
             allowed_ips: spec.allowed_ips,
             models: spec.models,
+            rate_limits: spec.rate_limits,
+            spend_limit: spec.spend_limit,
+            expiry_recorded_at: None,
         };
         (key, secret)
+    }
+
+    /// The successor a roll issues for this key (created by `created_by` at `now`): a fresh secret and id, the same
+    /// name, description, networks, models and limits, no expiry, and `rolled_from` this key. The secret is
+    /// returned once.
+    pub fn successor(
+        &self,
+        prefixes: &KeyPrefixes,
+        created_by: Option<String>,
+        now: Timestamp,
+    ) -> (Self, PlainKey) {
+        let spec = KeySpec {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            expires_at: None,
+            allowed_ips: self.allowed_ips.clone(),
+            models: self.models.clone(),
+            rate_limits: self.rate_limits,
+            spend_limit: self.spend_limit,
+        };
+        let (mut key, secret) = Self::issue(
+            prefixes,
+            &self.tenant_id,
+            self.owner.clone(),
+            spec,
+            created_by,
+            now,
+        );
+        key.rolled_from = Some(self.id.clone());
+        (key, secret)
+    }
+}
+
+/// When a rolled key stops working: at the end of its grace period, or at its own expiry if that comes first (a
+/// roll never extends a key's life).
+pub fn rolled_expiry(expires_at: Option<Timestamp>, grace_ends: Timestamp) -> Timestamp {
+    expires_at.map_or(grace_ends, |at| at.min(grace_ends))
+}
+
+/// What an update changes on a key; `None` leaves a field as it is, `Some(None)` clears a nullable one. Never
+/// the secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyChanges {
+    /// A new display name.
+    pub name: Option<String>,
+    /// New free text, or none.
+    pub description: Option<Option<String>>,
+    /// A new expiry, or none.
+    pub expires_at: Option<Option<Timestamp>>,
+    /// New source networks (empty: any).
+    pub allowed_ips: Option<Vec<IpNet>>,
+    /// A new model allow-list, or none (all models).
+    pub models: Option<Option<Vec<String>>>,
+    /// New rate limits, or none.
+    pub rate_limits: Option<Option<RateLimits>>,
+    /// A new spend cap, or none.
+    pub spend_limit: Option<Option<SpendLimit>>,
+}
+
+impl KeyChanges {
+    /// `key` with these changes, and the API names of the fields whose values they change (in API.md's order;
+    /// empty when nothing changes).
+    pub fn apply(&self, key: &ApiKey) -> (ApiKey, Vec<&'static str>) {
+        /// Sets `field` to `to` if given, and names it when its value changes.
+        fn set<T: PartialEq + Clone>(
+            changed: &mut Vec<&'static str>,
+            name: &'static str,
+            field: &mut T,
+            to: Option<&T>,
+        ) {
+            if let Some(to) = to
+                && field != to
+            {
+                *field = to.clone();
+                changed.push(name);
+            }
+        }
+        let mut after = key.clone();
+        let mut changed = Vec::new();
+        set(&mut changed, "name", &mut after.name, self.name.as_ref());
+        set(
+            &mut changed,
+            "description",
+            &mut after.description,
+            self.description.as_ref(),
+        );
+        set(
+            &mut changed,
+            "expires_at",
+            &mut after.expires_at,
+            self.expires_at.as_ref(),
+        );
+        set(
+            &mut changed,
+            "allowed_ips",
+            &mut after.allowed_ips,
+            self.allowed_ips.as_ref(),
+        );
+        set(
+            &mut changed,
+            "models",
+            &mut after.models,
+            self.models.as_ref(),
+        );
+        set(
+            &mut changed,
+            "rate_limits",
+            &mut after.rate_limits,
+            self.rate_limits.as_ref(),
+        );
+        if let Some(limit) = self.spend_limit {
+            let (before, to) = (key.spend_limit, limit);
+            if before.map(|l| l.amount) != to.map(|l| l.amount) {
+                changed.push("spend_limit_cents");
+            }
+            if before.map(|l| l.period) != to.map(|l| l.period) {
+                changed.push("spend_limit_period");
+            }
+            after.spend_limit = to;
+        }
+        (after, changed)
     }
 }
 
@@ -447,6 +629,98 @@ mod tests {
                 "{shown}"
             );
         }
+    }
+
+    fn a_key(now: Timestamp) -> ApiKey {
+        let prefixes = KeyPrefixes::new("sk_live_", "sk_admin_").unwrap();
+        let spec = KeySpec {
+            name: "ci".into(),
+            description: Some("runner".into()),
+            expires_at: Some(now + 100),
+            allowed_ips: vec!["10.0.0.0/8".parse().unwrap()],
+            models: Some(vec!["echo".into()]),
+            rate_limits: Some(RateLimits {
+                requests_per_minute: Some(5),
+                tokens_per_minute: None,
+            }),
+            spend_limit: Some(SpendLimit {
+                amount: Micros(1_500_000),
+                period: SpendPeriod::Month,
+            }),
+        };
+        ApiKey::issue(
+            &prefixes,
+            "org_1",
+            KeyOwner::Project("proj_1".into()),
+            spec,
+            None,
+            now,
+        )
+        .0
+    }
+
+    #[test]
+    fn a_successor_keeps_the_settings_and_gets_a_new_secret() {
+        let prefixes = KeyPrefixes::new("sk_live_", "sk_admin_").unwrap();
+        let old = a_key(10);
+        let (new, secret) = old.successor(&prefixes, Some("user_1".into()), 20);
+        assert_ne!(new.id, old.id);
+        assert_ne!(new.digest, old.digest);
+        assert_eq!(new.digest, secret.digest());
+        assert_eq!(new.rolled_from.as_deref(), Some(old.id.as_str()));
+        assert_eq!(
+            (&new.name, &new.description, &new.allowed_ips, &new.models),
+            (&old.name, &old.description, &old.allowed_ips, &old.models)
+        );
+        assert_eq!(
+            (new.rate_limits, new.spend_limit),
+            (old.rate_limits, old.spend_limit)
+        );
+        assert_eq!((new.expires_at, new.created_at), (None, 20));
+        assert_eq!(new.created_by.as_deref(), Some("user_1"));
+    }
+
+    #[test]
+    fn a_roll_never_extends_a_keys_life() {
+        assert_eq!(rolled_expiry(None, 50), 50);
+        assert_eq!(rolled_expiry(Some(40), 50), 40);
+        assert_eq!(rolled_expiry(Some(60), 50), 50);
+    }
+
+    #[test]
+    fn changes_name_only_the_fields_whose_values_change() {
+        let key = a_key(10);
+        let (same, changed) = KeyChanges::default().apply(&key);
+        assert_eq!((same, changed.len()), (key.clone(), 0));
+        let changes = KeyChanges {
+            name: Some("ci".into()),
+            description: Some(None),
+            models: Some(Some(vec!["echo".into()])),
+            spend_limit: Some(Some(SpendLimit {
+                amount: Micros(1_500_000),
+                period: SpendPeriod::Total,
+            })),
+            rate_limits: Some(None),
+            ..KeyChanges::default()
+        };
+        let (after, changed) = changes.apply(&key);
+        assert_eq!(
+            changed,
+            ["description", "rate_limits", "spend_limit_period"]
+        );
+        assert_eq!(after.description, None);
+        assert_eq!(after.rate_limits, None);
+        assert_eq!(
+            after.spend_limit.map(|l| l.period),
+            Some(SpendPeriod::Total)
+        );
+        let (cleared, changed) = KeyChanges {
+            spend_limit: Some(None),
+            ..KeyChanges::default()
+        }
+        .apply(&key);
+        assert_eq!(changed, ["spend_limit_cents", "spend_limit_period"]);
+        assert_eq!(cleared.spend_limit, None);
     }
 
     #[test]

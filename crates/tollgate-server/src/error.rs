@@ -296,6 +296,12 @@ impl From<StoreError> for ApiError {
             StoreError::KeyLimitReached => {
                 Self::forbidden("The organization's plan allows no more active API keys")
             }
+            // The service names the key's state before it asks the store; this is a change that raced it.
+            StoreError::KeyNotActive => Self::Conflict {
+                message: "The API key is revoked or expired; only an active key can be changed or rolled"
+                    .to_owned(),
+                code: None,
+            },
             StoreError::Conflict(_) => Self::Conflict {
                 message: "The request conflicts with an existing object".to_owned(),
                 code: None,

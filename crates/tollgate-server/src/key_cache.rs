@@ -329,7 +329,7 @@ mod tests {
     use tollgate_core::audit::{AuditEvent, EventType};
     use tollgate_core::key::{KeyKind, KeyPrefixes};
     use tollgate_core::ports::{KeyLimit, KeyScope, Page, PageRequest, Store, TenantUpdate};
-    use tollgate_core::tenant::{ApiKey, NewTenant, TenantStatus, Timestamp};
+    use tollgate_core::tenant::{ApiKey, KeyChanges, NewTenant, TenantStatus, Timestamp};
 
     /// The key store in front of a real one: counts `principal_by_digest` calls and can stall the first one after
     /// it has read its answer, to force a lookup to straddle a revocation.
@@ -392,6 +392,38 @@ mod tests {
             audit: &AuditEvent,
         ) -> Result<Option<ApiKey>, StoreError> {
             self.inner.revoke_key(t, k, at, audit).await
+        }
+        async fn update_key(
+            &self,
+            t: &str,
+            k: &str,
+            changes: &KeyChanges,
+            now: Timestamp,
+            audit: &AuditEvent,
+        ) -> Result<Option<ApiKey>, StoreError> {
+            self.inner.update_key(t, k, changes, now, audit).await
+        }
+        async fn roll_key(
+            &self,
+            t: &str,
+            k: &str,
+            successor: &ApiKey,
+            grace_ends: Timestamp,
+            now: Timestamp,
+            audit: &AuditEvent,
+        ) -> Result<Option<ApiKey>, StoreError> {
+            self.inner
+                .roll_key(t, k, successor, grace_ends, now, audit)
+                .await
+        }
+        async fn record_key_expiry(
+            &self,
+            t: &str,
+            k: &str,
+            at: Timestamp,
+            audit: &AuditEvent,
+        ) -> Result<bool, StoreError> {
+            self.inner.record_key_expiry(t, k, at, audit).await
         }
         async fn principal_by_digest(
             &self,

@@ -1,5 +1,5 @@
 //! The JSON objects of API.md, rendered from domain values. Secrets appear only in `KeyObject::value`, which is set
-//! only in the response that creates a key.
+//! only in the response that creates (or rolls) a key.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -104,9 +104,9 @@ pub struct KeyObject {
     rolled_from: Option<String>,
     allowed_ips: Vec<String>,
     models: Option<Vec<String>>,
-    rate_limits: Option<serde_json::Value>,
-    spend_limit_cents: Option<serde_json::Number>,
-    spend_limit_period: Option<String>,
+    rate_limits: Option<RateLimitsObject>,
+    spend_limit_cents: Option<Cents>,
+    spend_limit_period: Option<&'static str>,
     spent_cents: u64,
     /// The secret: only in the response that creates the key.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,21 +139,31 @@ impl KeyObject {
             rolled_from: key.rolled_from.clone(),
             allowed_ips: key.allowed_ips.iter().map(ToString::to_string).collect(),
             models: key.models.clone(),
-            rate_limits: None,
-            spend_limit_cents: None,
-            spend_limit_period: None,
+            rate_limits: key.rate_limits.map(|l| RateLimitsObject {
+                requests_per_minute: l.requests_per_minute,
+                tokens_per_minute: l.tokens_per_minute,
+            }),
+            spend_limit_cents: key.spend_limit.map(|l| Cents(l.amount)),
+            spend_limit_period: key.spend_limit.map(|l| l.period.as_str()),
             spent_cents: 0,
             value: None,
         }
     }
 
-    /// The object for a key just created, with its secret shown this once.
+    /// The object for a key just created (or rolled), with its secret shown this once.
     pub fn with_secret(key: &ApiKey, secret: &PlainKey, now: Timestamp) -> Self {
         Self {
             value: Some(secret.expose_secret().to_owned()),
             ..Self::new(key, now)
         }
     }
+}
+
+/// A key's `rate_limits`: both fields always present, null where the plan's limit applies.
+#[derive(Debug, Serialize)]
+pub struct RateLimitsObject {
+    requests_per_minute: Option<u64>,
+    tokens_per_minute: Option<u64>,
 }
 
 /// `{"object":"<type>.deleted","id","deleted":true}`.

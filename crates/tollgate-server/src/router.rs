@@ -104,7 +104,12 @@ fn routes() -> Routes {
     .get(KEYS, api_keys::list::handler)
     .post(KEYS, api_keys::create::handler)
     .get(KEY, api_keys::get::handler)
+    .post(KEY, api_keys::update::handler)
     .delete(KEY, api_keys::delete::handler)
+    .post(
+        "/v1/organization/projects/{project_id}/api_keys/{key_id}/roll",
+        api_keys::roll::handler,
+    )
     .get(MEMBERS, members::list::handler)
     .post(MEMBERS, members::add::handler)
     .get(MEMBER, members::get::handler)

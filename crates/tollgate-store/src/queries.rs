@@ -11,13 +11,13 @@ const ACTIVE_PROJECT_KEYS: &str = "SELECT count(*) FROM api_keys a JOIN projects
     WHERE a.tenant_id = $1 AND a.kind = 'project' AND a.revoked_at IS NULL \
     AND (a.expires_at IS NULL OR a.expires_at > $2) AND p.status = 'active'";
 
-/// A key row with its plan check: the row is inserted only when `$20` is NULL or the tenant has fewer than `$20`
+/// A key row with its plan check: the row is inserted only when `$25` is NULL or the tenant has fewer than `$25`
 /// active project keys ([`ACTIVE_PROJECT_KEYS`]), in the same statement. Run inside the tenant lock, so two
 /// concurrent creations cannot both take the last slot on either backend.
 pub(crate) static INSERT_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO api_keys ({fields}) SELECT $3, $1, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-         $16, $17, $18, $19 WHERE $20 IS NULL OR ({ACTIVE_PROJECT_KEYS}) < $20",
+         $16, $17, $18, $19, $20, $21, $22, $23, $24 WHERE $25 IS NULL OR ({ACTIVE_PROJECT_KEYS}) < $25",
         fields = crate::rows::KEY_FIELDS
     )
 });
@@ -102,8 +102,8 @@ macro_rules! store_queries {
             };
             use tollgate_core::role::Role;
             use tollgate_core::tenant::{
-                ApiKey, KeyOwner, Member, NewTenant, Principal, Project, ProjectStatus, Tenant,
-                TenantStatus, Timestamp,
+                ApiKey, KeyChanges, KeyOwner, KeyStatus, Member, NewTenant, Principal, Project,
+                ProjectStatus, Tenant, TenantStatus, Timestamp,
             };
 
             type Db = $db;
@@ -352,6 +352,7 @@ macro_rules! store_queries {
                     KeyOwner::Project(p) => ("project", Some(p.as_str()), None),
                     KeyOwner::Member(m) => ("admin", None, Some(m.as_str())),
                 };
+                let limits = rows::limit_columns(key)?;
                 let done = sqlx::query(&$crate::queries::INSERT_KEY)
                     .bind(&key.tenant_id)
                     .bind(limit.map(|l| l.now))
@@ -372,6 +373,11 @@ macro_rules! store_queries {
                     .bind(&key.rolled_from)
                     .bind(rows::ips_json(&key.allowed_ips)?)
                     .bind(rows::models_json(key.models.as_ref())?)
+                    .bind(limits.requests_per_minute)
+                    .bind(limits.tokens_per_minute)
+                    .bind(limits.spend_limit_micros)
+                    .bind(limits.spend_limit_period)
+                    .bind(key.expiry_recorded_at)
                     .bind(limit.map(|l| i64::from(l.max_active)))
                     .execute(db)
                     .await
@@ -859,6 +865,132 @@ macro_rules! store_queries {
                         commit_audited(tx, std::slice::from_ref(audit)).await?;
                     }
                     Ok(Some(key))
+                }
+
+                async fn update_key(
+                    &self,
+                    tenant_id: &str,
+                    key_id: &str,
+                    changes: &KeyChanges,
+                    now: Timestamp,
+                    audit: &AuditEvent,
+                ) -> Result<Option<ApiKey>, StoreError> {
+                    // Under the tenant's lock the key read here is the one the update changes, so the event names
+                    // exactly the fields this update changed.
+                    let (mut tx, _) = self.lock_tenant(tenant_id).await?;
+                    let current = format!(
+                        "SELECT {cols} FROM api_keys k WHERE k.tenant_id = $1 AND k.id = $2",
+                        cols = *KEY_COLUMNS
+                    );
+                    let row = sqlx::query(&current)
+                        .bind(tenant_id)
+                        .bind(key_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    let Some(before) = rows::one(row, rows::key)? else {
+                        return Ok(None);
+                    };
+                    if before.status(now) != KeyStatus::Active {
+                        return Err(StoreError::KeyNotActive);
+                    }
+                    let (after, changed) = changes.apply(&before);
+                    if changed.is_empty() {
+                        return Ok(Some(before));
+                    }
+                    let limits = rows::limit_columns(&after)?;
+                    let update = format!(
+                        "UPDATE api_keys SET name = $1, description = $2, expires_at = $3, allowed_ips = $4, \
+                         models = $5, requests_per_minute = $6, tokens_per_minute = $7, spend_limit_micros = $8, \
+                         spend_limit_period = $9 WHERE tenant_id = $10 AND id = $11 RETURNING {KEY_FIELDS}"
+                    );
+                    let row = sqlx::query(&update)
+                        .bind(&after.name)
+                        .bind(&after.description)
+                        .bind(after.expires_at)
+                        .bind(rows::ips_json(&after.allowed_ips)?)
+                        .bind(rows::models_json(after.models.as_ref())?)
+                        .bind(limits.requests_per_minute)
+                        .bind(limits.tokens_per_minute)
+                        .bind(limits.spend_limit_micros)
+                        .bind(limits.spend_limit_period)
+                        .bind(tenant_id)
+                        .bind(key_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    let updated = rows::one(row, rows::key)?;
+                    let event = audit.clone().details(&serde_json::json!({"changed": changed}));
+                    commit_audited(tx, &[event]).await?;
+                    Ok(updated)
+                }
+
+                async fn roll_key(
+                    &self,
+                    tenant_id: &str,
+                    key_id: &str,
+                    successor: &ApiKey,
+                    grace_ends: Timestamp,
+                    now: Timestamp,
+                    audit: &AuditEvent,
+                ) -> Result<Option<ApiKey>, StoreError> {
+                    // Only an active key matches; one that already expires before the grace period ends keeps its
+                    // own time (a roll never extends a key's life; `tenant::rolled_expiry` says the same).
+                    let roll = format!(
+                        "UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NOT NULL AND expires_at < $1 \
+                         THEN expires_at ELSE $1 END WHERE tenant_id = $2 AND id = $3 AND kind = 'project' \
+                         AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $4) RETURNING {KEY_FIELDS}"
+                    );
+                    let current = format!(
+                        "SELECT {cols} FROM api_keys k WHERE k.tenant_id = $1 AND k.id = $2 AND k.kind = 'project'",
+                        cols = *KEY_COLUMNS
+                    );
+                    // The tenant's lock, as for any key creation, though no limit is checked: the successor
+                    // replaces a key that is on its way out.
+                    let (mut tx, _) = self.lock_tenant(tenant_id).await?;
+                    let found = changed_or_current(
+                        &mut tx,
+                        sqlx::query(&roll).bind(grace_ends).bind(tenant_id).bind(key_id).bind(now),
+                        sqlx::query(&current).bind(tenant_id).bind(key_id),
+                        rows::key,
+                    )
+                    .await?;
+                    match found {
+                        None => Ok(None),
+                        Some((_, false)) => Err(StoreError::KeyNotActive),
+                        Some((old, true)) => {
+                            insert_key(&mut *tx, successor, None).await?;
+                            commit_audited(tx, std::slice::from_ref(audit)).await?;
+                            Ok(Some(old))
+                        }
+                    }
+                }
+
+                async fn record_key_expiry(
+                    &self,
+                    tenant_id: &str,
+                    key_id: &str,
+                    at: Timestamp,
+                    audit: &AuditEvent,
+                ) -> Result<bool, StoreError> {
+                    // The conditional update is the once: of two nodes refusing the key at once, one sets the
+                    // column, and the other's update (after waiting for its lock) matches nothing.
+                    let mut tx = self.begin().await?;
+                    let done = sqlx::query(
+                        "UPDATE api_keys SET expired_event_at = $1 WHERE tenant_id = $2 AND id = $3 \
+                         AND expired_event_at IS NULL AND revoked_at IS NULL AND expires_at <= $1",
+                    )
+                    .bind(at)
+                    .bind(tenant_id)
+                    .bind(key_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    if done.rows_affected() == 0 {
+                        return Ok(false);
+                    }
+                    commit_audited(tx, std::slice::from_ref(audit)).await?;
+                    Ok(true)
                 }
 
                 async fn principal_by_digest(

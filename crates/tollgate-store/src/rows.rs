@@ -14,12 +14,14 @@ use tollgate_core::money::Micros;
 use tollgate_core::ports::{AuditChain, Change, Changed, Page, PageRequest, StoreError};
 use tollgate_core::role::Role;
 use tollgate_core::tenant::{
-    ApiKey, KeyOwner, Member, Principal, Project, ProjectStatus, Tenant, TenantStatus,
+    ApiKey, KeyOwner, Member, Principal, Project, ProjectStatus, RateLimits, SpendLimit,
+    SpendPeriod, Tenant, TenantStatus,
 };
 
 /// The columns [`key`] reads, unqualified (for `RETURNING`, which takes no table alias).
 pub(crate) const KEY_FIELDS: &str = "id, tenant_id, kind, project_id, member_id, name, description, digest, \
-    prefix, last4, created_by, created_at, last_used_at, expires_at, revoked_at, rolled_from, allowed_ips, models";
+    prefix, last4, created_by, created_at, last_used_at, expires_at, revoked_at, rolled_from, allowed_ips, models, \
+    requests_per_minute, tokens_per_minute, spend_limit_micros, spend_limit_period, expired_event_at";
 
 /// [`KEY_FIELDS`] qualified for a table aliased `k`, so joins with same-named columns stay unambiguous.
 pub(crate) static KEY_COLUMNS: LazyLock<String> = LazyLock::new(|| {
@@ -153,6 +155,71 @@ pub(crate) fn key(row: &impl Columns) -> Result<ApiKey, StoreError> {
         models: models
             .map(|m| serde_json::from_str::<Vec<String>>(&m).map_err(|_| corrupt("models", &m)))
             .transpose()?,
+        rate_limits: rate_limits(row)?,
+        spend_limit: spend_limit(row)?,
+        expiry_recorded_at: row.int("expired_event_at")?,
+    })
+}
+
+/// A key's rate limit columns: none when neither is set.
+fn rate_limits(row: &impl Columns) -> Result<Option<RateLimits>, StoreError> {
+    let limit = |column: &str| -> Result<Option<u64>, StoreError> {
+        row.int(column)?
+            .map(|v| u64::try_from(v).map_err(|_| corrupt(column, &v.to_string())))
+            .transpose()
+    };
+    let limits = RateLimits {
+        requests_per_minute: limit("requests_per_minute")?,
+        tokens_per_minute: limit("tokens_per_minute")?,
+    };
+    Ok((limits != RateLimits::default()).then_some(limits))
+}
+
+/// A key's spend cap columns, which the schema keeps set or unset together.
+fn spend_limit(row: &impl Columns) -> Result<Option<SpendLimit>, StoreError> {
+    match (
+        row.int("spend_limit_micros")?,
+        row.text("spend_limit_period")?,
+    ) {
+        (None, None) => Ok(None),
+        (Some(amount), Some(period)) => Ok(Some(SpendLimit {
+            amount: Micros(amount),
+            period: SpendPeriod::parse(&period)
+                .ok_or_else(|| corrupt("spend_limit_period", &period))?,
+        })),
+        (_, period) => Err(corrupt(
+            "spend limit",
+            period.as_deref().unwrap_or("(no period)"),
+        )),
+    }
+}
+
+/// A key's rate limits and spend cap as their columns hold them.
+pub(crate) struct LimitColumns {
+    /// `requests_per_minute`.
+    pub(crate) requests_per_minute: Option<i64>,
+    /// `tokens_per_minute`.
+    pub(crate) tokens_per_minute: Option<i64>,
+    /// `spend_limit_micros`.
+    pub(crate) spend_limit_micros: Option<i64>,
+    /// `spend_limit_period`.
+    pub(crate) spend_limit_period: Option<&'static str>,
+}
+
+/// A key's rate limits and spend cap as their columns' values.
+pub(crate) fn limit_columns(key: &ApiKey) -> Result<LimitColumns, StoreError> {
+    let int = |v: Option<u64>| {
+        v.map(|v| {
+            i64::try_from(v).map_err(|_| StoreError::Backend(format!("rate limit {v} too large")))
+        })
+        .transpose()
+    };
+    let limits = key.rate_limits.unwrap_or_default();
+    Ok(LimitColumns {
+        requests_per_minute: int(limits.requests_per_minute)?,
+        tokens_per_minute: int(limits.tokens_per_minute)?,
+        spend_limit_micros: key.spend_limit.map(|l| l.amount.get()),
+        spend_limit_period: key.spend_limit.map(|l| l.period.as_str()),
     })
 }
 

@@ -20,7 +20,10 @@ use tollgate_core::ports::{
     TenantUpdate,
 };
 use tollgate_core::role::Role;
-use tollgate_core::tenant::{ApiKey, KeyOwner, KeySpec, NewTenant, ProjectStatus, TenantStatus};
+use tollgate_core::tenant::{
+    ApiKey, KeyChanges, KeyOwner, KeySpec, NewTenant, ProjectStatus, RateLimits, SpendLimit,
+    SpendPeriod, TenantStatus,
+};
 use tollgate_core::tenant::{Member, Project};
 use tollgate_store::testing::ScratchDatabase;
 
@@ -2612,4 +2615,334 @@ async fn two_nodes_settling_free_requests_for_one_tenant_at_once_keep_one_chain(
 on_every_backend!(
     a_settled_batch_writes_each_requests_event_with_its_charge_in_the_chain,
     two_nodes_settling_free_requests_for_one_tenant_at_once_keep_one_chain,
+);
+
+// Key lifecycle: updates, rolls and the expiry record, each with its event in its own transaction, and the change
+// log told of every change a cached principal carries.
+
+/// A project key "full" of `t` (at 3) with every setting a roll copies: networks, models, rate limits, a spend cap.
+fn full_key(t: &NewTenant) -> ApiKey {
+    let mut key = project_key(t, "full", 3);
+    key.description = Some("everything set".into());
+    key.rate_limits = Some(RateLimits {
+        requests_per_minute: Some(60),
+        tokens_per_minute: None,
+    });
+    key.spend_limit = Some(SpendLimit {
+        amount: Micros(1_500_001),
+        period: SpendPeriod::Month,
+    });
+    key
+}
+
+async fn keys_keep_their_limits_and_updates_name_what_they_changed(f: Fixture) {
+    let cli = f.another_node().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t, &[]).await.unwrap();
+    let key = full_key(&t);
+    let created = audit(EventType::ApiKeyCreated, &t.tenant.id);
+    f.store.insert_key(&key, None, &created).await.unwrap();
+    assert_eq!(f.store.find_key(&key.id).await.unwrap(), Some(key.clone()));
+    let updated = audit(EventType::ApiKeyUpdated, &t.tenant.id);
+    let update = |changes: KeyChanges| {
+        let store = Arc::clone(&f.store);
+        let (tenant, id) = (t.tenant.id.clone(), key.id.clone());
+        let event = audit(EventType::ApiKeyUpdated, &tenant);
+        async move { store.update_key(&tenant, &id, &changes, 10, &event).await }
+    };
+
+    // Only the name: a change no cached principal carries, so nothing is logged.
+    let renamed = update(KeyChanges {
+        name: Some("renamed".into()),
+        description: Some(Some("everything set".into())),
+        ..KeyChanges::default()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(renamed.name, "renamed");
+    assert_eq!(logged(&f.store).await, vec![]);
+    // Limits: logged for every node, read back whole.
+    let limited = update(KeyChanges {
+        rate_limits: Some(None),
+        spend_limit: Some(Some(SpendLimit {
+            amount: Micros(0),
+            period: SpendPeriod::Total,
+        })),
+        ..KeyChanges::default()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(limited.rate_limits, None);
+    assert_eq!(limited.spend_limit.map(|l| l.amount), Some(Micros(0)));
+    assert_eq!(logged(&cli).await, vec![Changed::Key(key.digest)]);
+    let principal = cli.principal_by_digest(&key.digest).await.unwrap().unwrap();
+    assert_eq!(principal.key, limited);
+    // The same values again change nothing and write no event.
+    let same = update(KeyChanges {
+        rate_limits: Some(None),
+        models: Some(key.models.clone()),
+        ..KeyChanges::default()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(same, limited);
+
+    let events: Vec<(EventType, Option<String>)> = log_of(f.store.as_ref(), &t.tenant.id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EventType::ApiKeyUpdated)
+        .map(|e| (e.kind, e.details))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (
+                EventType::ApiKeyUpdated,
+                Some(r#"{"changed":["name"]}"#.into())
+            ),
+            (
+                EventType::ApiKeyUpdated,
+                Some(
+                    r#"{"changed":["rate_limits","spend_limit_cents","spend_limit_period"]}"#
+                        .into()
+                )
+            ),
+        ]
+    );
+    assert_eq!(
+        update(KeyChanges::default()).await.unwrap(),
+        Some(limited.clone())
+    );
+    // Another tenant's key is not found; a revoked or expired key is final.
+    assert_eq!(
+        f.store
+            .update_key("org_other", &key.id, &KeyChanges::default(), 10, &updated)
+            .await
+            .unwrap(),
+        None
+    );
+    let expiring = KeyChanges {
+        expires_at: Some(Some(20)),
+        ..KeyChanges::default()
+    };
+    update(expiring).await.unwrap().unwrap();
+    let too_late = f
+        .store
+        .update_key(&t.tenant.id, &key.id, &KeyChanges::default(), 20, &updated)
+        .await;
+    assert!(
+        matches!(too_late, Err(StoreError::KeyNotActive)),
+        "{too_late:?}"
+    );
+}
+
+async fn a_roll_replaces_a_key_in_one_transaction(f: Fixture) {
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t, &[]).await.unwrap();
+    let old = full_key(&t);
+    let created = audit(EventType::ApiKeyCreated, &t.tenant.id);
+    f.store.insert_key(&old, None, &created).await.unwrap();
+    let before = log_of(f.store.as_ref(), &t.tenant.id).await.len();
+    let (successor, _) = old.successor(&prefixes(), None, 10);
+    let rolled = audit(EventType::ApiKeyRolled, &t.tenant.id).target(&successor.id);
+
+    let after = f
+        .store
+        .roll_key(&t.tenant.id, &old.id, &successor, 70, 10, &rolled)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.expires_at, Some(70));
+    assert_eq!(
+        f.store.find_key(&successor.id).await.unwrap(),
+        Some(successor.clone())
+    );
+    let found = f.store.find_key(&old.id).await.unwrap().unwrap();
+    assert_eq!(found.expires_at, Some(70));
+    assert_eq!(logged(&f.store).await, vec![Changed::Key(old.digest)]);
+    let events = log_of(f.store.as_ref(), &t.tenant.id)
+        .await
+        .split_off(before);
+    assert_eq!(events, vec![rolled.clone()]);
+
+    // Rolled again within its grace period, to a later end: it keeps the sooner one.
+    let (second, _) = old.successor(&prefixes(), None, 11);
+    let again = f
+        .store
+        .roll_key(
+            &t.tenant.id,
+            &old.id,
+            &second,
+            500,
+            11,
+            &audit(EventType::ApiKeyRolled, &t.tenant.id),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.expires_at, Some(70));
+    // Once expired, or revoked, it cannot be rolled: nothing is written.
+    let (third, _) = old.successor(&prefixes(), None, 70);
+    let refused = f
+        .store
+        .roll_key(&t.tenant.id, &old.id, &third, 80, 70, &rolled)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::KeyNotActive)),
+        "{refused:?}"
+    );
+    assert_eq!(f.store.find_key(&third.id).await.unwrap(), None);
+    f.store
+        .revoke_key(
+            &t.tenant.id,
+            &second.id,
+            12,
+            &audit(EventType::ApiKeyRevoked, &t.tenant.id),
+        )
+        .await
+        .unwrap();
+    let (fourth, _) = second.successor(&prefixes(), None, 13);
+    let refused = f
+        .store
+        .roll_key(&t.tenant.id, &second.id, &fourth, 80, 13, &rolled)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::KeyNotActive)),
+        "{refused:?}"
+    );
+    // An admin key, or another tenant's key, is no project key of the tenant.
+    let admin = &t.admin_key;
+    let (fifth, _) = successor.successor(&prefixes(), None, 14);
+    for (tenant, id) in [
+        (t.tenant.id.as_str(), admin.id.as_str()),
+        ("org_other", &successor.id),
+    ] {
+        let none = f
+            .store
+            .roll_key(tenant, id, &fifth, 80, 14, &rolled)
+            .await
+            .unwrap();
+        assert_eq!(none, None);
+    }
+    assert_eq!(f.store.find_key(&fifth.id).await.unwrap(), None);
+    let rolls = log_of(f.store.as_ref(), &t.tenant.id)
+        .await
+        .iter()
+        .filter(|e| e.kind == EventType::ApiKeyRolled)
+        .count();
+    assert_eq!(rolls, 2, "refused rolls write no event");
+}
+
+async fn a_roll_is_not_refused_by_the_key_limit(f: Fixture) {
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t, &[]).await.unwrap();
+    let old = project_key(&t, "only", 2);
+    let limit = KeyLimit {
+        max_active: 1,
+        now: 2,
+    };
+    let created = audit(EventType::ApiKeyCreated, &t.tenant.id);
+    f.store
+        .insert_key(&old, Some(limit), &created)
+        .await
+        .unwrap();
+    let (successor, _) = old.successor(&prefixes(), None, 3);
+    let rolled = audit(EventType::ApiKeyRolled, &t.tenant.id);
+    f.store
+        .roll_key(&t.tenant.id, &old.id, &successor, 3, 3, &rolled)
+        .await
+        .unwrap()
+        .unwrap();
+    // The old key expired with a grace of 0: the successor is the one active key, and the limit still holds.
+    let another = project_key(&t, "another", 4);
+    let full = f
+        .store
+        .insert_key(
+            &another,
+            Some(KeyLimit {
+                max_active: 1,
+                now: 4,
+            }),
+            &created,
+        )
+        .await;
+    assert!(matches!(full, Err(StoreError::KeyLimitReached)), "{full:?}");
+}
+
+async fn an_expiry_is_recorded_once_whichever_node_sees_it(f: Fixture) {
+    let other = f.another_node().await;
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t, &[]).await.unwrap();
+    let mut key = project_key(&t, "short", 2);
+    key.expires_at = Some(50);
+    let created = audit(EventType::ApiKeyCreated, &t.tenant.id);
+    f.store.insert_key(&key, None, &created).await.unwrap();
+    let expired = audit(EventType::ApiKeyExpired, &t.tenant.id);
+    // Not yet expired: nothing to record.
+    assert!(
+        !f.store
+            .record_key_expiry(&t.tenant.id, &key.id, 49, &expired)
+            .await
+            .unwrap()
+    );
+    let stores = [&f.store, &other];
+    let recorded = race(stores, 6, |store, i| {
+        let (tenant, id) = (t.tenant.id.clone(), key.id.clone());
+        let event = audit(EventType::ApiKeyExpired, &tenant);
+        async move {
+            store
+                .record_key_expiry(&tenant, &id, 50 + i64::try_from(i).unwrap(), &event)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(recorded.iter().filter(|r| **r).count(), 1, "{recorded:?}");
+    let events = log_of(f.store.as_ref(), &t.tenant.id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EventType::ApiKeyExpired)
+        .count();
+    assert_eq!(events, 1);
+    let principal = other
+        .principal_by_digest(&key.digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(principal.key.expiry_recorded_at.is_some_and(|at| at >= 50));
+    // Recording it is no change a cached principal must hear of.
+    assert_eq!(logged(&f.store).await, vec![]);
+    // A revoked key is refused as revoked, not expired.
+    let mut revoked = project_key(&t, "revoked", 2);
+    revoked.expires_at = Some(50);
+    let created_again = audit(EventType::ApiKeyCreated, &t.tenant.id);
+    f.store
+        .insert_key(&revoked, None, &created_again)
+        .await
+        .unwrap();
+    f.store
+        .revoke_key(
+            &t.tenant.id,
+            &revoked.id,
+            10,
+            &audit(EventType::ApiKeyRevoked, &t.tenant.id),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !f.store
+            .record_key_expiry(&t.tenant.id, &revoked.id, 60, &expired)
+            .await
+            .unwrap()
+    );
+}
+
+on_every_backend!(
+    keys_keep_their_limits_and_updates_name_what_they_changed,
+    a_roll_replaces_a_key_in_one_transaction,
+    a_roll_is_not_refused_by_the_key_limit,
+    an_expiry_is_recorded_once_whichever_node_sees_it,
 );

@@ -103,6 +103,8 @@ pub struct TestAppBuilder {
     configure: Vec<ConfigChange>,
     /// Another app's database URL and backend: the new app is a second node on it.
     shared: Option<(String, bool)>,
+    /// The address the server listens on (port 0: any free one).
+    listen: std::net::SocketAddr,
 }
 
 impl TestAppBuilder {
@@ -125,6 +127,13 @@ impl TestAppBuilder {
             app.state.config.database_url.expose_secret().to_owned(),
             app.database.is_postgres(),
         ));
+        self
+    }
+
+    /// Makes the server listen on `ip` (any free port) instead of `127.0.0.1`, e.g. `::1` to be reached over
+    /// IPv6.
+    pub fn listen_on(mut self, ip: std::net::IpAddr) -> Self {
+        self.listen = std::net::SocketAddr::new(ip, 0);
         self
     }
 
@@ -174,7 +183,7 @@ impl TestAppBuilder {
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let state =
             App::build(config, store, Arc::clone(&clock) as Arc<dyn Clock>).expect("build app");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(self.listen)
             .await
             .expect("bind server");
         let url = format!("http://{}", listener.local_addr().expect("server addr"));
@@ -256,6 +265,7 @@ impl TestApp {
             mock: MockConfig::default(),
             configure: Vec::new(),
             shared: None,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 
@@ -408,6 +418,14 @@ impl TestApp {
             201,
         )
         .await
+    }
+
+    /// Creates a project key in `t`'s Default project as its owner; returns the key's id and value.
+    pub async fn key_in(&self, t: &TestTenant, body: Value) -> (String, String) {
+        let key = self
+            .create_project_key(&t.admin_key, &t.project_id, body)
+            .await;
+        (str_at(&key, &["id"]), str_at(&key, &["value"]))
     }
 
     /// Adds a member with `role` to `t` (as its owner) and gives it an admin key; returns the member's id and key.

@@ -12,7 +12,7 @@ use crate::key::KeyDigest;
 use crate::money::Micros;
 use crate::role::Role;
 use crate::tenant::{
-    ApiKey, Member, NewTenant, Principal, Project, Tenant, TenantStatus, Timestamp,
+    ApiKey, KeyChanges, Member, NewTenant, Principal, Project, Tenant, TenantStatus, Timestamp,
 };
 use async_trait::async_trait;
 use std::time::Duration;
@@ -29,6 +29,9 @@ pub enum StoreError {
     /// The tenant already has its plan's number of active project keys; nothing was written.
     #[error("the active key limit is reached")]
     KeyLimitReached,
+    /// The key is revoked or expired, which is final: it cannot be updated or rolled; nothing was written.
+    #[error("the key is revoked or expired")]
+    KeyNotActive,
     /// The backend cannot be written or reached for now (locked, disk full, read-only, connection lost): the
     /// same call may succeed later. The detail is for logs.
     #[error("storage unavailable: {0}")]
@@ -290,6 +293,41 @@ pub trait KeyStore {
         at: Timestamp,
         audit: &AuditEvent,
     ) -> Result<Option<ApiKey>, StoreError>;
+    /// Applies `changes` to a key that is active at `now` and returns the key as it is then; `None` if no such key,
+    /// [`StoreError::KeyNotActive`] (and no change) if it is revoked or expired. Writes `audit` with its details set
+    /// by the store to `{"changed": [names]}`, the API names of the fields whose values changed (read in the same
+    /// transaction); changes that change nothing write no event.
+    async fn update_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        changes: &KeyChanges,
+        now: Timestamp,
+        audit: &AuditEvent,
+    ) -> Result<Option<ApiKey>, StoreError>;
+    /// Rolls a project key that is active at `now`, in one transaction: the key now expires at `grace_ends`, or
+    /// keeps its own expiry if that comes first; `successor` is written (no key limit applies: it replaces a key
+    /// on its way out); and `audit`. Returns the old key as it is then; `None` if no such project key,
+    /// [`StoreError::KeyNotActive`] (and nothing written) if it is revoked or expired.
+    async fn roll_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        successor: &ApiKey,
+        grace_ends: Timestamp,
+        now: Timestamp,
+        audit: &AuditEvent,
+    ) -> Result<Option<ApiKey>, StoreError>;
+    /// Records, once, that a key was found expired at `at` (its first refused request), with `audit`
+    /// (`api_key.expired`), in one transaction; `true` if this call recorded it, `false` (and no event) if it was
+    /// already recorded, by this node or another, or the key is not expired at `at` or is revoked.
+    async fn record_key_expiry(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        at: Timestamp,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError>;
     /// The key with this digest and the state of its tenant and owner: the authentication lookup.
     async fn principal_by_digest(
         &self,

@@ -102,7 +102,19 @@ async fn authenticate(
     match principal.key.status(state.clock.now()) {
         KeyStatus::Active => {}
         KeyStatus::Revoked => return Err(ApiError::Unauthorized(AuthFailure::Revoked)),
-        KeyStatus::Expired => return Err(ApiError::Unauthorized(AuthFailure::Expired)),
+        KeyStatus::Expired => {
+            // Its first refusal is an `api_key.expired` event; once recorded, the cached record says so and no
+            // later refusal touches the store.
+            if needed == KeyKind::Project && principal.key.expiry_recorded_at.is_none() {
+                crate::service::keys::record_expiry(
+                    state,
+                    &principal.key,
+                    RequestOrigin::of(parts).0,
+                )
+                .await;
+            }
+            return Err(ApiError::Unauthorized(AuthFailure::Expired));
+        }
     }
     if principal.tenant_status == TenantStatus::Suspended {
         return Err(ApiError::forbidden(

@@ -5,6 +5,7 @@
 use futures::future::join_all;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use tollgate_core::audit::{AuditQuery, EventType};
 use tollgate_core::money::Micros;
 use tollgate_core::ports::LeaseRequest;
 use tollgate_mock::MockConfig;
@@ -139,8 +140,20 @@ async fn refused_after(
     cached: Instant,
     changed: Instant,
 ) -> Duration {
+    refused_at(node, "/v1/models", key, status, cached, changed).await
+}
+
+/// [`refused_after`] on `GET path`.
+async fn refused_at(
+    node: &TestApp,
+    path: &str,
+    key: &str,
+    status: u16,
+    cached: Instant,
+    changed: Instant,
+) -> Duration {
     loop {
-        let answer = node.get("/v1/models", key).await.status().as_u16();
+        let answer = node.get(path, key).await.status().as_u16();
         let now = Instant::now();
         if answer == status {
             assert!(
@@ -359,4 +372,125 @@ async fn a_role_changed_on_one_node_is_enforced_on_another_within_a_second() {
         assert_eq!(status, 200, "before the change shows");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn a_key_updated_on_one_node_holds_on_another_within_a_second() {
+    let a = TestApp::start().await;
+    let b = a.another_node().await;
+    let t = a.tenant("enterprise").await;
+    let path = format!(
+        "/v1/organization/projects/{}/api_keys/{}",
+        t.project_id, t.project_key_id
+    );
+    // Its models: the model it may no longer use is unknown to it on node b.
+    let cached = Instant::now();
+    assert_eq!(b.get("/v1/models/fast", &t.project_key).await.status(), 200);
+    json_of(
+        a.post(&path, &t.admin_key, &json!({"models": ["echo"]}))
+            .await,
+        200,
+    )
+    .await;
+    let models = refused_at(
+        &b,
+        "/v1/models/fast",
+        &t.project_key,
+        404,
+        cached,
+        Instant::now(),
+    )
+    .await;
+    // Its networks: node b refuses the loopback.
+    let cached = cached_on(&b, &t.project_key).await;
+    json_of(
+        a.post(
+            &path,
+            &t.admin_key,
+            &json!({"allowed_ips": ["203.0.113.0/24"]}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let networks = refused_after(&b, &t.project_key, 403, cached, Instant::now()).await;
+    eprintln!(
+        "key update across nodes ({}): models {models:?}, allowed_ips {networks:?}",
+        backend(&a)
+    );
+}
+
+#[tokio::test]
+async fn a_rolled_key_works_on_every_node_for_its_grace_period_and_then_expires_everywhere_once() {
+    let a = TestApp::start().await;
+    let b = a.another_node().await;
+    // Each node's clock started at its own start: the second may read a second later. One time for both, as NTP
+    // keeps real nodes' clocks.
+    b.clock.advance(a.clock_now() - b.clock_now());
+    let t = a.tenant("pro").await;
+    let old = t.project_key.clone();
+    let cached = cached_on(&b, &old).await;
+    let path = format!(
+        "/v1/organization/projects/{}/api_keys/{}/roll",
+        t.project_id, t.project_key_id
+    );
+    let successor = json_of(
+        a.post(&path, &t.admin_key, &json!({"grace_period_seconds": 30}))
+            .await,
+        201,
+    )
+    .await;
+    let new = successor["value"].as_str().unwrap();
+    let advance = |seconds: i64| {
+        a.clock.advance(seconds);
+        b.clock.advance(seconds);
+    };
+    for node in [&a, &b] {
+        for key in [old.as_str(), new] {
+            assert_eq!(node.get("/v1/models", key).await.status(), 200);
+        }
+    }
+    advance(29);
+    for node in [&a, &b] {
+        for key in [old.as_str(), new] {
+            assert_eq!(node.get("/v1/models", key).await.status(), 200);
+        }
+    }
+    advance(1);
+    let ended = Instant::now();
+    // Node a rolled it, so forgot it at once; node b hears of its new expiry through the change log.
+    assert_eq!(
+        error_of(a.get("/v1/models", &old).await, 401).await["message"],
+        "API key expired"
+    );
+    let delay = refused_after(&b, &old, 401, cached, ended).await;
+    assert_eq!(
+        error_of(b.get("/v1/models", &old).await, 401).await["message"],
+        "API key expired"
+    );
+    for node in [&a, &b] {
+        assert_eq!(node.get("/v1/models", new).await.status(), 200);
+        for _ in 0..3 {
+            assert_eq!(node.get("/v1/models", &old).await.status(), 401);
+        }
+    }
+    // However many refusals on however many nodes: one `api_key.expired`.
+    let expired = a
+        .state
+        .store
+        .audit_events(&AuditQuery {
+            tenant_id: t.id.clone(),
+            kind: Some(EventType::ApiKeyExpired),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(
+        expired[0].event.key_id.as_deref(),
+        Some(t.project_key_id.as_str())
+    );
+    eprintln!("a roll's end across nodes ({}): {delay:?}", backend(&a));
 }

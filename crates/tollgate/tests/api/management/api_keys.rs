@@ -269,3 +269,62 @@ async fn allowed_ips_refuse_other_sources() {
         .unwrap();
     assert_eq!(ok.status(), 200);
 }
+
+#[tokio::test]
+async fn allowed_ips_match_ipv6_sources_and_only_a_trusted_proxys_forwarded_for() {
+    // The server on the IPv6 loopback, so the socket peer is ::1; the loopback is its one trusted proxy.
+    let app = TestApp::builder()
+        .listen_on("::1".parse().unwrap())
+        .configure(|c| c.trusted_proxies = vec!["::1/128".parse().unwrap()])
+        .start()
+        .await;
+    let untrusted = TestApp::builder()
+        .listen_on("::1".parse().unwrap())
+        .start()
+        .await;
+    for (app, trusted) in [(&app, true), (&untrusted, false)] {
+        let t = app.tenant("enterprise").await;
+        let t = &t;
+        let key = |nets: Value| async move {
+            app.key_in(t, json!({"name": "v6", "allowed_ips": nets}))
+                .await
+                .1
+        };
+        let loopback = key(json!(["::1"])).await;
+        let doc_net = key(json!(["2001:db8::/32"])).await;
+        let v4_only = key(json!(["127.0.0.1/32"])).await;
+        let status = |key: &str, xff: Option<&str>| {
+            let mut request = app.with_key(Method::GET, "/v1/models", key);
+            if let Some(xff) = xff {
+                request = request.header("x-forwarded-for", xff);
+            }
+            async move { request.send().await.unwrap().status().as_u16() }
+        };
+        // The peer itself: ::1 is in ::1/128, not in 2001:db8::/32, and no IPv4 network holds it.
+        assert_eq!(status(&loopback, None).await, 200);
+        assert_eq!(status(&doc_net, None).await, 403);
+        assert_eq!(status(&v4_only, None).await, 403);
+        let refused = app.get("/v1/models", &doc_net).await;
+        let body = json_of(refused, 403).await;
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("::1"),
+            "{body}"
+        );
+        // A forwarded client: believed only from the trusted proxy; the rightmost untrusted hop counts.
+        let forwarded = Some("198.51.100.7, 2001:db8::5");
+        assert_eq!(
+            status(&doc_net, forwarded).await,
+            if trusted { 200 } else { 403 },
+            "trusted {trusted}"
+        );
+        assert_eq!(
+            status(&loopback, forwarded).await,
+            if trusted { 403 } else { 200 },
+            "trusted {trusted}"
+        );
+        // A trusted proxy's own hop is skipped, not taken for the client.
+        if trusted {
+            assert_eq!(status(&doc_net, Some("2001:db8::5, ::1")).await, 200);
+        }
+    }
+}

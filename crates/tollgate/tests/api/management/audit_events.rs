@@ -519,3 +519,141 @@ async fn no_event_holds_a_key_value_a_password_or_its_hash() {
     }
     assert_eq!(member.password_hash, None);
 }
+
+#[tokio::test]
+async fn key_updates_and_rolls_are_events_naming_what_changed_and_the_successor() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let key = format!(
+        "/v1/organization/projects/{}/api_keys/{}",
+        t.project_id, t.project_key_id
+    );
+    let before = events(&app, &t.id).await.len();
+    let change = json!({"name": "test", "models": ["echo"], "spend_limit_cents": 5, "spend_limit_period": "month"});
+    let (updated_in, _) = answered(
+        send(&app, Method::POST, &key, &t.admin_key, Some(change.clone())).await,
+        200,
+    )
+    .await;
+    // The same again changes nothing; a refused update (the plan lacks allow-lists) changes nothing either.
+    answered(
+        send(&app, Method::POST, &key, &t.admin_key, Some(change)).await,
+        200,
+    )
+    .await;
+    let refused = json!({"allowed_ips": ["203.0.113.0/24"]});
+    error_of(
+        send(&app, Method::POST, &key, &t.admin_key, Some(refused)).await,
+        403,
+    )
+    .await;
+    let roll = format!("{key}/roll");
+    let body = Some(json!({"grace_period_seconds": 0}));
+    let (rolled_in, successor) = answered(
+        send(&app, Method::POST, &roll, &t.admin_key, body).await,
+        201,
+    )
+    .await;
+    // Rolling it again: refused (it expired with the roll), no event.
+    error_of(
+        send(&app, Method::POST, &roll, &t.admin_key, Some(json!({}))).await,
+        409,
+    )
+    .await;
+
+    let got = new_events(&app, &t.id, before).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let last4 = &t.project_key[t.project_key.len() - 4..];
+    by_member(
+        &got[0],
+        EventType::ApiKeyUpdated,
+        &t.owner_id,
+        &t.project_key_id,
+    );
+    assert_eq!(
+        details(&got[0]),
+        json!({"changed": ["models", "spend_limit_cents", "spend_limit_period"]})
+    );
+    from_request(&got[0], &updated_in);
+    let successor_id = successor["id"].as_str().unwrap();
+    by_member(&got[1], EventType::ApiKeyRolled, &t.owner_id, successor_id);
+    assert_eq!(details(&got[1]), json!({"grace_period_seconds": 0}));
+    from_request(&got[1], &rolled_in);
+    for event in &got {
+        assert_eq!(event.key_id.as_deref(), Some(t.project_key_id.as_str()));
+        assert_eq!(event.key_last4.as_deref(), Some(last4));
+        assert_eq!(event.project_id.as_deref(), Some(t.project_id.as_str()));
+        let text = format!("{event:?}");
+        let value = successor["value"].as_str().unwrap();
+        assert!(
+            !text.contains(value) && !text.contains(&t.project_key),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_keys_first_refused_request_is_an_event_and_the_only_one() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let expires_at = app.clock_now() + 60;
+    let (id, value) = app
+        .key_in(&t, json!({"name": "short", "expires_at": expires_at}))
+        .await;
+    let (id, value) = (id.as_str(), value.as_str());
+    // Cached while it works, so the refusals below start from a cached principal.
+    assert_eq!(app.get("/v1/models", value).await.status(), 200);
+    app.clock.advance(60);
+    let before = events(&app, &t.id).await.len();
+    let mut refused_in = Vec::new();
+    for _ in 0..3 {
+        let (request_id, body) = answered(
+            send(
+                &app,
+                Method::POST,
+                "/v1/chat/completions",
+                value,
+                Some(TestApp::chat_body("echo", "hi")),
+            )
+            .await,
+            401,
+        )
+        .await;
+        assert_eq!(body["error"]["message"], "API key expired");
+        refused_in.push(request_id);
+    }
+    // Every refusal's `request.completed` is written with the recorder's next batch: an answered request's.
+    let sync = app
+        .post(
+            "/v1/chat/completions",
+            &t.project_key,
+            &TestApp::chat_body("echo", "sync"),
+        )
+        .await;
+    json_of(sync, 200).await;
+    let got = new_events(&app, &t.id, before).await;
+    let expired: Vec<&AuditEvent> = got
+        .iter()
+        .filter(|e| e.kind == EventType::ApiKeyExpired)
+        .collect();
+    assert_eq!(expired.len(), 1, "{got:?}");
+    let e = expired[0];
+    assert_eq!(e.actor.kind, ActorType::ProjectKey);
+    assert_eq!(e.actor.id.as_deref(), Some(id));
+    assert_eq!(e.target_id.as_deref(), Some(id));
+    assert_eq!(e.key_id.as_deref(), Some(id));
+    assert_eq!(e.project_id.as_deref(), Some(t.project_id.as_str()));
+    assert_eq!(e.effective_at, app.clock_now());
+    assert_eq!(details(e), json!({"expires_at": app.clock_now()}));
+    from_request(e, &refused_in[0]);
+    // It comes before the request that found it, and each refusal is a request event of its own.
+    let refusals: Vec<usize> = (0..got.len())
+        .filter(|i| got[*i].kind == EventType::RequestCompleted && got[*i].status == Some(401))
+        .collect();
+    assert_eq!(refusals.len(), 3, "{got:?}");
+    let at = got.iter().position(|e| e.kind == EventType::ApiKeyExpired);
+    assert!(at < refusals.first().copied(), "{got:?}");
+    for i in refusals {
+        assert_eq!(got[i].key_id.as_deref(), Some(id));
+    }
+}

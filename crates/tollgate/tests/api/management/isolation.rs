@@ -51,6 +51,12 @@ fn case(method: &Method, path: &str, b: &Foreign) -> (Option<Value>, bool) {
         ("POST", "/v1/organization/projects/{project_id}/api_keys") => {
             Some(json!({"name": "walked"}))
         }
+        ("POST", "/v1/organization/projects/{project_id}/api_keys/{key_id}") => {
+            Some(json!({"name": "walked", "models": ["echo"]}))
+        }
+        ("POST", "/v1/organization/projects/{project_id}/api_keys/{key_id}/roll") => {
+            Some(json!({"grace_period_seconds": 0}))
+        }
         ("POST", "/v1/organization/members") => {
             Some(json!({"email": "walker@example.com", "role": "member"}))
         }
@@ -97,7 +103,7 @@ async fn every_management_route_hides_other_tenants_objects() {
     assert_eq!(walked.len(), management.len(), "each route once");
     assert_eq!(
         management.len(),
-        22,
+        24,
         "a new management route needs a case in this walk: {walked:?}"
     );
 
@@ -138,6 +144,16 @@ async fn every_management_route_hides_other_tenants_objects() {
     assert_eq!(
         app.get("/v1/models", &b.tenant.project_key).await.status(),
         200
+    );
+    // Neither updated nor rolled.
+    let key = format!(
+        "/v1/organization/projects/{}/api_keys/{}",
+        b.tenant.project_id, b.tenant.project_key_id
+    );
+    let key = json_of(app.get(&key, &b.tenant.admin_key).await, 200).await;
+    assert_eq!(
+        (&key["name"], &key["models"], &key["expires_at"]),
+        (&json!("test"), &Value::Null, &Value::Null)
     );
     let project = format!("/v1/organization/projects/{}", b.tenant.project_id);
     let project = json_of(app.get(&project, &b.tenant.admin_key).await, 200).await;

@@ -2,6 +2,8 @@
 
 mod admin_api_keys;
 mod api_keys;
+mod api_keys_roll;
+mod api_keys_update;
 mod audit_events;
 mod audit_logs;
 mod credits;
