@@ -258,7 +258,13 @@ async fn retention_prunes_old_events_and_the_rest_still_verifies() {
     // Ten events a day apart, 20.5 to 11.5 days old (half a day off the cut, so a node whose clock reads a few
     // seconds later than this one's prunes the same ones)… and one of now.
     let mut events: Vec<AuditEvent> = (0..10)
-        .map(|i| event(&t, EventType::RequestCompleted, now - (20 - i) * day - day / 2))
+        .map(|i| {
+            event(
+                &t,
+                EventType::RequestCompleted,
+                now - (20 - i) * day - day / 2,
+            )
+        })
         .collect();
     events.push(event(&t, EventType::RequestCompleted, now));
     app.state.store.append_audit(&events).await.unwrap();
