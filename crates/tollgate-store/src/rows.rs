@@ -213,11 +213,12 @@ pub(crate) fn key_spend(row: &impl Columns) -> Result<Option<(SpendLimit, KeySpe
     })
 }
 
+/// Requests and tokens per minute, micro-cents and period, as bound.
+pub(crate) type LimitColumns = (Option<i64>, Option<i64>, Option<i64>, Option<&'static str>);
+
 /// A key's rate limit and spend cap as their columns' values: requests and tokens per minute, micro-cents and
 /// period.
-pub(crate) fn limit_columns(
-    key: &ApiKey,
-) -> Result<(Option<i64>, Option<i64>, Option<i64>, Option<&'static str>), StoreError> {
+pub(crate) fn limit_columns(key: &ApiKey) -> Result<LimitColumns, StoreError> {
     let int = |v: Option<u64>| {
         v.map(|v| {
             i64::try_from(v).map_err(|_| StoreError::Backend(format!("rate limit {v} too large")))
