@@ -4,7 +4,7 @@
 use crate::audit::Origin;
 use crate::catalog::ModelSpec;
 use crate::money::{Micros, checked_cost};
-use crate::tenant::Timestamp;
+use crate::tenant::{SpendPeriod, Timestamp};
 use serde_json::Value;
 use tollgate_openai::{ChatCompletionRequest, MessageContent};
 
@@ -100,6 +100,8 @@ pub struct Settlement {
     pub latency_ms: u64,
     /// Where it came from.
     pub origin: Origin,
+    /// The period of its key's spend cap, if the key has one (its charge then counts toward the cap).
+    pub spend_period: Option<SpendPeriod>,
 }
 
 /// Of the balance beyond its `need`, a lease takes at most this share, so every other node always finds most of

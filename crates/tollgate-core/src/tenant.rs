@@ -199,6 +199,41 @@ impl SpendPeriod {
             _ => None,
         }
     }
+
+    /// When the period that contains `at` began: the start of its UTC calendar month, or 0 for `total` (one period
+    /// for the key's whole life). Spending counted from another start is a past period's.
+    pub fn start(self, at: Timestamp) -> Timestamp {
+        match self {
+            Self::Total => 0,
+            Self::Month => {
+                let days = at.div_euclid(86_400);
+                days.saturating_sub(day_of_month(days) - 1)
+                    .saturating_mul(86_400)
+            }
+        }
+    }
+}
+
+/// The day of the month (1–31) of `days` since 1970-01-01, in the proleptic Gregorian calendar (Howard Hinnant's
+/// `civil_from_days`, which needs no calendar library).
+fn day_of_month(days: i64) -> i64 {
+    let z = days.saturating_add(719_468);
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    doy - (153 * mp + 2) / 5 + 1
+}
+
+/// What a capped key has spent in the period starting at `period_start` (see [`SpendPeriod::start`]); the store
+/// adds each charge in the transaction that records it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeySpent {
+    /// Start of the period `amount` counts.
+    pub period_start: Timestamp,
+    /// Charged in it.
+    pub amount: Micros,
 }
 
 /// What one key may spend per period (its `spend_limit_cents` and `spend_limit_period`, which exist together).
@@ -249,6 +284,8 @@ pub struct ApiKey {
     pub rate_limits: Option<RateLimits>,
     /// Its spend cap.
     pub spend_limit: Option<SpendLimit>,
+    /// What it has spent against its cap (counted while it has one).
+    pub spent: KeySpent,
     /// When its `api_key.expired` event was written (by its first request refused as expired), so it is written
     /// once.
     pub expiry_recorded_at: Option<Timestamp>,
@@ -266,6 +303,14 @@ impl ApiKey {
     /// Status at `now`: revoked wins over expired.
     pub fn status(&self, now: Timestamp) -> KeyStatus {
         key_status(self.revoked_at, self.expires_at, now)
+    }
+
+    /// What it has spent in its cap's period at `now`: zero without a cap, and at the start of a new period.
+    pub fn spent_at(&self, now: Timestamp) -> Micros {
+        match self.spend_limit {
+            Some(limit) if self.spent.period_start == limit.period.start(now) => self.spent.amount,
+            _ => Micros::ZERO,
+        }
     }
 }
 
@@ -370,6 +415,7 @@ impl ApiKey {
             models: spec.models,
             rate_limits: spec.rate_limits,
             spend_limit: spec.spend_limit,
+            spent: KeySpent::default(),
             expiry_recorded_at: None,
         };
         (key, secret)
@@ -569,6 +615,49 @@ impl NewTenant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_month_starts_at_its_first_utc_midnight_and_total_never_restarts() {
+        // 2024-02-29 12:00:00 UTC (a leap day) is in the month that began 2024-02-01 00:00:00 UTC.
+        assert_eq!(SpendPeriod::Month.start(1_709_208_000), 1_706_745_600);
+        assert_eq!(SpendPeriod::Month.start(1_706_745_600), 1_706_745_600);
+        assert_eq!(
+            SpendPeriod::Month.start(1_706_745_599),
+            1_704_067_200,
+            "2024-01"
+        );
+        assert_eq!(SpendPeriod::Month.start(0), 0);
+        assert_eq!(SpendPeriod::Month.start(-1), -2_678_400, "1969-12-01");
+        assert_eq!(SpendPeriod::Total.start(1_709_208_000), 0);
+        let mut key = ApiKey::issue(
+            &KeyPrefixes::new("sk_live_", "sk_admin_").unwrap(),
+            "org_1",
+            KeyOwner::Project("proj_1".into()),
+            KeySpec::default(),
+            None,
+            0,
+        )
+        .0;
+        key.spent = KeySpent {
+            period_start: 1_706_745_600,
+            amount: Micros(5),
+        };
+        assert_eq!(
+            key.spent_at(1_709_208_000),
+            Micros::ZERO,
+            "no cap, no spend"
+        );
+        key.spend_limit = Some(SpendLimit {
+            amount: Micros(10),
+            period: SpendPeriod::Month,
+        });
+        assert_eq!(key.spent_at(1_709_208_000), Micros(5));
+        assert_eq!(
+            key.spent_at(1_709_251_200),
+            Micros::ZERO,
+            "March: a new period"
+        );
+    }
 
     #[test]
     fn emails_are_normalised() {

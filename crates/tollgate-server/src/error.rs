@@ -91,6 +91,20 @@ pub enum ApiError {
         /// The hold this request needed.
         cost: Micros,
     },
+    /// 402 `insufficient_balance`: the request's hold would take its key past its spend cap.
+    #[error("This API key's spend limit of {limit} cents {per} is reached")]
+    SpendLimitReached {
+        /// The key's cap.
+        limit: Micros,
+        /// `per month` or `in total`, for the message.
+        per: &'static str,
+        /// What the key spent in the cap's period.
+        spent: Micros,
+        /// The tenant's balance less other requests' holds, as this node has it leased.
+        available: Micros,
+        /// The hold this request needed.
+        cost: Micros,
+    },
     /// 405 `invalid_request_error`.
     #[error("Method not allowed")]
     MethodNotAllowed,
@@ -197,7 +211,7 @@ impl ApiError {
             Self::NotFound { code, param, .. } => {
                 (StatusCode::NOT_FOUND, INVALID, param.clone(), *code)
             }
-            Self::InsufficientBalance { .. } => (
+            Self::InsufficientBalance { .. } | Self::SpendLimitReached { .. } => (
                 StatusCode::PAYMENT_REQUIRED,
                 "insufficient_balance",
                 None,
@@ -257,6 +271,16 @@ impl ApiError {
         match self {
             Self::InsufficientBalance { available, cost } => RawValue::from_string(format!(
                 r#"{{"balance_before_cents":{available},"cost_cents":{cost}}}"#
+            ))
+            .ok(),
+            Self::SpendLimitReached {
+                limit,
+                spent,
+                available,
+                cost,
+                ..
+            } => RawValue::from_string(format!(
+                r#"{{"balance_before_cents":{available},"cost_cents":{cost},"spend_limit_cents":{limit},"spent_cents":{spent}}}"#
             ))
             .ok(),
             _ => None,

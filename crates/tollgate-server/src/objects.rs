@@ -107,7 +107,7 @@ pub struct KeyObject {
     rate_limits: Option<RateLimitsObject>,
     spend_limit_cents: Option<Cents>,
     spend_limit_period: Option<&'static str>,
-    spent_cents: u64,
+    spent_cents: Cents,
     /// The secret: only in the response that creates the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<String>,
@@ -145,7 +145,7 @@ impl KeyObject {
             }),
             spend_limit_cents: key.spend_limit.map(|l| Cents(l.amount)),
             spend_limit_period: key.spend_limit.map(|l| l.period.as_str()),
-            spent_cents: 0,
+            spent_cents: Cents(key.spent_at(now)),
             value: None,
         }
     }

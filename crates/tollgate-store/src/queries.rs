@@ -17,7 +17,7 @@ const ACTIVE_PROJECT_KEYS: &str = "SELECT count(*) FROM api_keys a JOIN projects
 pub(crate) static INSERT_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "INSERT INTO api_keys ({fields}) SELECT $3, $1, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-         $16, $17, $18, $19, $20, $21, $22, $23, $24 WHERE $25 IS NULL OR ({ACTIVE_PROJECT_KEYS}) < $25",
+         $16, $17, $18, $19, $20, $21, $22, $23, $24, $26, $27 WHERE $25 IS NULL OR ({ACTIVE_PROJECT_KEYS}) < $25",
         fields = crate::rows::KEY_FIELDS
     )
 });
@@ -65,6 +65,8 @@ pub(crate) fn usage_sql(g: tollgate_core::credits::UsageGrouping) -> String {
 /// - `migrations_table`: a statement counting (as a 64-bit integer) the tables named `_sqlx_migrations`;
 /// - `now_ms`: an SQL expression for the database's clock in Unix milliseconds, as the change log's `created_ms`
 ///   default reads it (migration 0005);
+/// - `lock_key`: a statement taking `$1` = key id that returns the key's cap and spending
+///   (the four columns [`crate::rows::key_spend`] reads) and holds, until the transaction ends, the lock that serialises lease calls on it;
 /// - `lock_chain`: a statement taking `$1` = tenant id that returns the tenant's audit chain head (`seq`, `hash`)
 ///   and holds, until the transaction ends, the lock that serialises appends to it;
 /// - in scope where it expands: `db_error(sqlx::Error) -> StoreError`, `MIGRATOR` (its `sqlx::migrate!`),
@@ -79,6 +81,7 @@ macro_rules! store_queries {
         lock_tenant = $lock_tenant:expr,
         migrations_table = $migrations_table:expr,
         now_ms = $now_ms:literal,
+        lock_key = $lock_key:expr,
         lock_chain = $lock_chain:expr $(,)?
     ) => {
         /// The shared statements ([`crate::queries`]) as this backend's implementation of the store traits.
@@ -96,7 +99,7 @@ macro_rules! store_queries {
             use tollgate_core::key::KeyDigest;
             use tollgate_core::money::Micros;
             use tollgate_core::ports::{
-                AuditChain, AuditLog, Change, ChangeLog, ChangeSignal, CreditStore, KeyLimit, KeyScope, KeyStore, LeaseGrant,
+                Account, AuditChain, AuditLog, Change, ChangeLog, ChangeSignal, CreditStore, KeyLimit, KeyScope, KeyStore, LeaseGrant,
                 LeaseRequest, MemberStore, Page, PageRequest, ProjectStore, RemovedMember, SettledBatch, Store,
                 StoreError, TenantStore, TenantUpdate, UsageStore,
             };
@@ -379,6 +382,8 @@ macro_rules! store_queries {
                     .bind(limits.spend_limit_period)
                     .bind(key.expiry_recorded_at)
                     .bind(limit.map(|l| i64::from(l.max_active)))
+                    .bind(key.spent.amount.get())
+                    .bind(key.spent.period_start)
                     .execute(db)
                     .await
                     .map_err(db_error)?;
@@ -898,6 +903,33 @@ macro_rules! store_queries {
                     if changed.is_empty() {
                         return Ok(Some(before));
                     }
+                    if before.spend_limit != after.spend_limit {
+                        // Leases were granted under the old cap: a lower one must not leave them standing. Each
+                        // node sees the new cap with its key cache's invalidation and leases afresh.
+                        sqlx::query("DELETE FROM key_leases WHERE key_id = $1")
+                            .bind(key_id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_error)?;
+                    }
+                    if let Some(limit) = after.spend_limit
+                        && before.spend_limit.map(|l| l.period) != Some(limit.period)
+                    {
+                        // A new cap (or period) counts what the key already spent in the period, from its usage.
+                        let start = limit.period.start(now);
+                        sqlx::query(
+                            "UPDATE api_keys SET spent_period_start = $3, spent_micros = \
+                             (SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM usage_records \
+                              WHERE tenant_id = $1 AND key_id = $2 AND created_at >= $3) \
+                             WHERE tenant_id = $1 AND id = $2",
+                        )
+                        .bind(tenant_id)
+                        .bind(key_id)
+                        .bind(start)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    }
                     let limits = rows::limit_columns(&after)?;
                     let update = format!(
                         "UPDATE api_keys SET name = $1, description = $2, expires_at = $3, allowed_ips = $4, \
@@ -1126,41 +1158,71 @@ macro_rules! store_queries {
                 }
 
                 async fn lease(&self, request: &LeaseRequest<'_>) -> Result<LeaseGrant, StoreError> {
-                    // The tenant's lock serialises every node's lease calls for it (and its grants); settlements
-                    // take a charge off the balance and a lease together, which leaves what is free unchanged.
-                    let (mut tx, _) = self.lock_tenant(request.tenant_id).await?;
-                    sqlx::query("DELETE FROM credit_leases WHERE tenant_id = $1 AND expires_at < $2")
-                        .bind(request.tenant_id)
+                    // The account's lock serialises every node's lease calls for it (and a tenant's grants);
+                    // settlements take a charge off the balance (or add it to the key's spending) and off a lease
+                    // together, which leaves what is free unchanged.
+                    let (table, column, id) = lease_table(request.account);
+                    let (mut tx, total, spent) = match request.account {
+                        Account::Tenant(tenant_id) => {
+                            let (mut tx, _) = self.lock_tenant(tenant_id).await?;
+                            let balance: Option<i64> = sqlx::query_scalar(
+                                "SELECT balance_micros FROM credit_balances WHERE tenant_id = $1",
+                            )
+                            .bind(tenant_id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db_error)?;
+                            (tx, Micros(balance.unwrap_or(0)), Micros::ZERO)
+                        }
+                        Account::Key(key_id) => {
+                            let mut tx = self.begin().await?;
+                            let row = sqlx::query($lock_key)
+                                .bind(key_id)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(db_error)?;
+                            // No key, or no cap: nothing to lease.
+                            let key = row.as_ref().map(rows::key_spend).transpose()?.flatten();
+                            let (cap, spent) = key.map_or((Micros::ZERO, Micros::ZERO), |(limit, spent)| {
+                                let now = if spent.period_start == limit.period.start(request.now) {
+                                    spent.amount
+                                } else {
+                                    Micros::ZERO
+                                };
+                                (limit.amount, now)
+                            });
+                            (tx, cap.minus(spent), spent)
+                        }
+                    };
+                    sqlx::query(&format!("DELETE FROM {table} WHERE {column} = $1 AND expires_at < $2"))
+                        .bind(id)
                         .bind(request.now)
                         .execute(&mut *tx)
                         .await
                         .map_err(db_error)?;
-                    let row = sqlx::query(
-                        "SELECT \
-                           COALESCE((SELECT balance_micros FROM credit_balances WHERE tenant_id = $1), 0), \
-                           CAST(COALESCE((SELECT SUM(amount_micros) FROM credit_leases WHERE tenant_id = $1), 0) \
-                             AS BIGINT), \
-                           COALESCE((SELECT amount_micros FROM credit_leases \
-                             WHERE tenant_id = $1 AND node_id = $2), 0)",
-                    )
-                    .bind(request.tenant_id)
+                    let row = sqlx::query(&format!(
+                        "SELECT CAST(COALESCE((SELECT SUM(amount_micros) FROM {table} WHERE {column} = $1), 0) \
+                           AS BIGINT), \
+                         COALESCE((SELECT amount_micros FROM {table} WHERE {column} = $1 AND node_id = $2), 0)"
+                    ))
+                    .bind(id)
                     .bind(request.node_id)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db_error)?;
-                    let column = |i: usize| row.try_get::<i64, _>(i).map(Micros).map_err(db_error);
-                    let (balance, leased, own) = (column(0)?, column(1)?, column(2)?);
-                    let free = balance.minus(leased).max(Micros::ZERO);
+                    let column_at = |i: usize| row.try_get::<i64, _>(i).map(Micros).map_err(db_error);
+                    let (leased, own) = (column_at(0)?, column_at(1)?);
+                    let free = total.minus(leased).max(Micros::ZERO);
                     let granted = lease_grant(free, request.need, request.want);
                     let lease = own.plus(granted);
                     // An empty lease is no row: a refused first ask leaves nothing behind.
                     if lease > Micros::ZERO {
-                        sqlx::query(
-                            "INSERT INTO credit_leases (tenant_id, node_id, amount_micros, expires_at) \
-                             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, node_id) \
-                             DO UPDATE SET amount_micros = $3, expires_at = $4",
-                        )
-                        .bind(request.tenant_id)
+                        sqlx::query(&format!(
+                            "INSERT INTO {table} ({column}, node_id, amount_micros, expires_at) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT ({column}, node_id) \
+                             DO UPDATE SET amount_micros = $3, expires_at = $4"
+                        ))
+                        .bind(id)
                         .bind(request.node_id)
                         .bind(lease.get())
                         .bind(request.expires_at)
@@ -1173,30 +1235,32 @@ macro_rules! store_queries {
                         granted,
                         lease,
                         free: free.minus(granted),
+                        spent,
                     })
                 }
 
                 async fn release_lease(
                     &self,
-                    tenant_id: &str,
+                    account: Account<'_>,
                     node_id: &str,
                     amount: Micros,
                 ) -> Result<(), StoreError> {
                     // Only its node writes a lease row: one statement, no lock to take first.
-                    sqlx::query(
-                        "DELETE FROM credit_leases WHERE tenant_id = $1 AND node_id = $2 AND amount_micros <= $3",
-                    )
-                    .bind(tenant_id)
+                    let (table, column, id) = lease_table(account);
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE {column} = $1 AND node_id = $2 AND amount_micros <= $3"
+                    ))
+                    .bind(id)
                     .bind(node_id)
                     .bind(amount.get())
                     .execute(&self.pool)
                     .await
                     .map_err(db_error)?;
-                    sqlx::query(
-                        "UPDATE credit_leases SET amount_micros = amount_micros - $3 \
-                         WHERE tenant_id = $1 AND node_id = $2 AND amount_micros > $3",
-                    )
-                    .bind(tenant_id)
+                    sqlx::query(&format!(
+                        "UPDATE {table} SET amount_micros = amount_micros - $3 \
+                         WHERE {column} = $1 AND node_id = $2 AND amount_micros > $3"
+                    ))
+                    .bind(id)
                     .bind(node_id)
                     .bind(amount.get())
                     .execute(&self.pool)
@@ -1210,13 +1274,23 @@ macro_rules! store_queries {
                     node_id: &str,
                     expires_at: Timestamp,
                 ) -> Result<(), StoreError> {
-                    sqlx::query("UPDATE credit_leases SET expires_at = $2 WHERE node_id = $1")
-                        .bind(node_id)
-                        .bind(expires_at)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_error)?;
+                    for table in ["credit_leases", "key_leases"] {
+                        sqlx::query(&format!("UPDATE {table} SET expires_at = $2 WHERE node_id = $1"))
+                            .bind(node_id)
+                            .bind(expires_at)
+                            .execute(&self.pool)
+                            .await
+                            .map_err(db_error)?;
+                    }
                     Ok(())
+                }
+            }
+
+            /// Where an account's leases are: the table, its account column, and the account's id.
+            fn lease_table(account: Account<'_>) -> (&'static str, &'static str, &str) {
+                match account {
+                    Account::Tenant(id) => ("credit_leases", "tenant_id", id),
+                    Account::Key(id) => ("key_leases", "key_id", id),
                 }
             }
 

@@ -14,14 +14,15 @@ use tollgate_core::money::Micros;
 use tollgate_core::ports::{AuditChain, Change, Changed, Page, PageRequest, StoreError};
 use tollgate_core::role::Role;
 use tollgate_core::tenant::{
-    ApiKey, KeyOwner, Member, Principal, Project, ProjectStatus, RateLimits, SpendLimit,
+    ApiKey, KeyOwner, KeySpent, Member, Principal, Project, ProjectStatus, RateLimits, SpendLimit,
     SpendPeriod, Tenant, TenantStatus,
 };
 
 /// The columns [`key`] reads, unqualified (for `RETURNING`, which takes no table alias).
 pub(crate) const KEY_FIELDS: &str = "id, tenant_id, kind, project_id, member_id, name, description, digest, \
     prefix, last4, created_by, created_at, last_used_at, expires_at, revoked_at, rolled_from, allowed_ips, models, \
-    requests_per_minute, tokens_per_minute, spend_limit_micros, spend_limit_period, expired_event_at";
+    requests_per_minute, tokens_per_minute, spend_limit_micros, spend_limit_period, expired_event_at, \
+    spent_micros, spent_period_start";
 
 /// [`KEY_FIELDS`] qualified for a table aliased `k`, so joins with same-named columns stay unambiguous.
 pub(crate) static KEY_COLUMNS: LazyLock<String> = LazyLock::new(|| {
@@ -157,6 +158,7 @@ pub(crate) fn key(row: &impl Columns) -> Result<ApiKey, StoreError> {
             .transpose()?,
         rate_limits: rate_limits(row)?,
         spend_limit: spend_limit(row)?,
+        spent: spent(row)?,
         expiry_recorded_at: row.int("expired_event_at")?,
     })
 }
@@ -192,6 +194,23 @@ fn spend_limit(row: &impl Columns) -> Result<Option<SpendLimit>, StoreError> {
             period.as_deref().unwrap_or("(no period)"),
         )),
     }
+}
+
+/// A key's spending columns.
+fn spent(row: &impl Columns) -> Result<KeySpent, StoreError> {
+    Ok(KeySpent {
+        period_start: int(row, "spent_period_start")?,
+        amount: Micros(int(row, "spent_micros")?),
+    })
+}
+
+/// A key's cap and its spending, from a row of `spend_limit_micros`, `spend_limit_period`, `spent_micros` and
+/// `spent_period_start`; `None` without a cap.
+pub(crate) fn key_spend(row: &impl Columns) -> Result<Option<(SpendLimit, KeySpent)>, StoreError> {
+    Ok(match spend_limit(row)? {
+        Some(limit) => Some((limit, spent(row)?)),
+        None => None,
+    })
 }
 
 /// A key's rate limits and spend cap as their columns hold them.

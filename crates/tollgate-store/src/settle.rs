@@ -34,6 +34,19 @@ impl UsageRow<'_> {
     }
 }
 
+/// What a batch charged one capped key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyCharge<'a> {
+    /// The key.
+    pub(crate) key_id: &'a str,
+    /// Start of the latest cap period the batch charged it in.
+    pub(crate) period_start: Timestamp,
+    /// Charged in that period: added to its spending.
+    pub(crate) spent: Micros,
+    /// Charged in all: off the node's lease on the key.
+    pub(crate) leased: Micros,
+}
+
 /// Everything one batch writes.
 #[derive(Debug)]
 pub(crate) struct Plan<'a> {
@@ -45,6 +58,10 @@ pub(crate) struct Plan<'a> {
     pub(crate) balances: Vec<(&'a str, Balance)>,
     /// What each charged tenant was charged in all: it comes off the settling node's lease on the tenant.
     pub(crate) lease_charges: Vec<(&'a str, Micros)>,
+    /// Each capped key's charges: `(key, period start, charged in that period, charged in all)`, in key id order.
+    /// The period's amount is added to the key's spending (a batch that spans two periods counts only the later:
+    /// the earlier one is over); the whole comes off the settling node's lease on the key. Uncapped keys: none.
+    pub(crate) key_charges: Vec<KeyCharge<'a>>,
     /// Each key's latest use in the batch, in key id order (a stable order to lock rows in).
     pub(crate) last_used: Vec<(&'a str, Timestamp)>,
     /// The audit events, in their chains: one per settlement, in order, then the refused requests'.
@@ -111,6 +128,39 @@ fn completed(s: &Settlement, charge: Micros) -> AuditEvent {
     event
 }
 
+/// The charges of capped keys among `usage`, per key ([`Plan::key_charges`]).
+fn key_charges<'a>(usage: &[UsageRow<'a>]) -> Vec<KeyCharge<'a>> {
+    let mut keys: BTreeMap<&'a str, KeyCharge<'a>> = BTreeMap::new();
+    for u in usage {
+        let s = u.settlement;
+        let Some(period) = s.spend_period else {
+            continue;
+        };
+        if u.charge <= Micros::ZERO {
+            continue;
+        }
+        let start = period.start(s.at);
+        let key = keys.entry(&s.key_id).or_insert(KeyCharge {
+            key_id: &s.key_id,
+            period_start: start,
+            spent: Micros::ZERO,
+            leased: Micros::ZERO,
+        });
+        if start > key.period_start {
+            *key = KeyCharge {
+                period_start: start,
+                spent: Micros::ZERO,
+                ..*key
+            };
+        }
+        if start == key.period_start {
+            key.spent = key.spent.plus(u.charge);
+        }
+        key.leased = key.leased.plus(u.charge);
+    }
+    keys.into_values().collect()
+}
+
 /// Works out what `batch` and `events` write, given the stored balance of each of the batch's [`charged_tenants`]
 /// (a tenant without a balance row has nothing to spend) and the chain head of each of their [`chained_tenants`]
 /// (one without a head has no chain: an error, and nothing is written).
@@ -159,6 +209,7 @@ pub(crate) fn plan<'a>(
     let completed = usage.iter().map(|u| completed(u.settlement, u.charge));
     let chained = crate::audit::chain_owned(&mut heads, completed.chain(events.iter().cloned()))
         .map_err(|tenant| StoreError::Backend(format!("no audit chain for tenant {tenant}")))?;
+    let key_charges = key_charges(&usage);
     let mut last_used: BTreeMap<&str, Timestamp> = BTreeMap::new();
     for s in batch {
         let at = last_used.entry(&s.key_id).or_insert(s.at);
@@ -185,6 +236,7 @@ pub(crate) fn plan<'a>(
             .iter()
             .map(|(tenant, (_, charged))| (*tenant, *charged))
             .collect(),
+        key_charges,
         last_used: last_used.into_iter().collect(),
         events: chained,
         heads,
@@ -210,7 +262,48 @@ mod tests {
             status: 200,
             latency_ms: 7,
             origin: Default::default(),
+            spend_period: None,
         }
+    }
+
+    #[test]
+    fn capped_keys_charges_count_in_their_latest_period_and_all_come_off_the_lease() {
+        use tollgate_core::tenant::SpendPeriod;
+        // 2024-02-29 and 2024-03-01 (UTC), one day apart across a month's end.
+        let (feb, mar) = (1_709_164_800, 1_709_251_200);
+        let capped = |key: &str, cost, at, period| Settlement {
+            spend_period: Some(period),
+            ..settlement("org_a", key, cost, at)
+        };
+        let batch = [
+            capped("key_m", 100, feb, SpendPeriod::Month),
+            settlement("org_a", "key_free", 50, feb),
+            capped("key_m", 30, mar, SpendPeriod::Month),
+            capped("key_m", 7, feb + 1, SpendPeriod::Month),
+            capped("key_t", 40, feb, SpendPeriod::Total),
+            capped("key_t", 2, mar, SpendPeriod::Total),
+            capped("key_zero", 0, feb, SpendPeriod::Month),
+        ];
+        let stored = BTreeMap::from([(
+            "org_a",
+            Balance {
+                balance: Micros(1_000),
+                version: 1,
+            },
+        )]);
+        let heads = BTreeMap::from([("org_a".to_owned(), ChainHead::default())]);
+        let plan = plan(&batch, &[], &stored, heads).unwrap();
+        let charge = |key_id, period_start, spent, leased| KeyCharge {
+            key_id,
+            period_start,
+            spent: Micros(spent),
+            leased: Micros(leased),
+        };
+        assert_eq!(
+            plan.key_charges,
+            vec![charge("key_m", mar, 30, 137), charge("key_t", 0, 42, 42),],
+            "uncapped and free requests have none"
+        );
     }
 
     #[test]

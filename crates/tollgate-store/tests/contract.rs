@@ -16,13 +16,13 @@ use tollgate_core::credits::{Balance, LedgerKind, Settlement, UsageGrouping, Usa
 use tollgate_core::key::KeyPrefixes;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{
-    ChangeSignal, Changed, KeyLimit, KeyScope, LeaseRequest, PageRequest, Store, StoreError,
-    TenantUpdate,
+    Account, ChangeSignal, Changed, KeyLimit, KeyScope, LeaseRequest, PageRequest, Store,
+    StoreError, TenantUpdate,
 };
 use tollgate_core::role::Role;
 use tollgate_core::tenant::{
-    ApiKey, KeyChanges, KeyOwner, KeySpec, NewTenant, ProjectStatus, RateLimits, SpendLimit,
-    SpendPeriod, TenantStatus,
+    ApiKey, KeyChanges, KeyOwner, KeySpec, KeySpent, NewTenant, ProjectStatus, RateLimits,
+    SpendLimit, SpendPeriod, TenantStatus,
 };
 use tollgate_core::tenant::{Member, Project};
 use tollgate_store::testing::ScratchDatabase;
@@ -849,6 +849,7 @@ fn settlement(t: &NewTenant, key: &ApiKey, model: &str, cost: i64, at: i64) -> S
             Some("10.1.2.3".into()),
             Some("sdk/1.0"),
         ),
+        spend_period: key.spend_limit.map(|l| l.period),
     }
 }
 
@@ -1075,7 +1076,7 @@ fn lease_request<'a>(
     now: i64,
 ) -> LeaseRequest<'a> {
     LeaseRequest {
-        tenant_id,
+        account: Account::Tenant(tenant_id),
         node_id,
         need: Micros(need),
         want: Micros(want),
@@ -1147,7 +1148,7 @@ async fn leases_never_reserve_more_than_the_balance_and_charges_come_off_them(f:
     assert_eq!(probe.free, Micros::ZERO, "1,450 left, 43 + 1,407 leased");
     // Node a gives back 40 of its 43: that much is free again.
     f.store
-        .release_lease(tenant, "node_a", Micros(40))
+        .release_lease(Account::Tenant(tenant), "node_a", Micros(40))
         .await
         .unwrap();
     let probe = f
@@ -1166,7 +1167,7 @@ async fn leases_never_reserve_more_than_the_balance_and_charges_come_off_them(f:
     assert_eq!(late.free, Micros(40 + 1_407), "b's lease expired at 33");
     // Giving back everything ends a lease: a's 3 are free too.
     f.store
-        .release_lease(tenant, "node_a", Micros(i64::MAX))
+        .release_lease(Account::Tenant(tenant), "node_a", Micros(i64::MAX))
         .await
         .unwrap();
     let last = f
@@ -1475,6 +1476,290 @@ on_every_backend!(
 );
 
 on_every_backend!(leases_never_reserve_more_than_the_balance_and_charges_come_off_them);
+
+// Spend caps: leases on a key's remaining cap, by the tenant leases' rules; its spending moves with each charge, in
+// the charge's transaction, per UTC month or for good.
+
+/// 2024-02-01 00:00:00 UTC and 2024-03-01 00:00:00 UTC.
+const FEB: i64 = 1_706_745_600;
+const MAR: i64 = 1_709_251_200;
+
+/// A lease request on the key `key_id`.
+fn key_lease<'a>(
+    key_id: &'a str,
+    node_id: &'a str,
+    need: i64,
+    want: i64,
+    now: i64,
+) -> LeaseRequest<'a> {
+    LeaseRequest {
+        account: Account::Key(key_id),
+        ..lease_request("", node_id, need, want, now)
+    }
+}
+
+/// A project key of `t` with a cap of `cap` µ¢ per `period`, written.
+async fn capped_key(f: &Fixture, t: &NewTenant, cap: i64, period: SpendPeriod) -> ApiKey {
+    let mut key = project_key(t, "capped", FEB);
+    key.spend_limit = Some(SpendLimit {
+        amount: Micros(cap),
+        period,
+    });
+    f.store
+        .insert_key(&key, None, &audit(EventType::ApiKeyCreated, &t.tenant.id))
+        .await
+        .unwrap();
+    key
+}
+
+async fn spent_of(f: &Fixture, key: &ApiKey) -> KeySpent {
+    f.store.find_key(&key.id).await.unwrap().unwrap().spent
+}
+
+async fn key_leases_never_reserve_more_than_the_cap_less_spending_and_charges_move_both(
+    f: Fixture,
+) {
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t, &[]).await.unwrap();
+    let tenant = t.tenant.id.as_str();
+    f.store
+        .grant(
+            tenant,
+            Micros(1_000_000),
+            None,
+            2,
+            &audit(EventType::CreditsGranted, tenant),
+        )
+        .await
+        .unwrap();
+    let key = capped_key(&f, &t, 1_600, SpendPeriod::Month).await;
+    let now = FEB + 100;
+    // Node a needs 100 and would like 1,000: its need and a sixteenth of the rest, as for a tenant.
+    let a = f
+        .store
+        .lease(&key_lease(&key.id, "node_a", 100, 1_000, now))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.granted, a.lease, a.free, a.spent),
+        (Micros(193), Micros(193), Micros(1_407), Micros::ZERO)
+    );
+    // Node b cannot have more than is free.
+    let refused = f
+        .store
+        .lease(&key_lease(&key.id, "node_b", 1_408, 1_408, now))
+        .await
+        .unwrap();
+    assert_eq!(
+        (refused.granted, refused.free),
+        (Micros::ZERO, Micros(1_407))
+    );
+    // A charge of node a adds to the key's spending and comes off a's lease on the key: nothing becomes free.
+    let charged = f
+        .store
+        .settle("node_a", &[settlement(&t, &key, "fast", 150, now + 1)], &[])
+        .await
+        .unwrap();
+    assert_eq!(charged.charged, vec![Micros(150)]);
+    assert_eq!(
+        spent_of(&f, &key).await,
+        KeySpent {
+            period_start: FEB,
+            amount: Micros(150)
+        }
+    );
+    let probe = f
+        .store
+        .lease(&key_lease(&key.id, "node_c", 0, 0, now + 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (probe.free, probe.spent),
+        (Micros(1_407), Micros(150)),
+        "1,600 - 150 - 43"
+    );
+    // All that is free, b may have; then nothing is.
+    let b = f
+        .store
+        .lease(&key_lease(&key.id, "node_b", 1_407, 1_407, now + 1))
+        .await
+        .unwrap();
+    assert_eq!((b.granted, b.free), (Micros(1_407), Micros::ZERO));
+    // An uncapped key's requests move no spending, and its key leases nothing.
+    let plain = project_key(&t, "plain", FEB);
+    f.store
+        .insert_key(&plain, None, &audit(EventType::ApiKeyCreated, tenant))
+        .await
+        .unwrap();
+    f.store
+        .settle(
+            "node_a",
+            &[settlement(&t, &plain, "fast", 90, now + 2)],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(spent_of(&f, &plain).await, KeySpent::default());
+    let none = f
+        .store
+        .lease(&key_lease(&plain.id, "node_a", 1, 1, now + 2))
+        .await
+        .unwrap();
+    assert_eq!((none.granted, none.free), (Micros::ZERO, Micros::ZERO));
+
+    // March: February's spending is past, and the leases (never renewed) have expired: the whole cap is free.
+    let march = f
+        .store
+        .lease(&key_lease(&key.id, "node_c", 0, 0, MAR + 10))
+        .await
+        .unwrap();
+    assert_eq!((march.free, march.spent), (Micros(1_600), Micros::ZERO));
+    f.store
+        .settle(
+            "node_a",
+            &[settlement(&t, &key, "fast", 100, MAR + 20)],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        spent_of(&f, &key).await,
+        KeySpent {
+            period_start: MAR,
+            amount: Micros(100)
+        }
+    );
+    // A February charge settled late counts toward February, which is over: March's spending does not move.
+    f.store
+        .settle("node_a", &[settlement(&t, &key, "fast", 70, now + 50)], &[])
+        .await
+        .unwrap();
+    assert_eq!(spent_of(&f, &key).await.amount, Micros(100));
+
+    // A `total` cap never starts afresh: February's and March's charges add up.
+    let mut total = project_key(&t, "total", FEB);
+    total.spend_limit = Some(SpendLimit {
+        amount: Micros(1_000),
+        period: SpendPeriod::Total,
+    });
+    f.store
+        .insert_key(&total, None, &audit(EventType::ApiKeyCreated, tenant))
+        .await
+        .unwrap();
+    for at in [now, MAR + 30] {
+        f.store
+            .settle("node_a", &[settlement(&t, &total, "fast", 300, at)], &[])
+            .await
+            .unwrap();
+    }
+    let left = f
+        .store
+        .lease(&key_lease(&total.id, "node_a", 0, 0, MAR + 40))
+        .await
+        .unwrap();
+    assert_eq!((left.free, left.spent), (Micros(400), Micros(600)));
+}
+
+async fn a_cap_change_drops_the_keys_leases_and_a_new_cap_counts_the_periods_usage(f: Fixture) {
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t, &[]).await.unwrap();
+    let tenant = t.tenant.id.as_str();
+    f.store
+        .grant(
+            tenant,
+            Micros(1_000_000),
+            None,
+            2,
+            &audit(EventType::CreditsGranted, tenant),
+        )
+        .await
+        .unwrap();
+    let key = capped_key(&f, &t, 1_600, SpendPeriod::Month).await;
+    let now = FEB + 100;
+    f.store
+        .lease(&key_lease(&key.id, "node_a", 1_000, 1_000, now))
+        .await
+        .unwrap();
+    f.store
+        .settle("node_a", &[settlement(&t, &key, "fast", 200, now)], &[])
+        .await
+        .unwrap();
+    let change = |cap: Option<(i64, SpendPeriod)>| KeyChanges {
+        spend_limit: Some(cap.map(|(amount, period)| SpendLimit {
+            amount: Micros(amount),
+            period,
+        })),
+        ..KeyChanges::default()
+    };
+    let update = |changes: KeyChanges| {
+        let store = Arc::clone(&f.store);
+        let (tenant, id) = (t.tenant.id.clone(), key.id.clone());
+        async move {
+            store
+                .update_key(
+                    &tenant,
+                    &id,
+                    &changes,
+                    now + 1,
+                    &audit(EventType::ApiKeyUpdated, &tenant),
+                )
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    // Lowered below what node a leased: the lease is gone, so only the new cap less the spending is free.
+    let lowered = update(change(Some((500, SpendPeriod::Month)))).await;
+    assert_eq!(lowered.spent_at(now + 1), Micros(200));
+    let probe = f
+        .store
+        .lease(&key_lease(&key.id, "node_b", 0, 0, now + 1))
+        .await
+        .unwrap();
+    assert_eq!((probe.free, probe.spent), (Micros(300), Micros(200)));
+    // Cleared, the key spends uncounted; a cap set again counts the month's usage, both charges.
+    update(change(None)).await;
+    f.store
+        .settle(
+            "node_a",
+            &[settlement(
+                &t,
+                &{
+                    let mut k = key.clone();
+                    k.spend_limit = None;
+                    k
+                },
+                "fast",
+                50,
+                now,
+            )],
+            &[],
+        )
+        .await
+        .unwrap();
+    let again = update(change(Some((500, SpendPeriod::Month)))).await;
+    assert_eq!(
+        again.spent,
+        KeySpent {
+            period_start: FEB,
+            amount: Micros(250)
+        }
+    );
+    // Another period counts from its own start: `total` takes all of the key's usage.
+    let total = update(change(Some((500, SpendPeriod::Total)))).await;
+    assert_eq!(
+        total.spent,
+        KeySpent {
+            period_start: 0,
+            amount: Micros(250)
+        }
+    );
+}
+
+on_every_backend!(
+    key_leases_never_reserve_more_than_the_cap_less_spending_and_charges_move_both,
+    a_cap_change_drops_the_keys_leases_and_a_new_cap_counts_the_periods_usage,
+);
 
 // The change log: every change that makes a cached principal wrong is logged by the store itself, in the change's
 // transaction, whichever handle (node, CLI) makes it; nothing else is.

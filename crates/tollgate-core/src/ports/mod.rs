@@ -7,8 +7,8 @@ pub mod store;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use provider::{ChatCall, ChunkStream, Provider, ProviderError};
 pub use store::{
-    AuditChain, AuditLog, Change, ChangeLog, ChangeSignal, Changed, CreditStore, Durability,
-    KeyLimit, KeyScope, KeyStore, LeaseGrant, LeaseRequest, MemberStore, Page, PageRequest,
-    ProjectStore, RemovedMember, SettledBatch, Store, StoreError, TenantStore, TenantUpdate,
-    UsageStore,
+    Account, AuditChain, AuditLog, Change, ChangeLog, ChangeSignal, Changed, CreditStore,
+    Durability, KeyLimit, KeyScope, KeyStore, LeaseGrant, LeaseRequest, MemberStore, Page,
+    PageRequest, ProjectStore, RemovedMember, SettledBatch, Store, StoreError, TenantStore,
+    TenantUpdate, UsageStore,
 };

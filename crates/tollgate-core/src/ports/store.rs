@@ -58,12 +58,22 @@ pub struct SettledBatch {
     pub balances: Vec<(String, Balance)>,
 }
 
-/// A node's ask for more of a tenant's balance: at least `need`, up to `want`, for its lease (its reservation of
-/// part of the balance, against which it holds requests without a store round trip).
+/// Whose money a lease reserves part of: a tenant's balance, or what a capped key may still spend in its period
+/// (its cap less the period's spending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Account<'a> {
+    /// A tenant's balance, by tenant id.
+    Tenant(&'a str),
+    /// A key's spend cap, by key id.
+    Key(&'a str),
+}
+
+/// A node's ask for more of an account's money: at least `need`, up to `want`, for its lease (its reservation of
+/// part of it, against which it holds requests without a store round trip).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseRequest<'a> {
-    /// The tenant.
-    pub tenant_id: &'a str,
+    /// The tenant or key.
+    pub account: Account<'a>,
     /// The node asking (one id per running process).
     pub node_id: &'a str,
     /// Granted whole or not at all.
@@ -83,8 +93,11 @@ pub struct LeaseGrant {
     pub granted: Micros,
     /// The node's lease after the call, as the store has it.
     pub lease: Micros,
-    /// The balance no live lease covers after the call: what any node may still reserve.
+    /// The balance (or the key's remaining cap) no live lease covers after the call: what any node may still
+    /// reserve.
     pub free: Micros,
+    /// For a key: what it has spent in its cap's current period (committed charges). Zero for a tenant.
+    pub spent: Micros,
 }
 
 /// What an answered request's charge survives: the commit before the response waits for this much.
@@ -296,7 +309,9 @@ pub trait KeyStore {
     /// Applies `changes` to a key that is active at `now` and returns the key as it is then; `None` if no such key,
     /// [`StoreError::KeyNotActive`] (and no change) if it is revoked or expired. Writes `audit` with its details set
     /// by the store to `{"changed": [names]}`, the API names of the fields whose values changed (read in the same
-    /// transaction); changes that change nothing write no event.
+    /// transaction); changes that change nothing write no event. A change of the spend cap drops every node's
+    /// lease on the key (a lower cap must not leave more reserved than it allows); a cap newly set, or a new
+    /// period, counts the key's spending from its usage in the period containing `now`.
     async fn update_key(
         &self,
         tenant_id: &str,
@@ -359,27 +374,31 @@ pub trait CreditStore {
     /// Writes a batch of finished requests of `node_id` in one transaction: each one's usage row, its charge
     /// (never more than the balance: the amount actually charged is returned, in order), the same amount off the
     /// node's lease on the tenant (the request was held against it), its key's `last_used_at`, and its
-    /// `request.completed` audit event (with the amount charged); then `events` (refused requests' events), every
-    /// event at the end of its tenant's chain. All or nothing: on an error nothing of the batch is written.
+    /// `request.completed` audit event (with the amount charged); for a request of a capped key
+    /// (`spend_period` set), the same amount added to the key's spending in the period containing its `at` and
+    /// taken off the node's lease on the key; then `events` (refused requests' events), every event at the end of
+    /// its tenant's chain. All or nothing: on an error nothing of the batch is written.
     async fn settle(
         &self,
         node_id: &str,
         batch: &[Settlement],
         events: &[AuditEvent],
     ) -> Result<SettledBatch, StoreError>;
-    /// Reserves more of a tenant's balance for a node, atomically with every other node's reservations: leases
+    /// Reserves more of an account's money for a node, atomically with every other node's reservations: leases
     /// that expired before `request.now` are dropped, then at least `need` is granted (up to
-    /// [`crate::credits::lease_grant`]) if the balance less every live lease covers it, else nothing. The node's
-    /// lease lasts until `request.expires_at` either way.
+    /// [`crate::credits::lease_grant`]) if what is free covers it, else nothing. Free is, for a tenant, the
+    /// balance less every live lease on it; for a key, its cap less what it spent in the period containing
+    /// `request.now` less every live lease on it (nothing for a key without a cap). The node's lease lasts until
+    /// `request.expires_at` either way.
     async fn lease(&self, request: &LeaseRequest<'_>) -> Result<LeaseGrant, StoreError>;
     /// Gives `amount` of a node's lease back (all of it, and the lease is gone, when `amount` covers it).
     async fn release_lease(
         &self,
-        tenant_id: &str,
+        account: Account<'_>,
         node_id: &str,
         amount: Micros,
     ) -> Result<(), StoreError>;
-    /// Extends every lease of a node until `expires_at`: the node is alive.
+    /// Extends every lease of a node (on tenants and on keys) until `expires_at`: the node is alive.
     async fn renew_leases(&self, node_id: &str, expires_at: Timestamp) -> Result<(), StoreError>;
 }
 

@@ -413,6 +413,7 @@ mod tests {
             status: 200,
             latency_ms: 1,
             origin: Default::default(),
+            spend_period: None,
         }
     }
 

@@ -1,7 +1,8 @@
-//! Per-tenant holds against this node's lease: the part of each tenant's balance the store has reserved for this
-//! node (`CreditStore::lease`). A hold that fits the lease costs no store round trip; one that does not asks the
-//! store for more, which the store grants only out of the balance no node has reserved. So the nodes together
-//! never hold more than a tenant has, whichever nodes its requests reach.
+//! Holds against this node's leases: the part of an account the store has reserved for this node
+//! (`CreditStore::lease`), where an account is a tenant's balance or a capped key's remaining cap (its cap less
+//! the period's spending). A hold that fits the lease costs no store round trip; one that does not asks the store
+//! for more, which the store grants only out of what no node has reserved. So the nodes together never hold more
+//! than a tenant has, nor more than a key may still spend, whichever nodes its requests reach.
 //!
 //! The lease is this node's own arithmetic, kept equal to the store's: only this node changes its lease row (a
 //! grant adds, a settlement takes its charge off in the same transaction, a release gives back), and each change
@@ -11,8 +12,9 @@
 //! A lease lasts [`LEASE_TTL`] in the store and is renewed every [`RENEW_EVERY`] while the node runs, so a node
 //! that dies reserves nothing after at most [`LEASE_TTL`]. The node trusts its own lease only for [`TRUST`] after
 //! the call that last extended it, so a node cut off from the store stops holding well before its lease can be
-//! taken by another. A tenant idle for [`IDLE`] gets its unused lease back into the store, where other nodes can
-//! reserve it.
+//! taken by another. An account idle for [`IDLE`] gets its unused lease back into the store, where other nodes can
+//! reserve it. A key's wallet remembers the cap it leased under: a changed cap (the store dropped the key's leases
+//! with the change) starts it afresh.
 
 use crate::outage::Outage;
 use std::collections::HashMap;
@@ -21,7 +23,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollgate_core::money::Micros;
-use tollgate_core::ports::{Clock, LeaseRequest, Store, StoreError};
+use tollgate_core::ports::{Account, Clock, LeaseRequest, Store, StoreError};
+use tollgate_core::tenant::SpendLimit;
 
 /// How long a lease lasts in the store without renewal: what a crashed node can leave reserved.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
@@ -37,10 +40,10 @@ const KEEPER_TICK: Duration = Duration::from_secs(1);
 /// A hold retries a lease this often when holds on other tasks took the grant first.
 const LEASE_ATTEMPTS: usize = 3;
 
-/// A tenant's money as this node holds it.
+/// An account's money as this node holds it.
 #[derive(Debug)]
 struct Wallet {
-    /// This node's lease on the tenant.
+    /// This node's lease on the account.
     lease: Micros,
     /// Held by requests in flight on this node (within `lease` while the lease is trusted).
     held: Micros,
@@ -52,6 +55,8 @@ struct Wallet {
     dirty: bool,
     /// Serialises this wallet's store calls, so a burst of holds that do not fit makes one lease call.
     calls: Arc<tokio::sync::Mutex<()>>,
+    /// A key's wallet: the cap its lease was granted under.
+    basis: Option<SpendLimit>,
 }
 
 impl Wallet {
@@ -63,6 +68,7 @@ impl Wallet {
             last_used: now,
             dirty: false,
             calls: Arc::new(tokio::sync::Mutex::new(())),
+            basis: None,
         }
     }
 
@@ -91,23 +97,69 @@ pub enum HoldError {
     /// The hold does not fit what this node holds and what no node has reserved.
     #[error("insufficient balance: {available} available, {cost} needed")]
     Insufficient {
-        /// This node's unused lease plus the balance no node has reserved.
+        /// This node's unused lease plus what no node has reserved.
         available: Micros,
         /// The hold asked for.
         cost: Micros,
+        /// For a key: what it spent in its cap's period, as the store last said. Zero for a tenant.
+        spent: Micros,
     },
     /// The store could not be asked for a lease.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Every tenant's wallet on this node, and the keeper that renews and returns their leases. Locks are held only
+/// Which of a node's books an account's wallet is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tenant,
+    Key,
+}
+
+impl Kind {
+    fn of(account: Account<'_>) -> (Self, &str) {
+        match account {
+            Account::Tenant(id) => (Self::Tenant, id),
+            Account::Key(id) => (Self::Key, id),
+        }
+    }
+
+    fn account(self, id: &str) -> Account<'_> {
+        match self {
+            Self::Tenant => Account::Tenant(id),
+            Self::Key => Account::Key(id),
+        }
+    }
+}
+
+/// The wallets by account id, one map per kind: a lookup borrows the id, so the hot path's hit allocates nothing.
+#[derive(Default)]
+struct Books {
+    tenants: HashMap<String, Wallet>,
+    keys: HashMap<String, Wallet>,
+}
+
+impl Books {
+    fn of(&mut self, kind: Kind) -> &mut HashMap<String, Wallet> {
+        match kind {
+            Kind::Tenant => &mut self.tenants,
+            Kind::Key => &mut self.keys,
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = (Kind, &String, &Wallet)> {
+        let tenants = self.tenants.iter().map(|(id, w)| (Kind::Tenant, id, w));
+        tenants.chain(self.keys.iter().map(|(id, w)| (Kind::Key, id, w)))
+    }
+}
+
+/// Every account's wallet on this node, and the keeper that renews and returns their leases. Locks are held only
 /// for arithmetic, never across an await.
 pub struct Wallets {
     node_id: String,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    wallets: Mutex<HashMap<String, Wallet>>,
+    wallets: Mutex<Books>,
     /// [`IDLE`], shorter in tests.
     idle: Duration,
     stop: CancellationToken,
@@ -138,7 +190,7 @@ impl Wallets {
             node_id,
             store,
             clock,
-            wallets: Mutex::new(HashMap::new()),
+            wallets: Mutex::new(Books::default()),
             idle,
             stop: CancellationToken::new(),
             keeper: TaskTracker::new(),
@@ -157,36 +209,68 @@ impl Wallets {
         &self.node_id
     }
 
-    fn with<R>(&self, tenant_id: &str, f: impl FnOnce(&mut Wallet) -> R) -> R {
-        let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+    fn with<R>(&self, account: Account<'_>, f: impl FnOnce(&mut Wallet) -> R) -> R {
+        let (kind, id) = Kind::of(account);
+        let mut books = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+        let wallets = books.of(kind);
         // Looked up before inserting: the hot path's hit allocates no key.
-        if let Some(wallet) = wallets.get_mut(tenant_id) {
+        if let Some(wallet) = wallets.get_mut(id) {
             return f(wallet);
         }
         f(wallets
-            .entry(tenant_id.to_owned())
+            .entry(id.to_owned())
             .or_insert_with(|| Wallet::new(Instant::now())))
     }
 
-    fn with_existing<R>(&self, tenant_id: &str, f: impl FnOnce(&mut Wallet) -> R) -> Option<R> {
-        let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
-        wallets.get_mut(tenant_id).map(f)
+    fn with_existing<R>(
+        &self,
+        account: Account<'_>,
+        f: impl FnOnce(&mut Wallet) -> R,
+    ) -> Option<R> {
+        let (kind, id) = Kind::of(account);
+        let mut books = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+        books.of(kind).get_mut(id).map(f)
     }
 
-    /// Holds `cost` for a request of the tenant: from this node's lease when it fits, else from a larger lease.
-    /// A zero hold (a free model) is never refused.
-    pub async fn hold(self: &Arc<Self>, tenant_id: &str, cost: Micros) -> Result<Hold, HoldError> {
+    /// Holds `cost` for a request of a key capped by `limit`, against the key's lease on this node. A lease taken
+    /// under another cap is dropped first: the store dropped it when the cap changed.
+    pub async fn hold_capped(
+        self: &Arc<Self>,
+        key_id: &str,
+        limit: SpendLimit,
+        cost: Micros,
+    ) -> Result<Hold, HoldError> {
+        if cost > Micros::ZERO {
+            self.with(Account::Key(key_id), |w| {
+                if w.basis != Some(limit) {
+                    w.basis = Some(limit);
+                    w.lease = Micros::ZERO;
+                }
+            });
+        }
+        self.hold(Account::Key(key_id), cost).await
+    }
+
+    /// Holds `cost` for a request against the account: from this node's lease when it fits, else from a larger
+    /// lease. A zero hold (a free model) is never refused.
+    pub async fn hold(
+        self: &Arc<Self>,
+        account: Account<'_>,
+        cost: Micros,
+    ) -> Result<Hold, HoldError> {
+        let (kind, id) = Kind::of(account);
         // The guard exists only once the amount is held: dropping it gives back exactly what was taken.
         let held = || Hold {
             wallets: Arc::clone(self),
-            tenant_id: tenant_id.to_owned(),
+            kind,
+            id: id.to_owned(),
             amount: cost.max(Micros::ZERO),
             open: true,
         };
         if cost <= Micros::ZERO {
             return Ok(held());
         }
-        let (fits, calls) = self.with(tenant_id, |w| {
+        let (fits, calls) = self.with(account, |w| {
             (w.try_hold(cost, Instant::now()), Arc::clone(&w.calls))
         });
         if fits {
@@ -196,7 +280,7 @@ impl Wallets {
         let mut refusal = None;
         for _ in 0..LEASE_ATTEMPTS {
             // Another task may have leased while this one waited.
-            let (fits, need, want) = self.with(tenant_id, |w| {
+            let (fits, need, want) = self.with(account, |w| {
                 let now = Instant::now();
                 let fits = w.try_hold(cost, now);
                 let need = w.held.plus(cost).minus(w.usable(now));
@@ -213,7 +297,7 @@ impl Wallets {
             let grant = self
                 .store
                 .lease(&LeaseRequest {
-                    tenant_id,
+                    account,
                     node_id: &self.node_id,
                     need,
                     want,
@@ -221,7 +305,7 @@ impl Wallets {
                     expires_at: now.saturating_add(ttl_seconds()),
                 })
                 .await?;
-            let fits = self.with(tenant_id, |w| {
+            let fits = self.with(account, |w| {
                 let now = Instant::now();
                 w.lease = w.usable(now).plus(grant.granted).min(grant.lease);
                 w.trusted_until = asked + TRUST;
@@ -231,10 +315,11 @@ impl Wallets {
                 return Ok(held());
             }
             if grant.granted == Micros::ZERO {
-                let unused = self.with(tenant_id, |w| w.lease.minus(w.held).max(Micros::ZERO));
+                let unused = self.with(account, |w| w.lease.minus(w.held).max(Micros::ZERO));
                 refusal = Some(HoldError::Insufficient {
                     available: unused.plus(grant.free),
                     cost,
+                    spent: grant.spent,
                 });
                 break;
             }
@@ -242,19 +327,20 @@ impl Wallets {
         Err(refusal.unwrap_or(HoldError::Insufficient {
             available: Micros::ZERO,
             cost,
+            spent: Micros::ZERO,
         }))
     }
 
-    /// The tenant's unused lease on this node.
-    pub fn available(&self, tenant_id: &str) -> Option<Micros> {
-        self.with_existing(tenant_id, |w| w.lease.minus(w.held))
+    /// The account's unused lease on this node.
+    pub fn available(&self, account: Account<'_>) -> Option<Micros> {
+        self.with_existing(account, |w| w.lease.minus(w.held))
     }
 
     /// Extends every lease of this node; on success the node trusts them for [`TRUST`] more.
     async fn renew(&self, outage: &mut Outage) {
         let any = {
-            let wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
-            wallets.values().any(|w| w.lease > Micros::ZERO)
+            let books = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+            books.all().any(|(_, _, w)| w.lease > Micros::ZERO)
         };
         if !any {
             return;
@@ -264,8 +350,9 @@ impl Wallets {
         match self.store.renew_leases(&self.node_id, expires_at).await {
             Ok(()) => {
                 {
-                    let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
-                    for w in wallets.values_mut() {
+                    let mut books = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+                    let Books { tenants, keys } = &mut *books;
+                    for w in tenants.values_mut().chain(keys.values_mut()) {
                         w.trusted_until = w.trusted_until.max(asked + TRUST);
                     }
                 }
@@ -279,38 +366,40 @@ impl Wallets {
         }
     }
 
-    /// Gives back the lease of every tenant without holds for [`IDLE`], and forgets its wallet.
+    /// Gives back the lease of every account without holds for [`IDLE`], and forgets its wallet.
     async fn return_idle(&self) {
-        let idle: Vec<(String, Arc<tokio::sync::Mutex<()>>)> = {
-            let wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
-            wallets
-                .iter()
-                .filter(|(_, w)| w.held == Micros::ZERO && w.last_used.elapsed() >= self.idle)
-                .map(|(t, w)| (t.clone(), Arc::clone(&w.calls)))
+        let idle: Vec<(Kind, String, Arc<tokio::sync::Mutex<()>>)> = {
+            let books = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+            books
+                .all()
+                .filter(|(_, _, w)| w.held == Micros::ZERO && w.last_used.elapsed() >= self.idle)
+                .map(|(kind, id, w)| (kind, id.clone(), Arc::clone(&w.calls)))
                 .collect()
         };
-        for (tenant_id, calls) in idle {
-            // A hold is leasing for this tenant right now: it is not idle.
+        for (kind, id, calls) in idle {
+            // A hold is leasing for this account right now: it is not idle.
             let Ok(_one_call) = calls.try_lock() else {
                 continue;
             };
-            if !self.give_back(&tenant_id).await {
+            if !self.give_back(kind.account(&id)).await {
                 continue;
             }
-            let mut wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut books = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+            let wallets = books.of(kind);
             if wallets
-                .get(&tenant_id)
+                .get(&id)
                 .is_some_and(|w| w.held == Micros::ZERO && w.lease == Micros::ZERO && !w.dirty)
             {
-                wallets.remove(&tenant_id);
+                wallets.remove(&id);
             }
         }
     }
 
-    /// Returns a tenant's whole lease to the store if nothing is held against it; true once nothing is reserved.
-    async fn give_back(&self, tenant_id: &str) -> bool {
+    /// Returns an account's whole lease to the store if nothing is held against it; true once nothing is
+    /// reserved.
+    async fn give_back(&self, account: Account<'_>) -> bool {
         // Zeroed here first, so no hold can use what is being given back.
-        let returning = self.with_existing(tenant_id, |w| {
+        let returning = self.with_existing(account, |w| {
             if w.held > Micros::ZERO {
                 return None;
             }
@@ -326,13 +415,13 @@ impl Wallets {
             Some(Some(true)) => {
                 let result = self
                     .store
-                    .release_lease(tenant_id, &self.node_id, Micros(i64::MAX))
+                    .release_lease(account, &self.node_id, Micros(i64::MAX))
                     .await;
                 let ok = result.is_ok();
                 if let Err(error) = result {
-                    tracing::warn!(%error, %tenant_id, "returning a credit lease failed");
+                    tracing::warn!(%error, ?account, "returning a lease failed");
                 }
-                self.with_existing(tenant_id, |w| w.dirty = !ok);
+                self.with_existing(account, |w| w.dirty = !ok);
                 ok
             }
         }
@@ -342,12 +431,15 @@ impl Wallets {
     pub async fn close(&self) {
         self.stop.cancel();
         self.keeper.wait().await;
-        let tenants: Vec<String> = {
-            let wallets = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
-            wallets.keys().cloned().collect()
+        let accounts: Vec<(Kind, String)> = {
+            let books = self.wallets.lock().unwrap_or_else(PoisonError::into_inner);
+            books
+                .all()
+                .map(|(kind, id, _)| (kind, id.clone()))
+                .collect()
         };
-        for tenant_id in tenants {
-            self.give_back(&tenant_id).await;
+        for (kind, id) in accounts {
+            self.give_back(kind.account(&id)).await;
         }
     }
 }
@@ -378,7 +470,8 @@ fn ttl_seconds() -> i64 {
 #[derive(Debug)]
 pub struct Hold {
     wallets: Arc<Wallets>,
-    tenant_id: String,
+    kind: Kind,
+    id: String,
     amount: Micros,
     open: bool,
 }
@@ -400,11 +493,12 @@ impl Hold {
         }
         self.open = false;
         let amount = self.amount;
-        self.wallets.with_existing(&self.tenant_id, |w| {
-            w.held = w.held.minus(amount).max(Micros::ZERO);
-            w.lease = w.lease.minus(charged).max(Micros::ZERO);
-            w.last_used = Instant::now();
-        });
+        self.wallets
+            .with_existing(self.kind.account(&self.id), |w| {
+                w.held = w.held.minus(amount).max(Micros::ZERO);
+                w.lease = w.lease.minus(charged).max(Micros::ZERO);
+                w.last_used = Instant::now();
+            });
     }
 }
 
@@ -426,7 +520,7 @@ mod tests {
         let now = SystemClock.now();
         store
             .lease(&LeaseRequest {
-                tenant_id,
+                account: Account::Tenant(tenant_id),
                 node_id: "node_probe",
                 need: Micros::ZERO,
                 want: Micros::ZERO,
@@ -461,16 +555,28 @@ mod tests {
             idle,
         );
 
-        let first = wallets.hold(tenant, Micros(100)).await.unwrap();
-        let leased = wallets.available(tenant).unwrap().plus(Micros(100));
+        let first = wallets
+            .hold(Account::Tenant(tenant), Micros(100))
+            .await
+            .unwrap();
+        let leased = wallets
+            .available(Account::Tenant(tenant))
+            .unwrap()
+            .plus(Micros(100));
         assert_eq!(free(&store, tenant).await, Micros(16_000).minus(leased));
         // A second hold that fits the lease leaves the store alone.
-        let second = wallets.hold(tenant, Micros(100)).await.unwrap();
+        let second = wallets
+            .hold(Account::Tenant(tenant), Micros(100))
+            .await
+            .unwrap();
         assert_eq!(free(&store, tenant).await, Micros(16_000).minus(leased));
         // More than the lease has left: the node leases more, or refuses with what it could spend.
-        let refused = wallets.hold(tenant, Micros(20_000)).await.unwrap_err();
+        let refused = wallets
+            .hold(Account::Tenant(tenant), Micros(20_000))
+            .await
+            .unwrap_err();
         assert!(
-            matches!(refused, HoldError::Insufficient { available, cost: Micros(20_000) }
+            matches!(refused, HoldError::Insufficient { available, cost: Micros(20_000), .. }
                 if available == Micros(16_000 - 200)),
             "{refused:?}"
         );
@@ -481,12 +587,15 @@ mod tests {
         tokio::time::sleep(idle + KEEPER_TICK * 2).await;
         assert_eq!(free(&store, tenant).await, Micros(16_000));
         assert_eq!(
-            wallets.available(tenant),
+            wallets.available(Account::Tenant(tenant)),
             None,
             "the idle wallet is forgotten"
         );
 
-        let _held = wallets.hold(tenant, Micros(100)).await.unwrap();
+        let _held = wallets
+            .hold(Account::Tenant(tenant), Micros(100))
+            .await
+            .unwrap();
         drop(_held);
         assert!(free(&store, tenant).await < Micros(16_000));
         wallets.close().await;

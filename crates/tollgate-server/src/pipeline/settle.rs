@@ -1,7 +1,8 @@
 //! Settle and record: the provider's reported usage becomes the request's charge, capped at its hold (an overrun is
 //! logged, never hidden), recorded durably by the group-committing recorder (which takes it off this node's lease
-//! in the same transaction, with the request's `request.completed` audit event); only then does the hold end and
-//! the response (or a stream's last event) go out.
+//! in the same transaction, with the request's `request.completed` audit event, and for a capped key adds it to the
+//! key's spending and takes it off this node's lease on the key); only then do the holds end and the response (or a
+//! stream's last event) go out.
 
 use crate::app::AppState;
 use crate::credits::Hold;
@@ -18,17 +19,20 @@ pub struct Bill {
     state: AppState,
     spec: Arc<ModelSpec>,
     hold: Hold,
+    /// The hold on the key's spend cap, if it has one.
+    cap: Option<Hold>,
     worst: HoldEstimate,
     settlement: Settlement,
     audit: Claim,
 }
 
 impl Bill {
-    /// A bill for a request that holds `hold` against its worst case `worst`.
+    /// A bill for a request that holds `hold` (and `cap` on its key's cap) against its worst case `worst`.
     pub fn new(
         state: AppState,
         spec: Arc<ModelSpec>,
         hold: Hold,
+        cap: Option<Hold>,
         worst: HoldEstimate,
         settlement: Settlement,
         audit: Claim,
@@ -37,6 +41,7 @@ impl Bill {
             state,
             spec,
             hold,
+            cap,
             worst,
             settlement,
             audit,
@@ -103,6 +108,9 @@ impl Bill {
                 "the balance could not cover the charge: it was spent elsewhere meanwhile");
         }
         self.hold.settle(charged);
+        if let Some(cap) = self.cap {
+            cap.settle(charged);
+        }
         Ok(())
     }
 

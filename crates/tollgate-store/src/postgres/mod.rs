@@ -24,6 +24,8 @@ crate::queries::store_queries!(
     migrations_table = "SELECT count(*) FROM pg_tables \
         WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'",
     now_ms = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    lock_key = "SELECT spend_limit_micros, spend_limit_period, spent_micros, spent_period_start \
+        FROM api_keys WHERE id = $1 FOR NO KEY UPDATE",
     lock_chain = "SELECT seq, hash FROM audit_chains WHERE tenant_id = $1 FOR UPDATE",
 );
 

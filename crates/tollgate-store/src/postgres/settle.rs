@@ -4,7 +4,7 @@
 //! a concurrent batch waits and then reads the balance and head this one left; then it writes the plan
 //! ([`crate::settle`]) in one statement, whatever the batch's size (a data-modifying CTE per table, arrays bound
 //! as `unnest`), the node's lease rows and the audit events included: five round trips per batch (begin, two
-//! locks, write, commit).
+//! locks, write, commit), and one more when the batch charged capped keys (their spending and lease rows).
 
 use super::{PgStore, db_error};
 use crate::settle;
@@ -172,6 +172,30 @@ impl PgStore {
             .await
             .map_err(db_error)?;
 
+        if !plan.key_charges.is_empty() {
+            // Its own statement: a statement may not update a key row twice (its last use above). Only batches
+            // with capped keys pay this round trip; the keys' tenants' balance rows, locked above, serialise
+            // every batch that charges them.
+            let charges = &plan.key_charges;
+            sqlx::query(
+                "WITH spent AS (\
+                   UPDATE api_keys k SET spent_micros = CASE WHEN k.spent_period_start = v.start \
+                     THEN k.spent_micros + v.spent WHEN k.spent_period_start < v.start THEN v.spent \
+                     ELSE k.spent_micros END, spent_period_start = GREATEST(k.spent_period_start, v.start) \
+                   FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v (id, start, spent) WHERE k.id = v.id) \
+                 UPDATE key_leases l SET amount_micros = GREATEST(0, l.amount_micros - v.leased) \
+                 FROM unnest($1::text[], $4::bigint[]) AS v (id, leased) \
+                 WHERE l.key_id = v.id AND l.node_id = $5",
+            )
+            .bind(charges.iter().map(|k| k.key_id).collect::<Vec<_>>())
+            .bind(charges.iter().map(|k| k.period_start).collect::<Vec<_>>())
+            .bind(charges.iter().map(|k| k.spent.get()).collect::<Vec<_>>())
+            .bind(charges.iter().map(|k| k.leased.get()).collect::<Vec<_>>())
+            .bind(node_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
         tx.commit().await.map_err(db_error)?;
         Ok(plan.outcome())
     }

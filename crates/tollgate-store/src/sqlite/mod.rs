@@ -23,6 +23,8 @@ crate::queries::store_queries!(
     migrations_table =
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
     now_ms = "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+    lock_key = "SELECT spend_limit_micros, spend_limit_period, spent_micros, spent_period_start \
+        FROM api_keys WHERE id = $1",
     lock_chain = "SELECT seq, hash FROM audit_chains WHERE tenant_id = $1",
 );
 

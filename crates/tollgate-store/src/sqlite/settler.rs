@@ -131,7 +131,8 @@ fn error(e: rusqlite::Error) -> StoreError {
 
 /// Settles a batch in one `BEGIN IMMEDIATE` transaction (the write lock serialises it with every other writer, so
 /// the balances and chain heads it reads stay its own): one balance read and write per tenant and its charges off
-/// `node_id`'s lease, one ledger and one usage row and one audit event per settlement, then the refused requests'
+/// `node_id`'s lease, each capped key's charges onto its spending and off `node_id`'s lease on it, one ledger and
+/// one usage row and one audit event per settlement, then the refused requests'
 /// events, one chain head read and write per tenant, one `last_used_at` write per key (only when it moves: an
 /// unchanged row dirties no page). Returns what each request was charged, in order, and the new balances.
 fn settle_batch(
@@ -252,6 +253,22 @@ fn write(
         )?;
         for (tenant_id, charged) in &plan.lease_charges {
             lease.execute(params![charged.get(), tenant_id, node_id])?;
+        }
+        // Capped keys only: a batch of uncapped keys prepares nothing more.
+        if !plan.key_charges.is_empty() {
+            let mut spent = tx.prepare_cached(
+                "UPDATE api_keys SET spent_micros = CASE WHEN spent_period_start = ?2 THEN spent_micros + ?1 \
+                 WHEN spent_period_start < ?2 THEN ?1 ELSE spent_micros END, \
+                 spent_period_start = MAX(spent_period_start, ?2) WHERE id = ?3",
+            )?;
+            let mut lease = tx.prepare_cached(
+                "UPDATE key_leases SET amount_micros = MAX(0, amount_micros - ?1) \
+                 WHERE key_id = ?2 AND node_id = ?3",
+            )?;
+            for k in &plan.key_charges {
+                spent.execute(params![k.spent.get(), k.period_start, k.key_id])?;
+                lease.execute(params![k.leased.get(), k.key_id, node_id])?;
+            }
         }
         let mut used = tx.prepare_cached(
             "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2 \

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use tollgate_core::audit::{AuditQuery, EventType};
 use tollgate_core::money::Micros;
-use tollgate_core::ports::LeaseRequest;
+use tollgate_core::ports::{Account, LeaseRequest};
 use tollgate_mock::MockConfig;
 use tollgate_server::config::ExposeSecret;
 use tollgate_testkit::{TestApp, error_of, json_of};
@@ -100,7 +100,7 @@ async fn what_a_crashed_node_reserved_is_free_again_once_its_lease_expires() {
         .state
         .store
         .lease(&LeaseRequest {
-            tenant_id: &t.id,
+            account: Account::Tenant(&t.id),
             node_id: "node_crashed",
             need: Micros(900_000),
             want: Micros(900_000),

@@ -5,6 +5,7 @@ mod chat;
 mod holds;
 mod models;
 mod recording;
+mod spend_caps;
 
 /// The SSE `data:` payloads of a stream body, in order.
 pub fn sse_data(body: &str) -> Vec<String> {

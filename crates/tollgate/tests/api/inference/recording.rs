@@ -9,7 +9,7 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, Executor};
 use std::time::Duration;
 use tollgate_core::money::Micros;
-use tollgate_core::ports::LeaseRequest;
+use tollgate_core::ports::{Account, LeaseRequest};
 use tollgate_server::config::ExposeSecret;
 use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
 
@@ -165,7 +165,7 @@ async fn another_node_reserves_only_what_this_node_has_not_and_neither_overspend
         async move {
             store
                 .lease(&LeaseRequest {
-                    tenant_id: &tenant_id,
+                    account: Account::Tenant(&tenant_id),
                     node_id: "node_other",
                     need: Micros(need),
                     want: Micros(want),
@@ -179,7 +179,7 @@ async fn another_node_reserves_only_what_this_node_has_not_and_neither_overspend
     // This node leased part of the balance for its first request: another node finds only the rest free, and
     // cannot have the whole balance.
     let balance = store.balance(&t.id).await.unwrap().balance;
-    let ours = app.state.wallets.available(&t.id).unwrap();
+    let ours = app.state.wallets.available(Account::Tenant(&t.id)).unwrap();
     assert!(ours > Micros::ZERO, "this node holds a lease");
     let probe = lease(0, 0).await;
     assert_eq!(
@@ -198,7 +198,7 @@ async fn another_node_reserves_only_what_this_node_has_not_and_neither_overspend
     // This node still serves from its own lease…
     assert_eq!(app.chat(&t, &body).await.status(), 200);
     // …and refuses what its lease cannot cover, naming what it could still spend.
-    let unused = app.state.wallets.available(&t.id).unwrap();
+    let unused = app.state.wallets.available(Account::Tenant(&t.id)).unwrap();
     let mut big = body.clone();
     // Two choices hold twice the worst case of one: more than the lease has left.
     big["n"] = json!(2);
