@@ -145,4 +145,52 @@ mod tests {
             assert_eq!(synchronous(&store.pool).await, expected, "{durability:?}");
         }
     }
+
+    /// The ledger's rebuild (migration 0010) keeps every row and the rule; run again here over a ledger with rows,
+    /// as it runs over an existing deployment's.
+    #[tokio::test]
+    async fn rebuilding_the_ledger_keeps_its_rows_and_its_kind_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/l.db", dir.path().display());
+        let store = SqliteStore::open(&url, Durability::Fsync).await.unwrap();
+        store.migrate().await.unwrap();
+        let pool = &store.pool;
+        sqlx::query("INSERT INTO tenants (id, name, plan, status, created_at) VALUES ('org_1', 'T', 'pro', 'active', 1)")
+            .execute(pool)
+            .await
+            .unwrap();
+        for (id, kind) in [
+            ("ledg_1", "grant"),
+            ("ledg_2", "charge"),
+            ("ledg_3", "adjustment"),
+        ] {
+            sqlx::query(
+                "INSERT INTO ledger_entries (id, tenant_id, kind, amount_micros, balance_after_micros, reason, \
+                 created_at) VALUES (?1, 'org_1', ?2, 5, 5, 'r', 1)",
+            )
+            .bind(id)
+            .bind(kind)
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        sqlx::raw_sql(include_str!(
+            "../../migrations/sqlite/0010_ledger_kind_check.sql"
+        ))
+        .execute(pool)
+        .await
+        .unwrap();
+        let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM ledger_entries ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        assert_eq!(kinds, ["grant", "charge", "adjustment"]);
+        let refused = sqlx::query(
+            "INSERT INTO ledger_entries (id, tenant_id, kind, amount_micros, balance_after_micros, created_at) \
+             VALUES ('ledg_4', 'org_1', 'gift', 1, 1, 1)",
+        )
+        .execute(pool)
+        .await;
+        assert!(refused.is_err(), "an unknown kind is still refused");
+    }
 }
