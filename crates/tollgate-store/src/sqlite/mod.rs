@@ -146,10 +146,10 @@ mod tests {
         }
     }
 
-    /// The ledger's rebuild (migration 0010) keeps every row and the rule; run again here over a ledger with rows,
-    /// as it runs over an existing deployment's.
+    /// The rebuild of the hot tables (migration 0010) keeps every row and the ledger's rule; run again here over
+    /// tables with rows, as it runs over an existing deployment's.
     #[tokio::test]
-    async fn rebuilding_the_ledger_keeps_its_rows_and_its_kind_rule() {
+    async fn rebuilding_the_hot_tables_keeps_their_rows_and_the_kind_rule() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/l.db", dir.path().display());
         let store = SqliteStore::open(&url, Durability::Fsync).await.unwrap();
@@ -174,17 +174,29 @@ mod tests {
             .await
             .unwrap();
         }
-        sqlx::raw_sql(include_str!(
-            "../../migrations/sqlite/0010_ledger_kind_check.sql"
-        ))
+        sqlx::query(
+            "INSERT INTO usage_records (id, request_id, tenant_id, project_id, key_id, model, prompt_tokens, \
+             completion_tokens, cost_micros, created_at) VALUES ('use_1', 'req_1', 'org_1', 'proj_1', 'key_1', \
+             'fast', 12, 7, 6, 1)",
+        )
         .execute(pool)
         .await
         .unwrap();
+        sqlx::raw_sql(include_str!("../../migrations/sqlite/0010_hot_tables.sql"))
+            .execute(pool)
+            .await
+            .unwrap();
         let kinds: Vec<String> = sqlx::query_scalar("SELECT kind FROM ledger_entries ORDER BY id")
             .fetch_all(pool)
             .await
             .unwrap();
         assert_eq!(kinds, ["grant", "charge", "adjustment"]);
+        let usage: (String, i64, i64) =
+            sqlx::query_as("SELECT id, prompt_tokens, cost_micros FROM usage_records")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(usage, ("use_1".to_owned(), 12, 6));
         let refused = sqlx::query(
             "INSERT INTO ledger_entries (id, tenant_id, kind, amount_micros, balance_after_micros, created_at) \
              VALUES ('ledg_4', 'org_1', 'gift', 1, 1, 1)",
