@@ -3,7 +3,8 @@
 -- KEYS[i]       bucket i's key; its value is the bucket's TAT ("theoretical arrival time"), in microseconds of
 --               Redis's own clock (TIME), so the nodes' clocks never matter.
 -- ARGV[1]       "check" (take every cost, or none) or "adjust" (move one bucket by its cost without a check).
--- ARGV[2]       the burst tolerance in microseconds (what a full bucket holds, as time).
+-- ARGV[2]       the burst tolerance in microseconds (one second: what a full bucket holds, as time); a bucket
+--               whose one unit takes longer has that unit's interval as its tolerance instead.
 -- ARGV[2+2i-1]  bucket i's emission interval in microseconds (60 s / its per-minute limit; a decimal).
 -- ARGV[2+2i]    bucket i's cost in units (adjust: a signed delta).
 --
@@ -17,7 +18,11 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local mode = ARGV[1]
-local tau = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[2])
+local function tau_of(interval)
+  if interval > tolerance then return interval end
+  return tolerance
+end
 -- A TTL past any real use: a bucket pushed this far into debt (an absurd cost) still expires some day.
 local max_ttl_ms = 1e12
 
@@ -61,6 +66,7 @@ local wait = 0
 for i = 1, n do
   local interval = tonumber(ARGV[1 + 2 * i])
   local cost = tonumber(ARGV[2 + 2 * i])
+  local tau = tau_of(interval)
   local tat = current(KEYS[i], seen)
   tats[i] = tat
   local used = cost * interval
@@ -95,6 +101,7 @@ end
 -- States: after the costs when admitted, as they are when refused (nothing was taken).
 for i = 1, n do
   local interval = tonumber(ARGV[1 + 2 * i])
+  local tau = tau_of(interval)
   local level = (refused < 0 and news[i] or tats[i]) - now
   local left = math.floor((tau - level) / interval)
   if left < 0 then left = 0 end
