@@ -2,6 +2,11 @@
 //! `TOLLGATE_TEST_REDIS_URL`): all-or-none checks, GCRA's burst and refill, truthful retry-after, adjustments, two
 //! limiters ("nodes") sharing one Redis, and outages. Without a server each test prints a notice and passes, unless
 //! `TOLLGATE_TEST_REDIS=1` (CI) makes a missing server a failure.
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failing step should stop the test"
+)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -267,10 +272,26 @@ async fn two_nodes_on_one_redis_share_each_limit() {
 /// A redis-server of this test's own on a TCP port, killed when dropped.
 struct Server(Child);
 
+/// The redis-server binary: `scripts/redis`'s, else the one on PATH; `None` (with a notice, or a panic under
+/// `TOLLGATE_TEST_REDIS=1`) when there is none.
+fn server_binary(test: &str) -> Option<String> {
+    let bin = std::env::var("TOLLGATE_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    if Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some(bin);
+    }
+    if std::env::var("TOLLGATE_TEST_REDIS").as_deref() == Ok("1") {
+        panic!("TOLLGATE_TEST_REDIS=1 but there is no redis-server to start ({bin})");
+    }
+    eprintln!("{test}: skipped, no redis-server binary to start and stop");
+    None
+}
+
 impl Server {
-    fn start(port: u16) -> Option<Self> {
-        let bin =
-            std::env::var("TOLLGATE_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    fn start(bin: &str, port: u16) -> Option<Self> {
         let child = Command::new(bin)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args([
@@ -340,28 +361,26 @@ async fn recovers(l: &RedisLimiter, id: &str) {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_at_once_and_the_limiter_recovers() {
-    if redis_url("outage").is_none() {
+    let Some(bin) = server_binary("outage") else {
         return;
-    }
+    };
     let port = free_port();
     let l = limiter(&format!("redis://127.0.0.1:{port}"));
     let id = unique("outage");
     // Nothing listens yet: the server was down when the node started.
     fails_fast(&l, &id).await;
-    let server = Server::start(port).expect("start redis-server");
+    let server = Server::start(&bin, port).expect("start redis-server");
     recovers(&l, &id).await;
     // Redis dies under a running node, then comes back.
     drop(server);
     fails_fast(&l, &id).await;
-    let _server = Server::start(port).expect("restart redis-server");
+    let _server = Server::start(&bin, port).expect("restart redis-server");
     recovers(&l, &id).await;
 }
 
 #[tokio::test]
 async fn a_redis_that_never_answers_is_an_error_within_the_timeout() {
-    if redis_url("silent").is_none() {
-        return;
-    }
+    // No Redis needed: a listener that never answers stands for one that hangs.
     // Accepts connections (the kernel's backlog) and never answers a byte.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();

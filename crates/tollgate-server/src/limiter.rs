@@ -166,8 +166,10 @@ mod tests {
     #[tokio::test]
     async fn no_redis_url_means_no_shared_limiter() {
         assert!(build_limiter(&Config::default()).unwrap().is_none());
-        let mut config = Config::default();
-        config.redis_url = Some("redis://127.0.0.1:1".into());
+        let config = Config {
+            redis_url: Some("redis://127.0.0.1:1".into()),
+            ..Config::default()
+        };
         assert!(build_limiter(&config).unwrap().is_some());
     }
 
