@@ -65,6 +65,11 @@ fn limiter(url: &str) -> RedisLimiter {
     RedisLimiter::new(url, Options::default()).unwrap()
 }
 
+/// A limiter on the test server, or `None` as [`redis_url`].
+fn test_limiter(test: &str) -> Option<RedisLimiter> {
+    redis_url(test).map(|url| limiter(&url))
+}
+
 async fn admitted(limiter: &RedisLimiter, buckets: &[Bucket<'_>]) -> bool {
     matches!(limiter.check(buckets).await.unwrap(), Decision::Admitted(_))
 }
@@ -83,10 +88,9 @@ async fn refused(limiter: &RedisLimiter, buckets: &[Bucket<'_>]) -> (usize, u64)
 
 #[tokio::test]
 async fn a_check_takes_from_every_bucket_or_from_none() {
-    let Some(url) = redis_url("all_or_none") else {
+    let Some(l) = test_limiter("all_or_none") else {
         return;
     };
-    let l = limiter(&url);
     let (wide, narrow) = (unique("wide"), unique("narrow"));
     // 6000/min: a 10 ms interval, 100 requests of burst; 60/min: a burst of one.
     let both = [requests(&wide, 6000), requests(&narrow, 60)];
@@ -118,10 +122,9 @@ async fn a_check_takes_from_every_bucket_or_from_none() {
 
 #[tokio::test]
 async fn the_burst_is_one_seconds_worth_then_it_refills_at_the_rate() {
-    let Some(url) = redis_url("burst_and_refill") else {
+    let Some(l) = test_limiter("burst_and_refill") else {
         return;
     };
-    let l = limiter(&url);
     let id = unique("refill");
     // 120/min: one every 500 ms, a burst of 2.
     let b = [requests(&id, 120)];
@@ -146,10 +149,9 @@ async fn the_burst_is_one_seconds_worth_then_it_refills_at_the_rate() {
 
 #[tokio::test]
 async fn retry_after_is_when_every_bucket_admits() {
-    let Some(url) = redis_url("retry_after") else {
+    let Some(l) = test_limiter("retry_after") else {
         return;
     };
-    let l = limiter(&url);
     let (fast, slow) = (unique("fast"), unique("slow"));
     // 120/min refills in 500 ms, 60/min in 1000 ms: the request waits for the slower.
     let both = [requests(&fast, 120), requests(&slow, 60)];
@@ -168,10 +170,9 @@ async fn retry_after_is_when_every_bucket_admits() {
 
 #[tokio::test]
 async fn a_request_larger_than_the_burst_passes_once_and_leaves_debt() {
-    let Some(url) = redis_url("large_request") else {
+    let Some(l) = test_limiter("large_request") else {
         return;
     };
-    let l = limiter(&url);
     let id = unique("tokens");
     // 600 tokens/min: 100 ms a token, a burst of 10; 50 tokens is five seconds' worth.
     assert!(admitted(&l, &[bucket(&id, Unit::Tokens, 600, 50)]).await);
@@ -184,10 +185,9 @@ async fn a_request_larger_than_the_burst_passes_once_and_leaves_debt() {
 
 #[tokio::test]
 async fn adjust_gives_back_and_takes_without_a_check() {
-    let Some(url) = redis_url("adjust") else {
+    let Some(l) = test_limiter("adjust") else {
         return;
     };
-    let l = limiter(&url);
     let id = unique("adjust");
     let tokens = |cost| bucket(&id, Unit::Tokens, 6000, cost);
     // 6000 tokens/min: 10 ms a token, a burst of 100.
