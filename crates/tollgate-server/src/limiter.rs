@@ -151,6 +151,7 @@ impl RateLimiter for AlwaysAdmit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::Logs;
 
     #[test]
     fn the_policy_parses_from_config_and_defaults_to_open() {
@@ -187,15 +188,34 @@ mod tests {
         async fn adjust(&self, _: &Bucket<'_>, _: i64) -> Result<(), RateLimitError> {
             Ok(())
         }
+        async fn ping(&self) -> Result<(), RateLimitError> {
+            self.check(&[]).await.map(|_| ())
+        }
     }
 
     #[tokio::test]
-    async fn watched_passes_answers_and_errors_through() {
-        let w = Watched::new(Flaky(AtomicBool::new(true)), FailPolicy::Open);
-        assert!(w.check(&[]).await.is_err());
-        assert!(w.down.load(Ordering::Relaxed));
+    async fn an_outage_is_one_warning_and_one_line_when_it_ends() {
+        let (logs, _guard) = Logs::capture();
+        let w = Watched::new(Flaky(AtomicBool::new(true)), FailPolicy::Closed);
+        let count = |needle: &str| logs.text().matches(needle).count();
+        for _ in 0..5 {
+            assert!(w.check(&[]).await.is_err());
+            assert!(w.ping().await.is_err());
+        }
+        assert_eq!(count("\"level\":\"WARN\""), 1, "{}", logs.text());
+        assert!(
+            logs.text().contains("rate_limit_fail = \\\"closed\\\""),
+            "{}",
+            logs.text()
+        );
         w.inner.0.store(false, Ordering::Relaxed);
-        assert!(w.check(&[]).await.is_ok());
-        assert!(!w.down.load(Ordering::Relaxed));
+        for _ in 0..3 {
+            assert!(w.check(&[]).await.is_ok());
+        }
+        assert_eq!(count("rate limiter available again"), 1, "{}", logs.text());
+        // The next outage is a new one.
+        w.inner.0.store(true, Ordering::Relaxed);
+        assert!(w.check(&[]).await.is_err());
+        assert_eq!(count("\"level\":\"WARN\""), 2, "{}", logs.text());
     }
 }
