@@ -96,6 +96,8 @@ local out = {refused < 0 and 1 or 0, refused, 0}
 if refused >= 0 then
   local ms = math.ceil(wait / 1000)
   if ms < 1 then ms = 1 end
+  -- Replies are 64-bit integers: an absurd debt is capped, not wrapped.
+  if ms > max_ttl_ms then ms = max_ttl_ms end
   out[3] = ms
 end
 -- States: after the costs when admitted, as they are when refused (nothing was taken).

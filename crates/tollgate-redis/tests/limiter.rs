@@ -181,6 +181,17 @@ async fn a_request_larger_than_the_burst_passes_once_and_leaves_debt() {
     assert!((4000..=4100).contains(&retry), "retry_after_ms {retry}");
     let (_, retry) = refused(&l, &[bucket(&id, Unit::Tokens, 600, 50)]).await;
     assert!((4900..=5000).contains(&retry), "retry_after_ms {retry}");
+    // An absurd cost still passes a full bucket once; the debt it leaves is capped, never wrapped to nothing.
+    let huge = unique("huge");
+    assert!(admitted(&l, &[bucket(&huge, Unit::Tokens, 60, u64::MAX)]).await);
+    let (_, retry) = refused(&l, &[bucket(&huge, Unit::Tokens, 60, 1)]).await;
+    assert!(retry >= 1_000_000_000, "retry_after_ms {retry}");
+    // A cost of nothing takes nothing and leaves nothing in Redis.
+    let free = unique("free");
+    for _ in 0..3 {
+        assert!(admitted(&l, &[bucket(&free, Unit::Tokens, 60, 0)]).await);
+    }
+    assert!(admitted(&l, &[bucket(&free, Unit::Tokens, 60, 1)]).await);
 }
 
 #[tokio::test]
