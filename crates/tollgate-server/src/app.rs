@@ -4,6 +4,7 @@ use crate::change_log::ChangeFollower;
 use crate::config::Config;
 use crate::credits::{Recorder, Wallets};
 use crate::key_cache::KeyCache;
+use crate::limiter::{AlwaysAdmit, LimiterError, build_limiter};
 use crate::retention::Retention;
 use crate::service::secret_scanning::GithubKeys;
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tollgate_core::catalog::{Catalog, ECHO_PROVIDER, ModelSpec};
 use tollgate_core::key::KeyPrefixes;
 use tollgate_core::plan::Plans;
-use tollgate_core::ports::{Clock, Provider, Store};
+use tollgate_core::ports::{Clock, Provider, RateLimiter, Store};
 use tollgate_providers::{EchoProvider, OpenAiProvider};
 
 /// The shared application.
@@ -45,6 +46,8 @@ pub struct App {
     pub wallets: Arc<Wallets>,
     /// Writes settlements in group commits.
     pub recorder: Recorder,
+    /// Per-minute limits: on Redis when `redis_url` is set (shared by every node), else in this process.
+    pub rate_limiter: Arc<dyn RateLimiter>,
     /// Work a request starts that must finish even if its client leaves (upstream calls, stream pumps): shutdown
     /// waits for it before flushing the recorder.
     pub tasks: TaskTracker,
@@ -68,6 +71,9 @@ pub enum BuildError {
     /// A config value that validation could not check alone.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The rate limiter could not be built (`redis_url`).
+    #[error(transparent)]
+    RateLimiter(#[from] LimiterError),
     /// A provider could not be built.
     #[error("providers[{index}]: {message}")]
     Provider {
@@ -127,6 +133,8 @@ impl App {
                 .collect()
         };
         let plans = config.effective_plans();
+        // Until the in-process limiter lands, a node without Redis admits everything here.
+        let rate_limiter = build_limiter(&config)?.unwrap_or_else(|| Arc::new(AlwaysAdmit));
         // One id per running process: its leases and its settlements' lease charges carry it.
         let node_id = tollgate_core::id::new_id(tollgate_core::id::NODE);
         let wallets = Wallets::start(node_id.clone(), Arc::clone(&store), Arc::clone(&clock));
@@ -143,6 +151,7 @@ impl App {
             clock,
             recorder: Recorder::start(Arc::clone(&store), node_id),
             wallets,
+            rate_limiter,
             store,
             tasks: TaskTracker::new(),
         });

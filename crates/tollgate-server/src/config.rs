@@ -1,6 +1,7 @@
 //! The configuration file (TOML) and its environment overrides, validated at start-up so a typo is an error that
 //! names the field, never a silent default.
 
+use crate::limiter::FailPolicy;
 use crate::service::secret_scanning::GithubKeys;
 use ipnet::IpNet;
 /// The operator token and the database and Redis URLs (which may carry passwords) are [`SecretString`]s: its `Debug` prints `[REDACTED]`, and reading it takes an explicit
@@ -65,8 +66,12 @@ pub struct Config {
     pub listen: String,
     /// `sqlite://…` (default) or `postgres://…`.
     pub database_url: SecretString,
-    /// Shared rate limits across nodes (used by the rate-limit feature).
+    /// Shared rate limits across nodes: every node on this Redis shares one set of buckets; unset, each node
+    /// limits in its own memory.
     pub redis_url: Option<SecretString>,
+    /// What requests meet while the rate limiter (Redis) cannot answer: admitted (`open`, the default) or 503
+    /// (`closed`).
+    pub rate_limit_fail: FailPolicy,
     /// Enables `/operator/v1/*` when set. A secret: it never prints, `Config`'s `Debug` included.
     pub operator_token: Option<SecretString>,
     /// Prefix of project keys.
@@ -135,6 +140,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".to_owned(),
             database_url: "sqlite://tollgate-data/tollgate.db".into(),
             redis_url: None,
+            rate_limit_fail: FailPolicy::Open,
             operator_token: None,
             key_prefix: "sk_live_".to_owned(),
             admin_key_prefix: "sk_admin_".to_owned(),
@@ -252,6 +258,10 @@ impl Config {
         self.listen_addr()?;
         self.key_prefixes()?;
         self.secret_scanning_keys()?;
+        if let Some(url) = &self.redis_url {
+            tollgate_redis::validate_url(url.expose_secret())
+                .map_err(|e| invalid("redis_url", e.to_string()))?;
+        }
         if self.max_body_bytes == 0 {
             return Err(invalid("max_body_bytes", "must be at least 1"));
         }
@@ -600,6 +610,18 @@ mod tests {
         assert_eq!(
             urls.database_url.expose_secret(),
             "postgres://app:hunter2@db/x"
+        );
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_refused_without_quoting_it() {
+        let ok = Config::from_toml("redis_url = \"redis://:pw@cache:6379/0\"").unwrap();
+        ok.validate().unwrap();
+        let bad = Config::from_toml("redis_url = \"http://:redispass@cache:6379\"").unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("redis_url") && !err.contains("redispass"),
+            "{err}"
         );
     }
 }

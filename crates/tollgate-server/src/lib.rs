@@ -28,6 +28,7 @@ pub mod credits;
 pub mod error;
 pub mod extract;
 pub mod key_cache;
+pub mod limiter;
 pub mod middleware;
 pub mod objects;
 mod outage;

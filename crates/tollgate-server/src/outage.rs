@@ -1,8 +1,8 @@
-//! One log line per outage of a background call (change log reads, lease renewals): when it starts failing and
-//! when it works again, never on every attempt.
+//! One log line per outage of a background call (change log reads, lease renewals, the rate limiter's Redis): when
+//! it starts failing and when it works again, never on every attempt.
 
+use std::fmt::Display;
 use std::time::Instant;
-use tollgate_core::ports::StoreError;
 
 /// Whether a background call is failing, and since when.
 #[derive(Debug, Default)]
@@ -12,7 +12,7 @@ pub(crate) struct Outage {
 
 impl Outage {
     /// The call failed: logs `what` (with the error) if it worked before.
-    pub(crate) fn failed(&mut self, error: &StoreError, what: &str) {
+    pub(crate) fn failed(&mut self, error: &dyn Display, what: &str) {
         if self.since.is_none() {
             self.since = Some(Instant::now());
             tracing::warn!(%error, "{what}");

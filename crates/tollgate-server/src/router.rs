@@ -159,14 +159,14 @@ mod tests {
     use super::*;
     use crate::config::ExposeSecret;
     use crate::middleware::{access_log, request_id};
-    use crate::test_support::audit;
+    use crate::test_support::{Logs, audit};
     use crate::{App, Config};
     use axum::body::Body;
     use axum::extract::ConnectInfo;
     use axum::http::{Request, StatusCode};
-    use serde_json::{Value, json};
+    use serde_json::json;
     use std::net::SocketAddr;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use tollgate_core::audit::EventType;
     use tollgate_core::key::PlainKey;
     use tollgate_core::ports::SystemClock;
@@ -208,48 +208,6 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         request.extensions_mut().insert(ConnectInfo(peer));
         assert_eq!(app.oneshot(request).await.unwrap().status(), StatusCode::OK);
-    }
-
-    /// Log lines written while the guard lives on this thread, as JSON values.
-    struct Logs(Arc<Mutex<Vec<u8>>>);
-
-    impl Logs {
-        fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
-            let buffer = Arc::new(Mutex::new(Vec::new()));
-            let sink = Arc::clone(&buffer);
-            let subscriber = tracing_subscriber::fmt()
-                .json()
-                .with_max_level(tracing::Level::INFO)
-                .with_writer(move || Sink(Arc::clone(&sink)))
-                .finish();
-            (Self(buffer), tracing::subscriber::set_default(subscriber))
-        }
-
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-
-        /// The lines whose `request_id` field is `id`.
-        fn of(&self, id: &str) -> Vec<Value> {
-            self.text()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .filter(|l| l["fields"]["request_id"] == id)
-                .collect()
-        }
-    }
-
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Sink {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 
     /// A tenant and a project key in its Default project, written to the store.

@@ -1,7 +1,8 @@
 //! Unit-test support shared by this crate's modules: a real, migrated SQLite store in a temporary directory and a
-//! tenant built for it.
+//! tenant built for it; captured log lines.
 
-use std::sync::Arc;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
 use tollgate_core::audit::{Actor, AuditEvent, Cause, EventType, Origin};
 use tollgate_core::key::KeyPrefixes;
 use tollgate_core::ports::Store;
@@ -37,5 +38,48 @@ pub(crate) fn by_operator() -> Cause {
         actor: Actor::operator(),
         at: 1,
         origin: Origin::default(),
+    }
+}
+
+/// Log lines written while the guard lives on this thread, as JSON values.
+pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub(crate) fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buffer);
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .finish();
+        (Self(buffer), tracing::subscriber::set_default(subscriber))
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// The lines whose `request_id` field is `id`.
+    pub(crate) fn of(&self, id: &str) -> Vec<Value> {
+        self.text()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["fields"]["request_id"] == id)
+            .collect()
+    }
+}
+
+/// Where [`Logs`] writes.
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

@@ -403,9 +403,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging();
     let addr = config.listen_addr()?;
     let state = app(config).await?;
-    if state.config.redis_url.is_some() {
-        tracing::warn!("redis_url is set, but this version keeps rate-limit state in memory only");
-    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -413,6 +410,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         listen = %listener.local_addr()?,
         models = state.catalog.iter().count(),
         operator_api = state.config.operator_token.is_some(),
+        shared_rate_limits = state.config.redis_url.is_some(),
+        rate_limit_fail = state.config.rate_limit_fail.as_str(),
         "tollgate is serving"
     );
     // `tollgate_server::serve` bounds its own drain by `shutdown_timeout_seconds` and cuts what is left.

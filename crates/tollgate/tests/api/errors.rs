@@ -151,4 +151,5 @@ async fn health_and_readiness() {
     )
     .await;
     assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["rate_limiter"], "ok");
 }

@@ -14,4 +14,5 @@ mod inference;
 mod management;
 mod nodes;
 mod operator;
+mod readyz;
 mod secret_scanning;
