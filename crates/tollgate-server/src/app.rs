@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tollgate_core::catalog::{Catalog, ECHO_PROVIDER, ModelSpec};
 use tollgate_core::key::KeyPrefixes;
 use tollgate_core::plan::Plans;
-use tollgate_core::ports::{Clock, Provider, Store};
+use tollgate_core::ports::{Clock, Provider, RateLimiter, Store};
 use tollgate_providers::{EchoProvider, OpenAiProvider};
 
 /// The shared application.
@@ -41,6 +41,8 @@ pub struct App {
     pub retention: Retention,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Per-minute limits on requests, tokens and failed authentications ([`crate::rate_limit::build`] picks it).
+    pub limiter: Arc<dyn RateLimiter>,
     /// Holds, against this node's leases on tenants' balances.
     pub wallets: Arc<Wallets>,
     /// Writes settlements in group commits.
@@ -130,6 +132,7 @@ impl App {
         // One id per running process: its leases and its settlements' lease charges carry it.
         let node_id = tollgate_core::id::new_id(tollgate_core::id::NODE);
         let wallets = Wallets::start(node_id.clone(), Arc::clone(&store), Arc::clone(&clock));
+        let limiter = crate::rate_limit::build(&config, Arc::clone(&clock));
         let app = Arc::new(Self {
             config,
             catalog: Catalog::new(models),
@@ -141,6 +144,7 @@ impl App {
             changes: ChangeFollower::new(),
             retention: Retention::new(),
             clock,
+            limiter,
             recorder: Recorder::start(Arc::clone(&store), node_id),
             wallets,
             store,
