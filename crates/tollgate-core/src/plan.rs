@@ -28,7 +28,9 @@ impl Plan {
             overrides
                 .requests_per_minute
                 .unwrap_or(u64::from(self.requests_per_minute)),
-            overrides.tokens_per_minute.unwrap_or(self.tokens_per_minute),
+            overrides
+                .tokens_per_minute
+                .unwrap_or(self.tokens_per_minute),
         )
     }
 }

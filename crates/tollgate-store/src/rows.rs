@@ -281,7 +281,11 @@ pub(crate) fn principal(row: &impl Columns) -> Result<Principal, StoreError> {
     Ok(Principal {
         key: key(row)?,
         tenant_plan: text(row, "t_plan")?,
-        tenant_rate_limits: per_minute_columns(row, "t_requests_per_minute", "t_tokens_per_minute")?,
+        tenant_rate_limits: per_minute_columns(
+            row,
+            "t_requests_per_minute",
+            "t_tokens_per_minute",
+        )?,
         tenant_status: TenantStatus::parse(&tenant_status)
             .ok_or_else(|| corrupt("tenant status", &tenant_status))?,
         project_status: project_status

@@ -88,16 +88,15 @@ async fn authenticate(
             return Err(ApiError::Unauthorized(AuthFailure::Invalid));
         }
         None => {
-            // A miss reads the store: an address over its failure limit is refused before that read. The read
-            // counts as a failure until it finds the key.
-            auth_failures::count(state, parts).await?;
-            let found = state.keys.lookup(&digest, state.store.as_ref()).await?;
-            match found {
-                Some(principal) => {
-                    auth_failures::forgive(state, parts).await;
-                    principal
+            // A miss reads the store: an address over its failure limit is refused before that read. Only a read
+            // that finds nothing counts (a client's first requests with a new key, however many at once, do not).
+            auth_failures::admit(state, parts).await?;
+            match state.keys.lookup(&digest, state.store.as_ref()).await? {
+                Some(principal) => principal,
+                None => {
+                    auth_failures::add(state, parts).await;
+                    return Err(ApiError::Unauthorized(AuthFailure::Invalid));
                 }
-                None => return Err(ApiError::Unauthorized(AuthFailure::Invalid)),
             }
         }
     };

@@ -1,8 +1,9 @@
 //! The limit on failed authentications: a source address that sends more than `auth_failures_per_minute` malformed
 //! or unknown keys gets 429 before its key is looked up, so a flood of guessed keys costs no store reads. It uses the
 //! app's rate limiter ([`Scope::AuthFailures`], one bucket per address: an IPv4 address, or an IPv6 /64, which one
-//! client usually holds whole). A key found in the key cache never touches it; a key the store must be read for is
-//! counted before the read and forgiven once found, so only failures add up.
+//! client usually holds whole). A key found in the key cache never touches it; before a key is read from the store
+//! the address's bucket is asked whether it is over its limit (a check of cost 0) and the read's failure is added
+//! after it, so only failures add up, and a client's first burst with a new key is never counted.
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -35,19 +36,31 @@ fn bucket<'a>(state: &AppState, id: &'a str) -> Bucket<'a> {
     }
 }
 
-/// Counts one failure (or a store read that may be one) of the request's address: 429 when it is over its limit.
+/// Counts one failure of the request's address (a malformed key, or one known to be unknown): 429 when it is over
+/// its limit.
 pub async fn count(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+    take(state, parts, 1).await
+}
+
+/// 429 when the request's address is over its limit already, counting nothing: asked before a store read.
+pub async fn admit(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
+    take(state, parts, 0).await
+}
+
+async fn take(state: &AppState, parts: &Parts, cost: u64) -> Result<(), ApiError> {
     if state.config.auth_failures_per_minute == 0 {
         return Ok(());
     }
     let id = address(parts);
-    let decision = state
-        .limiter
-        .check(std::slice::from_ref(&bucket(state, &id)))
-        .await;
+    let bucket = Bucket {
+        cost,
+        ..bucket(state, &id)
+    };
+    let decision = state.limiter.check(std::slice::from_ref(&bucket)).await;
     match decision {
         Ok(Decision::Refused { retry_after_ms, .. }) => Err(ApiError::RateLimited {
-            message: "Too many requests with invalid API keys from this address; retry later".to_owned(),
+            message: "Too many requests with invalid API keys from this address; retry later"
+                .to_owned(),
             retry_after_ms,
             quota: None,
         }),
@@ -60,13 +73,13 @@ pub async fn count(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
     }
 }
 
-/// Takes back what [`count`] counted for a key that was found.
-pub async fn forgive(state: &AppState, parts: &Parts) {
+/// Adds one failure to the request's address once a store read found nothing (after [`admit`] let it read).
+pub async fn add(state: &AppState, parts: &Parts) {
     if state.config.auth_failures_per_minute == 0 {
         return;
     }
     let id = address(parts);
-    if let Err(error) = state.limiter.adjust(&bucket(state, &id), -1).await {
-        tracing::warn!(%error, "auth-failure limit unavailable; not forgiven");
+    if let Err(error) = state.limiter.adjust(&bucket(state, &id), 1).await {
+        tracing::warn!(%error, "auth-failure limit unavailable; not counted");
     }
 }

@@ -131,8 +131,20 @@ impl<'a> Buckets<'a> {
             cost,
         };
         let (tenant, key) = (principal.key.tenant_id.as_str(), principal.key.id.as_str());
-        let requests = bucket(Scope::Tenant, tenant, Unit::Requests, limits.tenant_requests, 1);
-        let tokens_bucket = bucket(Scope::Tenant, tenant, Unit::Tokens, limits.tenant_tokens, tokens);
+        let requests = bucket(
+            Scope::Tenant,
+            tenant,
+            Unit::Requests,
+            limits.tenant_requests,
+            1,
+        );
+        let tokens_bucket = bucket(
+            Scope::Tenant,
+            tenant,
+            Unit::Tokens,
+            limits.tenant_tokens,
+            tokens,
+        );
         let mut all = [
             requests.clone(),
             tokens_bucket.clone(),

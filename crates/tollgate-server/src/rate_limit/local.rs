@@ -209,7 +209,10 @@ impl Shard {
 }
 
 /// The locked shard `shard` among `guards`.
-fn locked<'g>(guards: &'g mut [(usize, MutexGuard<'_, Shard>)], shard: usize) -> Option<&'g mut Shard> {
+fn locked<'g>(
+    guards: &'g mut [(usize, MutexGuard<'_, Shard>)],
+    shard: usize,
+) -> Option<&'g mut Shard> {
     guards
         .iter_mut()
         .find(|(s, _)| *s == shard)
@@ -233,7 +236,8 @@ impl RateLimiter for LocalRateLimiter {
             let gcra = Gcra {
                 per_minute: b.per_minute,
             };
-            let tat = locked(&mut guards, shard_of[i]).map_or(0, |s| s.tat(b.id, slot(b.scope, b.unit)));
+            let tat =
+                locked(&mut guards, shard_of[i]).map_or(0, |s| s.tat(b.id, slot(b.scope, b.unit)));
             let wait = gcra.wait_ns(tat, now, b.cost);
             if wait > 0 && refused.is_none_or(|(_, w)| wait > w) {
                 // The longest wait is the one that tells when the request would fit every bucket.
@@ -394,7 +398,10 @@ mod tests {
             ..bucket("t", Unit::Requests, 60, 1)
         };
         let key = bucket("k", Unit::Requests, 30, 1);
-        assert!(matches!(check(&l, &[tenant.clone()]), Decision::Admitted(_)));
+        assert!(matches!(
+            check(&l, &[tenant.clone()]),
+            Decision::Admitted(_)
+        ));
         // The tenant refuses (1 s); the key would admit but must not be taken from.
         let Decision::Refused {
             bucket: at,
@@ -415,6 +422,22 @@ mod tests {
     }
 
     #[test]
+    fn a_check_of_cost_zero_takes_nothing_and_refuses_only_past_the_limit() {
+        let (clock, l) = limiter();
+        let probe = [bucket("ip", Unit::Requests, 60, 0)];
+        assert!(matches!(check(&l, &probe), Decision::Admitted(_)));
+        assert!(l.is_empty(), "nothing taken");
+        futures::executor::block_on(l.adjust(&bucket("ip", Unit::Requests, 60, 1), 3)).unwrap();
+        // Three seconds of backlog, one of tolerance: refused for two more.
+        let Decision::Refused { retry_after_ms, .. } = check(&l, &probe) else {
+            panic!("over the limit");
+        };
+        assert_eq!(retry_after_ms, 2_000);
+        clock.advance(2);
+        assert!(matches!(check(&l, &probe), Decision::Admitted(_)));
+    }
+
+    #[test]
     fn adjust_gives_back_and_takes() {
         let (_clock, l) = limiter();
         let b = [bucket("k", Unit::Tokens, 600, 10)];
@@ -432,13 +455,21 @@ mod tests {
         };
         assert_eq!(states[0].remaining, 0);
         futures::executor::block_on(l.adjust(&b[0], 10)).unwrap();
-        assert!(matches!(check(&l, &[bucket("k", Unit::Tokens, 600, 1)]), Decision::Refused { retry_after_ms: 1_100, .. }));
+        assert!(matches!(
+            check(&l, &[bucket("k", Unit::Tokens, 600, 1)]),
+            Decision::Refused {
+                retry_after_ms: 1_100,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn full_buckets_are_forgotten() {
         let (clock, l) = limiter();
-        let ids: Vec<String> = (0..20_000).map(|i| format!("10.0.{}.{}", i / 256, i % 256)).collect();
+        let ids: Vec<String> = (0..20_000)
+            .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
+            .collect();
         for id in &ids {
             let b = Bucket {
                 scope: Scope::AuthFailures,
@@ -458,6 +489,10 @@ mod tests {
             assert!(matches!(check(&l, &[b]), Decision::Admitted(_)));
             clock.advance_ms(1);
         }
-        assert!(l.len() <= SHARDS * MIN_SWEEP * 2, "{} buckets kept", l.len());
+        assert!(
+            l.len() <= SHARDS * MIN_SWEEP * 2,
+            "{} buckets kept",
+            l.len()
+        );
     }
 }

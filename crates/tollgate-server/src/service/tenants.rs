@@ -126,7 +126,10 @@ pub async fn update(
         (input.requests_per_minute, "requests_per_minute"),
         (input.tokens_per_minute, "tokens_per_minute"),
     ] {
-        if value.flatten().is_some_and(|v| v == 0 || i64::try_from(v).is_err()) {
+        if value
+            .flatten()
+            .is_some_and(|v| v == 0 || i64::try_from(v).is_err())
+        {
             return Err(ApiError::bad_request(
                 format!("{param} must be a positive integer or null"),
                 Some(param),
