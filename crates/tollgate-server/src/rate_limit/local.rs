@@ -399,7 +399,7 @@ mod tests {
         };
         let key = bucket("k", Unit::Requests, 30, 1);
         assert!(matches!(
-            check(&l, &[tenant.clone()]),
+            check(&l, std::slice::from_ref(&tenant)),
             Decision::Admitted(_)
         ));
         // The tenant refuses (1 s); the key would admit but must not be taken from.
