@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Rate-limit accuracy: one key limited to LIMIT requests a minute (its `rate_limits`), driven at FACTOR times that
-# for SECONDS, one request after another on schedule (bench/rate_limit_accuracy.py, open loop); reports how many
-# were admitted against what the limit allows in that time (LIMIT × SECONDS / 60), for each limiter leg.
+# for RUN_SECONDS, one request after another on schedule (bench/rate_limit_accuracy.py, open loop); reports how many
+# were admitted against what the limit allows in that time (LIMIT × RUN_SECONDS / 60), for each limiter leg.
 #
 #   bench/rate_limit_accuracy.sh                       # 600/min, 5x, 60 s: about a minute per leg
-#   LIMIT=1200 FACTOR=5 SECONDS=60 bench/rate_limit_accuracy.sh
+#   LIMIT=1200 FACTOR=5 RUN_SECONDS=60 bench/rate_limit_accuracy.sh
 #
 # GCRA admits the limit plus one second's burst (LIMIT / 60) over any window, so the ideal ratio for 60 s is
 # 1 + 1/60 ≈ 1.017; the target is within 2 % of the limit. A leg is one `leg NAME 'TOP-LEVEL CONFIG'` call: the
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 LIMIT="${LIMIT:-600}"
 FACTOR="${FACTOR:-5}"
-SECONDS_RUN="${SECONDS:-60}"
+RUN_SECONDS="${RUN_SECONDS:-60}"
 DURABILITY="${DURABILITY:-process}"
 MOCK_PORT="${MOCK_PORT:-19102}"
 PORT="${PORT:-19082}"
@@ -38,7 +38,7 @@ leg() {
   create_bench_key "$PORT" "{\"name\":\"limited\",\"rate_limits\":{\"requests_per_minute\":$LIMIT}}"
   local rate result
   rate="$(python3 -c "print($LIMIT * $FACTOR / 60)")"
-  result="$(python3 bench/rate_limit_accuracy.py "$PORT" "$key" "$rate" "$SECONDS_RUN" "$(chat_body fast)")"
+  result="$(python3 bench/rate_limit_accuracy.py "$PORT" "$key" "$rate" "$RUN_SECONDS" "$(chat_body fast)")"
   kill "$pid" && wait "$pid" 2>/dev/null || true
   python3 - "$name" "$result" <<PY
 import json, sys

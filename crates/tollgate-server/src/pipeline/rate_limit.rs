@@ -9,10 +9,10 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::middleware::auth::ProjectKey;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponseParts, ResponseParts};
 use std::convert::Infallible;
-use std::fmt::Write as _;
+use std::fmt::Write;
 use std::sync::Arc;
 use tollgate_core::ports::{Bucket, BucketState, Decision, Scope, Unit};
 use tollgate_core::tenant::Principal;
@@ -27,28 +27,66 @@ pub struct Quota {
     pub tokens: BucketState,
 }
 
+/// The six header names, built once (a `&str` name would be parsed and checked on every insert).
+const NAMES: [[HeaderName; 3]; 2] = [
+    [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ],
+    [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ],
+];
+
 impl Quota {
     /// Writes the six headers.
     pub fn stamp(&self, headers: &mut HeaderMap) {
-        for (unit, s) in [("requests", self.requests), ("tokens", self.tokens)] {
-            let (limit, remaining, reset) = match unit {
-                "requests" => (
-                    "x-ratelimit-limit-requests",
-                    "x-ratelimit-remaining-requests",
-                    "x-ratelimit-reset-requests",
-                ),
-                _ => (
-                    "x-ratelimit-limit-tokens",
-                    "x-ratelimit-remaining-tokens",
-                    "x-ratelimit-reset-tokens",
-                ),
-            };
-            headers.insert(limit, HeaderValue::from(s.limit));
-            headers.insert(remaining, HeaderValue::from(s.remaining));
-            if let Ok(value) = HeaderValue::from_str(&duration(s.reset_ms)) {
-                headers.insert(reset, value);
+        headers.reserve(6);
+        for ([limit, remaining, reset], s) in NAMES.iter().zip([self.requests, self.tokens]) {
+            headers.insert(limit.clone(), HeaderValue::from(s.limit));
+            headers.insert(remaining.clone(), HeaderValue::from(s.remaining));
+            let mut text = Text::default();
+            write_duration(&mut text, s.reset_ms);
+            if let Ok(value) = HeaderValue::from_bytes(text.as_bytes()) {
+                headers.insert(reset.clone(), value);
             }
         }
+    }
+}
+
+/// A duration's text, on the stack (the longest, `5124095576030431h0m0.999s`, fits).
+struct Text {
+    bytes: [u8; 40],
+    len: usize,
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 40],
+            len: 0,
+        }
+    }
+}
+
+impl Text {
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl std::fmt::Write for Text {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -63,28 +101,38 @@ impl IntoResponseParts for Quota {
 
 /// A duration in OpenAI's (Go's) format: `0s`, `12ms`, `1s`, `1.5s`, `6m0s`, `1h0m0s`.
 pub fn duration(ms: u64) -> String {
-    if ms == 0 {
-        return "0s".to_owned();
-    }
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let (hours, minutes) = (ms / 3_600_000, ms / 60_000 % 60);
-    let (seconds, millis) = (ms / 1000 % 60, ms % 1000);
     let mut out = String::with_capacity(12);
-    if hours > 0 {
-        let _ = write!(out, "{hours}h");
-    }
-    if hours > 0 || minutes > 0 {
-        let _ = write!(out, "{minutes}m");
-    }
-    let _ = write!(out, "{seconds}");
-    if millis > 0 {
-        let fraction = format!("{millis:03}");
-        let _ = write!(out, ".{}", fraction.trim_end_matches('0'));
-    }
-    out.push('s');
+    write_duration(&mut out, ms);
     out
+}
+
+fn write_duration(out: &mut impl Write, ms: u64) {
+    // Writing to a `String` or a `Text` long enough for any u64 cannot fail.
+    let _ = match ms {
+        0 => out.write_str("0s"),
+        1..1000 => write!(out, "{ms}ms"),
+        _ => {
+            let (hours, minutes) = (ms / 3_600_000, ms / 60_000 % 60);
+            let (seconds, millis) = (ms / 1000 % 60, ms % 1000);
+            if hours > 0 {
+                let _ = write!(out, "{hours}h");
+            }
+            if hours > 0 || minutes > 0 {
+                let _ = write!(out, "{minutes}m");
+            }
+            let _ = write!(out, "{seconds}");
+            if millis > 0 {
+                // Go's fraction: three digits, trailing zeros dropped.
+                let (mut digits, mut width) = (millis, 3);
+                while digits % 10 == 0 {
+                    digits /= 10;
+                    width -= 1;
+                }
+                let _ = write!(out, ".{digits:0width$}");
+            }
+            out.write_char('s')
+        }
+    };
 }
 
 /// The per-minute limits that apply to one request: its tenant's, and its key's where it has them.
