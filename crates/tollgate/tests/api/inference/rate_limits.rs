@@ -7,7 +7,6 @@
 use super::sse_data;
 use reqwest::Response;
 use serde_json::{Value, json};
-use tollgate_core::audit::{AuditQuery, EventType};
 use tollgate_core::plan::Plan;
 use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
 
@@ -231,30 +230,13 @@ async fn a_429_reaches_no_upstream_charges_nothing_and_is_audited() {
     // A settled request after it: the refusal's event, queued earlier, is committed by then.
     app.clock.advance(1);
     ok(app.chat(&t, &echo("sync", 1)).await).await;
-    let events = app
-        .state
-        .store
-        .audit_events(&AuditQuery {
-            tenant_id: t.id.clone(),
-            kind: Some(EventType::RequestCompleted),
-            limit: 100,
-            ..AuditQuery::default()
-        })
-        .await
-        .unwrap()
-        .items;
-    let mut statuses: Vec<(i64, Option<u16>)> =
-        events.iter().map(|c| (c.seq, c.event.status)).collect();
-    statuses.sort_unstable();
-    let statuses: Vec<Option<u16>> = statuses.into_iter().map(|(_, s)| s).collect();
+    let events = super::audit::events(&app, &t).await;
+    let statuses: Vec<Option<u16>> = events.iter().map(|e| e.status).collect();
     assert_eq!(statuses, [Some(200), Some(429), Some(200)]);
-    let refusal = events.iter().find(|c| c.event.status == Some(429)).unwrap();
-    assert_eq!(
-        refusal.event.key_id.as_deref(),
-        Some(t.project_key_id.as_str())
-    );
-    assert_eq!(refusal.event.model.as_deref(), Some("fast"));
-    assert_eq!(refusal.event.prompt_tokens, None);
+    let refusal = events.iter().find(|e| e.status == Some(429)).unwrap();
+    assert_eq!(refusal.key_id.as_deref(), Some(t.project_key_id.as_str()));
+    assert_eq!(refusal.model.as_deref(), Some("fast"));
+    assert_eq!(refusal.prompt_tokens, None);
 }
 
 #[tokio::test]
