@@ -79,6 +79,13 @@ provider = "mock"
 upstream_model = "mock-model"
 input_cents_per_million_tokens = 15
 output_cents_per_million_tokens = 60
+
+# The bench tenant's plan: limits far above any load here, so every leg measures the hot path, not 429s (the
+# limiter still runs for every request).
+[plans.enterprise]
+requests_per_minute = 4000000000
+tokens_per_minute = 1000000000000
+ip_allowlist = true
 TOML
 }
 
@@ -98,8 +105,8 @@ start_tollgate() {
   pids+=("$tollgate_pid")
 }
 
-# create_bench_key [PORT]: creates a tenant on the enterprise plan with ample credit and a project key through the
-# Tollgate on PORT (default $PORT); sets $key.
+# create_bench_key [PORT] [KEY_JSON]: creates a tenant on the enterprise plan with ample credit and a project key
+# (KEY_JSON: its creation body, default {"name":"bench"}) through the Tollgate on PORT (default $PORT); sets $key.
 create_bench_key() {
   local base="http://127.0.0.1:${1:-$PORT}" op=(-H "Authorization: Bearer bench-operator-token")
   json_field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
@@ -113,6 +120,6 @@ create_bench_key() {
   curl -fs -X POST "$base/operator/v1/tenants/$tenant/credits" "${op[@]}" -H "Content-Type: application/json" \
     -d '{"amount_cents":100000000,"reason":"bench"}' >/dev/null
   key="$(curl -fs -X POST "$base/v1/organization/projects/$project/api_keys" \
-    -H "Authorization: Bearer $admin" -H "Content-Type: application/json" -d '{"name":"bench"}' \
+    -H "Authorization: Bearer $admin" -H "Content-Type: application/json" -d "${2:-"{\"name\":\"bench\"}"}" \
     | json_field 'd["value"]')"
 }

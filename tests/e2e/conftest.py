@@ -74,6 +74,17 @@ output_cents_per_million_tokens = 60
 id = "echo"
 provider = "builtin"
 upstream_model = "echo"
+
+# Plans with room for this suite's quick succession of requests, and one whose limit a test reaches on purpose.
+[plans.free]
+requests_per_minute = 600
+tokens_per_minute = 1000000
+[plans.pro]
+requests_per_minute = 3000
+tokens_per_minute = 10000000
+[plans.limited]
+requests_per_minute = 1
+tokens_per_minute = 1000000
 """
     )
     env = dict(os.environ, TOLLGATE_OPERATOR_TOKEN=OPERATOR_TOKEN)

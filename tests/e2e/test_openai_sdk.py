@@ -104,3 +104,26 @@ def test_an_unfunded_tenant_gets_a_402_the_sdk_can_read(server):
     assert err.value.body["details"]["balance_before_cents"] == 0
     # The free model still answers.
     assert c.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_rate_limited_key_gets_a_429_the_sdk_raises_as_rate_limit_error(server):
+    from conftest import OPERATOR_TOKEN
+
+    created = httpx.post(
+        f"{server}/operator/v1/tenants",
+        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+        json={"name": "Limited", "plan": "limited", "owner_email": "limited@example.com"},
+    ).json()
+    key = new_project_key(server, created["admin_key"]["value"], created["project"]["id"], "limited")
+    c = openai.OpenAI(base_url=f"{server}/v1", api_key=key["value"], max_retries=0)
+    # One request a minute: the first is admitted and says so in its headers.
+    first = c.chat.completions.with_raw_response.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    assert first.headers["x-ratelimit-limit-requests"] == "1"
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    assert first.headers["x-ratelimit-reset-requests"] == "1m0s"
+    with pytest.raises(openai.RateLimitError) as err:
+        c.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.status_code == 429
+    assert err.value.code == "rate_limit_exceeded"
+    assert "the organization's requests per minute" in err.value.message
+    assert int(err.value.response.headers["retry-after"]) >= 1

@@ -1,5 +1,6 @@
 //! Plan tiers: what a tenant may do.
 
+use crate::tenant::RateLimits;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -17,6 +18,21 @@ pub struct Plan {
     /// Whether keys may carry `allowed_ips`.
     #[serde(default)]
     pub ip_allowlist: bool,
+}
+
+impl Plan {
+    /// The per-minute request and token limits of a tenant on this plan: the operator's `overrides` where set,
+    /// else the plan's.
+    pub fn tenant_limits(&self, overrides: RateLimits) -> (u64, u64) {
+        (
+            overrides
+                .requests_per_minute
+                .unwrap_or(u64::from(self.requests_per_minute)),
+            overrides
+                .tokens_per_minute
+                .unwrap_or(self.tokens_per_minute),
+        )
+    }
 }
 
 /// The plans a deployment offers, by name.

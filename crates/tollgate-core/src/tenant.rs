@@ -79,6 +79,8 @@ pub struct Tenant {
     pub status: TenantStatus,
     /// Creation time.
     pub created_at: Timestamp,
+    /// The operator's override of its plan's per-minute limits; `None` fields follow the plan.
+    pub rate_limits: RateLimits,
 }
 
 /// A tenant's project: keys belong to one.
@@ -336,6 +338,8 @@ pub struct Principal {
     pub key: ApiKey,
     /// Its tenant's plan name.
     pub tenant_plan: String,
+    /// The operator's override of its tenant's plan limits.
+    pub tenant_rate_limits: RateLimits,
     /// Its tenant's status.
     pub tenant_status: TenantStatus,
     /// For a project key: its project's status.
@@ -572,6 +576,7 @@ impl NewTenant {
             plan,
             status: TenantStatus::Active,
             created_at: now,
+            rate_limits: RateLimits::default(),
         };
         let project = Project {
             id: id::new_id(id::PROJECT),

@@ -4,7 +4,7 @@ use crate::change_log::ChangeFollower;
 use crate::config::Config;
 use crate::credits::{Recorder, Wallets};
 use crate::key_cache::KeyCache;
-use crate::limiter::{AlwaysAdmit, LimiterError, build_limiter};
+use crate::rate_limit::LimiterError;
 use crate::retention::Retention;
 use crate::service::secret_scanning::GithubKeys;
 use std::collections::HashMap;
@@ -42,12 +42,13 @@ pub struct App {
     pub retention: Retention,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Per-minute limits on requests, tokens and failed authentications: on Redis when `redis_url` is set (shared by
+    /// every node), else in this process ([`crate::rate_limit::build`] picks it).
+    pub limiter: Arc<dyn RateLimiter>,
     /// Holds, against this node's leases on tenants' balances.
     pub wallets: Arc<Wallets>,
     /// Writes settlements in group commits.
     pub recorder: Recorder,
-    /// Per-minute limits: on Redis when `redis_url` is set (shared by every node), else in this process.
-    pub rate_limiter: Arc<dyn RateLimiter>,
     /// Work a request starts that must finish even if its client leaves (upstream calls, stream pumps): shutdown
     /// waits for it before flushing the recorder.
     pub tasks: TaskTracker,
@@ -133,11 +134,10 @@ impl App {
                 .collect()
         };
         let plans = config.effective_plans();
-        // Until the in-process limiter lands, a node without Redis admits everything here.
-        let rate_limiter = build_limiter(&config)?.unwrap_or_else(|| Arc::new(AlwaysAdmit));
         // One id per running process: its leases and its settlements' lease charges carry it.
         let node_id = tollgate_core::id::new_id(tollgate_core::id::NODE);
         let wallets = Wallets::start(node_id.clone(), Arc::clone(&store), Arc::clone(&clock));
+        let limiter = crate::rate_limit::build(&config, Arc::clone(&clock))?;
         let app = Arc::new(Self {
             config,
             catalog: Catalog::new(models),
@@ -149,9 +149,9 @@ impl App {
             changes: ChangeFollower::new(),
             retention: Retention::new(),
             clock,
+            limiter,
             recorder: Recorder::start(Arc::clone(&store), node_id),
             wallets,
-            rate_limiter,
             store,
             tasks: TaskTracker::new(),
         });

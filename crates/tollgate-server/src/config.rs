@@ -1,7 +1,7 @@
 //! The configuration file (TOML) and its environment overrides, validated at start-up so a typo is an error that
 //! names the field, never a silent default.
 
-use crate::limiter::FailPolicy;
+use crate::rate_limit::FailPolicy;
 use crate::service::secret_scanning::GithubKeys;
 use ipnet::IpNet;
 /// The operator token and the database and Redis URLs (which may carry passwords) are [`SecretString`]s: its `Debug` prints `[REDACTED]`, and reading it takes an explicit
@@ -26,6 +26,8 @@ pub const MAX_MAX_CHOICES: u64 = 128;
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 60_000;
 /// Default `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default `auth_failures_per_minute`, per source address.
+pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u64 = 600;
 
 /// Why a configuration cannot be used. Every message names the field at fault.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,9 @@ pub struct Config {
     pub idle_timeout_seconds: u64,
     /// Open client connections at most; beyond it new ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Unknown or malformed keys a source address may send per minute before it gets 429 without any store read;
+    /// 0 turns the limit off.
+    pub auth_failures_per_minute: u64,
     /// Audit events older than this many days are pruned (each chain keeps an anchor, so the rest still
     /// verifies); 0 keeps them forever.
     pub audit_retention_days: u64,
@@ -157,6 +162,7 @@ impl Default for Config {
             body_read_timeout_seconds: 30,
             idle_timeout_seconds: 75,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
             audit_retention_days: 0,
             secret_scanning: None,
         }

@@ -3,6 +3,7 @@
 //! gets our own sentence, and the detail travels in the response's extensions ([`ErrorDetail`]) to the access-log
 //! layer, which logs it with the request id.
 
+use crate::pipeline::rate_limit::Quota;
 use crate::service::secret_scanning::ReportError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -108,6 +109,17 @@ pub enum ApiError {
     /// 405 `invalid_request_error`.
     #[error("Method not allowed")]
     MethodNotAllowed,
+    /// 429 `rate_limit_error`, `code: "rate_limit_exceeded"`: the request does not fit a per-minute limit (or its
+    /// source address sent too many bad keys); `Retry-After` says when it would.
+    #[error("{message}")]
+    RateLimited {
+        /// Names the limit: whose (the organization's, the key's, the address's) and of what.
+        message: String,
+        /// Until a request would be admitted.
+        retry_after_ms: u64,
+        /// The `x-ratelimit-*` headers of a key's request (none for an address's failed authentications).
+        quota: Option<Box<Quota>>,
+    },
     /// 409 `invalid_request_error` with a code.
     #[error("{message}")]
     Conflict {
@@ -218,6 +230,12 @@ impl ApiError {
                 None,
             ),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, INVALID, None, None),
+            Self::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                None,
+                Some("rate_limit_exceeded"),
+            ),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, INVALID, None, *code),
             Self::BodyReadTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, INVALID, None, None),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, INVALID, None, None),
@@ -363,6 +381,21 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::RateLimited {
+            retry_after_ms,
+            quota,
+            ..
+        } = &self
+        {
+            // Whole seconds, rounded up, at least 1: a client that waits this long is admitted.
+            let seconds = retry_after_ms.div_ceil(1000).max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            if let Some(quota) = quota {
+                quota.stamp(response.headers_mut());
+            }
         }
         if matches!(self, Self::BodyReadTimeout { .. }) {
             // The rest of the body is never coming: HTTP/1 cannot find the next request's start, so hyper closes

@@ -247,6 +247,14 @@ impl KeyCache {
         })
     }
 
+    /// The cached answer for `digest` (`Some(None)`: known to be unknown), if the cache may give one without a store
+    /// read; `None` when a [`KeyCache::lookup`] would read the store.
+    pub async fn cached(&self, digest: &KeyDigest) -> Option<Option<Arc<Principal>>> {
+        let required = self.epochs[stripe(digest)].load(Ordering::Acquire);
+        let entry = self.entries.get(digest).await?;
+        self.serves(&entry, required).then_some(entry.principal)
+    }
+
     /// The principal for `digest`: from the cache, or from the store on a miss (then cached, found or not). A
     /// lookup never returns an answer read before an invalidation of `digest` that completed before it began.
     pub async fn lookup<S>(

@@ -13,6 +13,7 @@
 //! - [`objects`]: the JSON objects of API.md.
 //! - [`pipeline`]: the inference stages every inference route goes through (policy, rate limit, idempotency, hold,
 //!   settle and record).
+//! - [`rate_limit`]: the rate limiters (in process; the one place that picks which runs).
 //! - [`credits`]: balances and holds in memory, and the group-committing recorder of charges and usage.
 //! - [`key_cache`]: authenticated keys in memory: misses coalesced, invalidated exactly on revocation.
 //! - [`change_log`]: follows the store's change log, so changes made on other nodes and by the CLI reach the key
@@ -28,11 +29,11 @@ pub mod credits;
 pub mod error;
 pub mod extract;
 pub mod key_cache;
-pub mod limiter;
 pub mod middleware;
 pub mod objects;
 mod outage;
 pub mod pipeline;
+pub mod rate_limit;
 pub mod retention;
 pub mod router;
 pub mod routes;

@@ -106,7 +106,7 @@ macro_rules! store_queries {
             use tollgate_core::role::Role;
             use tollgate_core::tenant::{
                 ApiKey, KeyChanges, KeyOwner, KeyStatus, Member, NewTenant, Principal, Project,
-                ProjectStatus, Tenant, TenantStatus, Timestamp,
+                ProjectStatus, RateLimits, Tenant, TenantStatus, Timestamp,
             };
 
             type Db = $db;
@@ -465,11 +465,30 @@ macro_rules! store_queries {
                         return Ok(None);
                     };
                     let mut events = Vec::new();
-                    if let Some(plan) = update.plan.as_ref().filter(|p| **p != before.plan) {
+                    // The operator's override of the plan's limits has no event type of its own in API.md: it is
+                    // told as a plan change (one event with the plan change, if any), whose details add the limits.
+                    let limits = RateLimits {
+                        requests_per_minute: update
+                            .requests_per_minute
+                            .unwrap_or(before.rate_limits.requests_per_minute),
+                        tokens_per_minute: update
+                            .tokens_per_minute
+                            .unwrap_or(before.rate_limits.tokens_per_minute),
+                    };
+                    let plan = update.plan.as_ref().filter(|p| **p != before.plan);
+                    if plan.is_some() || limits != before.rate_limits {
+                        let mut details = serde_json::json!({
+                            "from": before.plan,
+                            "to": plan.unwrap_or(&before.plan),
+                        });
+                        if limits != before.rate_limits {
+                            details["requests_per_minute"] = limits.requests_per_minute.into();
+                            details["tokens_per_minute"] = limits.tokens_per_minute.into();
+                        }
                         events.push(
                             by.event(EventType::TenantPlanChanged, id)
                                 .target(id)
-                                .details(&serde_json::json!({"from": before.plan, "to": plan})),
+                                .details(&details),
                         );
                     }
                     if let Some(status) = update.status.filter(|s| *s != before.status) {
@@ -482,12 +501,16 @@ macro_rules! store_queries {
                     if events.is_empty() {
                         return Ok(Some(before));
                     }
+                    let int = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
                     let row = sqlx::query(
-                        "UPDATE tenants SET plan = COALESCE($1, plan), status = COALESCE($2, status) \
-                         WHERE id = $3 RETURNING *",
+                        "UPDATE tenants SET plan = COALESCE($1, plan), status = COALESCE($2, status), \
+                         requests_per_minute = $3, tokens_per_minute = $4 \
+                         WHERE id = $5 RETURNING *",
                     )
                     .bind(&update.plan)
                     .bind(update.status.map(|s| s.as_str()))
+                    .bind(int(limits.requests_per_minute))
+                    .bind(int(limits.tokens_per_minute))
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await
@@ -1031,7 +1054,8 @@ macro_rules! store_queries {
                 ) -> Result<Option<Principal>, StoreError> {
                     let sql = format!(
                         "SELECT {cols}, t.plan AS t_plan, t.status AS t_status, p.status AS p_status, \
-                         m.role AS m_role \
+                         m.role AS m_role, t.requests_per_minute AS t_requests_per_minute, \
+                         t.tokens_per_minute AS t_tokens_per_minute \
                          FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
                          LEFT JOIN projects p ON p.id = k.project_id \
                          LEFT JOIN members m ON m.id = k.member_id AND m.removed_at IS NULL \

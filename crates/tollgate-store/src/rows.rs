@@ -95,6 +95,7 @@ pub(crate) fn tenant(row: &impl Columns) -> Result<Tenant, StoreError> {
         plan: text(row, "plan")?,
         status: TenantStatus::parse(&status).ok_or_else(|| corrupt("tenant status", &status))?,
         created_at: int(row, "created_at")?,
+        rate_limits: per_minute_columns(row, "requests_per_minute", "tokens_per_minute")?,
     })
 }
 
@@ -165,16 +166,25 @@ pub(crate) fn key(row: &impl Columns) -> Result<ApiKey, StoreError> {
 
 /// A key's rate limit columns: none when neither is set.
 fn rate_limits(row: &impl Columns) -> Result<Option<RateLimits>, StoreError> {
+    let limits = per_minute_columns(row, "requests_per_minute", "tokens_per_minute")?;
+    Ok((limits != RateLimits::default()).then_some(limits))
+}
+
+/// A pair of nullable per-minute limit columns (a key's, or a tenant's override).
+fn per_minute_columns(
+    row: &impl Columns,
+    requests: &str,
+    tokens: &str,
+) -> Result<RateLimits, StoreError> {
     let limit = |column: &str| -> Result<Option<u64>, StoreError> {
         row.int(column)?
             .map(|v| u64::try_from(v).map_err(|_| corrupt(column, &v.to_string())))
             .transpose()
     };
-    let limits = RateLimits {
-        requests_per_minute: limit("requests_per_minute")?,
-        tokens_per_minute: limit("tokens_per_minute")?,
-    };
-    Ok((limits != RateLimits::default()).then_some(limits))
+    Ok(RateLimits {
+        requests_per_minute: limit(requests)?,
+        tokens_per_minute: limit(tokens)?,
+    })
 }
 
 /// A key's spend cap columns, which the schema keeps set or unset together.
@@ -271,6 +281,11 @@ pub(crate) fn principal(row: &impl Columns) -> Result<Principal, StoreError> {
     Ok(Principal {
         key: key(row)?,
         tenant_plan: text(row, "t_plan")?,
+        tenant_rate_limits: per_minute_columns(
+            row,
+            "t_requests_per_minute",
+            "t_tokens_per_minute",
+        )?,
         tenant_status: TenantStatus::parse(&tenant_status)
             .ok_or_else(|| corrupt("tenant status", &tenant_status))?,
         project_status: project_status

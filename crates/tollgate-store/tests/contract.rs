@@ -789,6 +789,7 @@ async fn an_operator_changes_plan_and_status(f: Fixture) {
     let update = TenantUpdate {
         plan: Some("enterprise".into()),
         status: Some(TenantStatus::Suspended),
+        ..TenantUpdate::default()
     };
     let changed = f
         .store
@@ -827,6 +828,61 @@ async fn an_operator_changes_plan_and_status(f: Fixture) {
             .await
             .unwrap(),
         None
+    );
+}
+
+async fn an_operator_overrides_and_clears_a_tenants_rate_limits(f: Fixture) {
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t, &[]).await.unwrap();
+    let set = TenantUpdate {
+        requests_per_minute: Some(Some(60)),
+        tokens_per_minute: Some(Some(6_000)),
+        ..TenantUpdate::default()
+    };
+    let changed = f
+        .store
+        .update_tenant(&t.tenant.id, &set, &by_operator())
+        .await
+        .unwrap()
+        .unwrap();
+    let limits = tollgate_core::tenant::RateLimits {
+        requests_per_minute: Some(60),
+        tokens_per_minute: Some(6_000),
+    };
+    assert_eq!(changed.rate_limits, limits);
+    assert_eq!(
+        f.store
+            .get_tenant(&t.tenant.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .rate_limits,
+        limits
+    );
+    let principal = f
+        .store
+        .principal_by_digest(&t.admin_key.digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(principal.tenant_rate_limits, limits);
+    // One left as it is, the other back to the plan's.
+    let clear = TenantUpdate {
+        tokens_per_minute: Some(None),
+        ..TenantUpdate::default()
+    };
+    let changed = f
+        .store
+        .update_tenant(&t.tenant.id, &clear, &by_operator())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        changed.rate_limits,
+        tollgate_core::tenant::RateLimits {
+            requests_per_minute: Some(60),
+            tokens_per_minute: None,
+        }
     );
 }
 
@@ -1191,6 +1247,7 @@ on_every_backend!(
     the_last_owner_can_be_neither_demoted_nor_removed,
     removing_a_member_revokes_its_admin_keys_and_frees_its_email,
     an_operator_changes_plan_and_status,
+    an_operator_overrides_and_clears_a_tenants_rate_limits,
     grants_and_charges_keep_ledger_and_balance_in_step,
     usage_is_grouped_by_any_of_day_model_project_and_key,
 );
@@ -2605,6 +2662,7 @@ async fn a_change_and_its_event_commit_together(f: Fixture) {
     let both = TenantUpdate {
         plan: Some("enterprise".into()),
         status: Some(TenantStatus::Suspended),
+        ..TenantUpdate::default()
     };
     store
         .update_tenant(tenant, &both, &by)
@@ -2650,6 +2708,7 @@ async fn a_change_and_its_event_commit_together(f: Fixture) {
     let reactivate = TenantUpdate {
         plan: Some("enterprise".into()),
         status: Some(TenantStatus::Active),
+        ..TenantUpdate::default()
     };
     store
         .update_tenant(tenant, &reactivate, &by)

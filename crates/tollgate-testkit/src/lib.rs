@@ -173,6 +173,13 @@ impl TestAppBuilder {
             ..Config::default()
         };
         config.models[2].upstream_model = "echo".to_owned();
+        // The server's clock stands still unless a test moves it, so the plans' real per-minute limits would
+        // throttle any test that sends a few requests; tests of rate limits configure the plans they need.
+        config.plans = tollgate_core::plan::default_plans();
+        for plan in config.plans.values_mut() {
+            plan.requests_per_minute = u32::MAX;
+            plan.tokens_per_minute = u64::MAX / 4;
+        }
         for f in self.configure {
             f(&mut config);
         }

@@ -59,7 +59,8 @@ pub async fn json(response: reqwest::Response, status: u16) -> Value {
 }
 
 /// Writes a node's configuration to `path`: listening on `port`, on `database`, with the mock on `mock_port` as
-/// provider `mock` and model `fast` (15/60 ¢ per million tokens), then the TOML lines of `extra`.
+/// provider `mock` and model `fast` (15/60 ¢ per million tokens), then the TOML lines of `extra`. Its `pro` plan's
+/// rate limits are out of reach, so load tests measure what they are about, not 429s.
 pub fn write_config(path: &Path, port: u16, database: &str, mock_port: u16, extra: &str) {
     std::fs::write(
         path,
@@ -81,6 +82,10 @@ provider = "mock"
 upstream_model = "mock-model"
 input_cents_per_million_tokens = 15
 output_cents_per_million_tokens = 60
+
+[plans.pro]
+requests_per_minute = 4000000000
+tokens_per_minute = 1000000000000
 "#
         ),
     )

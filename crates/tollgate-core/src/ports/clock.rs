@@ -1,4 +1,4 @@
-//! Wall-clock time in Unix seconds, behind a trait so tests can move it.
+//! Wall-clock time in Unix seconds (and milliseconds, for rate limits), behind a trait so tests can move it.
 
 use crate::tenant::Timestamp;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -8,6 +8,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + 'static {
     /// Unix seconds now.
     fn now(&self) -> Timestamp;
+
+    /// Unix milliseconds now: rate limits refill continuously, so whole seconds are too coarse for them.
+    fn now_ms(&self) -> i64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// The system clock.
@@ -21,26 +26,43 @@ impl Clock for SystemClock {
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0)
     }
+
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
 }
 
-/// A clock that moves only when told to, for tests of expiry and grace periods.
+/// A clock that moves only when told to, for tests of expiry, grace periods and rate limits. It counts
+/// milliseconds; [`Clock::now`] is their whole seconds.
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicI64);
 
 impl ManualClock {
-    /// Starts at `now`.
+    /// Starts at `now` (Unix seconds).
     pub fn new(now: Timestamp) -> Self {
-        Self(AtomicI64::new(now))
+        Self(AtomicI64::new(now.saturating_mul(1000)))
     }
 
     /// Moves time forward by `seconds`.
     pub fn advance(&self, seconds: i64) {
-        self.0.fetch_add(seconds, Ordering::SeqCst);
+        self.advance_ms(seconds.saturating_mul(1000));
+    }
+
+    /// Moves time forward by `ms` milliseconds.
+    pub fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
+        self.0.load(Ordering::SeqCst).div_euclid(1000)
+    }
+
+    fn now_ms(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
     }
 }

@@ -36,7 +36,8 @@ pub struct Bucket<'a> {
     pub unit: Unit,
     /// The limit: units per minute (at least 1).
     pub per_minute: u64,
-    /// What this request takes.
+    /// What this request takes; 0 takes nothing and only asks whether the bucket is over its limit (refused while it
+    /// is, with the wait until it is not).
     pub cost: u64,
 }
 
@@ -56,8 +57,9 @@ pub struct BucketState {
 pub enum Decision {
     /// Every bucket had room: the costs were taken from all of them. The states are in the order of the buckets.
     Admitted(Vec<BucketState>),
-    /// A bucket had no room: nothing was taken from any. `bucket` is the index of the first bucket that refused;
-    /// `retry_after_ms` is how long until the request would be admitted (at least 1).
+    /// A bucket had no room: nothing was taken from any. `bucket` is the index of a bucket that refused (the one
+    /// with the longest wait, when several do); `retry_after_ms` is how long until the request would fit every
+    /// bucket (at least 1).
     Refused {
         /// The index of the refusing bucket.
         bucket: usize,

@@ -138,6 +138,10 @@ pub struct TenantUpdate {
     pub plan: Option<String>,
     /// Suspend or reactivate.
     pub status: Option<TenantStatus>,
+    /// Override the plan's requests per minute (`Some(None)`: back to the plan's).
+    pub requests_per_minute: Option<Option<u64>>,
+    /// Override the plan's tokens per minute (`Some(None)`: back to the plan's).
+    pub tokens_per_minute: Option<Option<u64>>,
 }
 
 /// Which keys to list.

@@ -6,6 +6,7 @@ use crate::app::AppState;
 use crate::config::ExposeSecret;
 use crate::error::{ApiError, AuthFailure};
 use crate::middleware::access_log::AccessRecord;
+use crate::middleware::auth_failures;
 use crate::middleware::client_ip::SourceIp;
 use crate::middleware::origin::RequestOrigin;
 use crate::pipeline::audit::AuditSlot;
@@ -66,21 +67,39 @@ async fn authenticate(
     needed: KeyKind,
 ) -> Result<Arc<Principal>, ApiError> {
     let raw = presented_key(&parts.headers)?;
-    let (kind, key) = state
-        .prefixes
-        .parse(raw)
-        .map_err(|_| ApiError::Unauthorized(AuthFailure::Malformed))?;
+    let (kind, key) = match state.prefixes.parse(raw) {
+        Ok(parsed) => parsed,
+        Err(_) => {
+            auth_failures::count(state, parts).await?;
+            return Err(ApiError::Unauthorized(AuthFailure::Malformed));
+        }
+    };
     if kind != needed {
         return Err(ApiError::Unauthorized(match needed {
             KeyKind::Admin => AuthFailure::NeedsAdminKey,
             KeyKind::Project => AuthFailure::NeedsProjectKey,
         }));
     }
-    let principal = state
-        .keys
-        .lookup(&key.digest(), state.store.as_ref())
-        .await?
-        .ok_or(ApiError::Unauthorized(AuthFailure::Invalid))?;
+    let digest = key.digest();
+    let principal = match state.keys.cached(&digest).await {
+        Some(Some(principal)) => principal,
+        Some(None) => {
+            auth_failures::count(state, parts).await?;
+            return Err(ApiError::Unauthorized(AuthFailure::Invalid));
+        }
+        None => {
+            // A miss reads the store: an address over its failure limit is refused before that read. Only a read
+            // that finds nothing counts (a client's first requests with a new key, however many at once, do not).
+            auth_failures::admit(state, parts).await?;
+            match state.keys.lookup(&digest, state.store.as_ref()).await? {
+                Some(principal) => principal,
+                None => {
+                    auth_failures::add(state, parts).await;
+                    return Err(ApiError::Unauthorized(AuthFailure::Invalid));
+                }
+            }
+        }
+    };
     // From here on the request is attributable to a key, refused or not.
     if let Some(record) = parts.extensions.get::<AccessRecord>() {
         record.record_principal(&principal);

@@ -1,8 +1,9 @@
 //! Request plumbing that runs before handlers: request ids, access logs, client addresses (and the audit origin),
-//! body limits (all run by the one [`edge`] layer) and authentication.
+//! body limits (all run by the one [`edge`] layer), authentication and its limit on failures.
 
 pub mod access_log;
 pub mod auth;
+pub mod auth_failures;
 pub mod body_limit;
 pub mod client_ip;
 pub mod edge;

@@ -7,6 +7,7 @@ use crate::app::AppState;
 use crate::credits::HoldError;
 use crate::error::ApiError;
 use crate::middleware::auth::ProjectKey;
+use crate::pipeline::rate_limit::TokenCharge;
 use crate::pipeline::settle::Bill;
 use std::sync::Arc;
 use tollgate_core::catalog::ModelSpec;
@@ -21,6 +22,7 @@ pub async fn take(
     request_id: &str,
     spec: &Arc<ModelSpec>,
     worst: HoldEstimate,
+    tokens: TokenCharge,
 ) -> Result<Bill, ApiError> {
     if !state.recorder.is_writable() {
         return Err(ApiError::Unavailable(
@@ -98,5 +100,6 @@ pub async fn take(
         worst,
         settlement,
         key.claim_audit(),
+        tokens,
     ))
 }

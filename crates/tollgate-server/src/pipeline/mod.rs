@@ -51,7 +51,8 @@ impl Metered for ChatCompletionRequest {
     }
 }
 
-/// An admitted request: the model and provider it goes to, and the bill to settle once the provider has answered.
+/// An admitted request: the model and provider it goes to, the bill to settle once the provider has answered, and
+/// its rate-limit headers.
 pub struct Admission {
     /// The public model.
     pub spec: Arc<ModelSpec>,
@@ -59,6 +60,8 @@ pub struct Admission {
     pub provider: Arc<dyn Provider>,
     /// The hold taken, and what the charge will be recorded as.
     pub bill: Bill,
+    /// The `x-ratelimit-*` headers its response carries.
+    pub quota: rate_limit::Quota,
 }
 
 /// Runs the admission stages for an authenticated request: each may refuse it, and none calls the upstream.
@@ -70,15 +73,22 @@ pub async fn admit(
     body_bytes: usize,
 ) -> Result<Admission, ApiError> {
     let (spec, provider) = policy::route(state, key, request.model())?;
-    rate_limit::admit(state, key)?;
-    idempotency::admit(state, key)?;
+    // The worst case bounds the tokens the rate limit takes up front as well as the hold.
     let worst = request
         .worst_case(body_bytes, &spec, state.config.max_choices)
         .map_err(|e| ApiError::bad_request(e.to_string(), Some(&e.param())))?;
-    let bill = hold::take(state, key, request_id, &spec, worst).await?;
+    let limited = rate_limit::admit(
+        state,
+        key,
+        worst.prompt_tokens.saturating_add(worst.output_tokens),
+    )
+    .await?;
+    idempotency::admit(state, key)?;
+    let bill = hold::take(state, key, request_id, &spec, worst, limited.tokens).await?;
     Ok(Admission {
         spec,
         provider,
         bill,
+        quota: limited.quota,
     })
 }

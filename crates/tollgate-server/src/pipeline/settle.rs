@@ -8,6 +8,7 @@ use crate::app::AppState;
 use crate::credits::Hold;
 use crate::error::ApiError;
 use crate::pipeline::audit::Claim;
+use crate::pipeline::rate_limit::TokenCharge;
 use std::sync::Arc;
 use tollgate_core::catalog::ModelSpec;
 use tollgate_core::credits::{HoldEstimate, Settlement};
@@ -24,10 +25,17 @@ pub struct Bill {
     worst: HoldEstimate,
     settlement: Settlement,
     audit: Claim,
+    /// The tokens the rate limit took up front, corrected to the usage once it is known.
+    tokens: TokenCharge,
 }
 
 impl Bill {
-    /// A bill for a request that holds `hold` (and `cap` on its key's cap) against its worst case `worst`.
+    /// A bill for a request that holds `hold` (and `cap` on its key's cap) against its worst case `worst`, and took
+    /// `tokens` from its rate limits.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one bill gathers what each admission stage took"
+    )]
     pub fn new(
         state: AppState,
         spec: Arc<ModelSpec>,
@@ -36,6 +44,7 @@ impl Bill {
         worst: HoldEstimate,
         settlement: Settlement,
         audit: Claim,
+        tokens: TokenCharge,
     ) -> Self {
         Self {
             state,
@@ -45,6 +54,7 @@ impl Bill {
             worst,
             settlement,
             audit,
+            tokens,
         }
     }
 
@@ -111,6 +121,7 @@ impl Bill {
         if let Some(cap) = self.cap {
             cap.settle(charged);
         }
+        self.tokens.settle(prompt.saturating_add(completion)).await;
         Ok(())
     }
 
@@ -120,5 +131,6 @@ impl Bill {
         if let Some(event) = self.audit.release(status, self.state.clock.now()) {
             self.state.recorder.record(event).await;
         }
+        self.tokens.settle(0).await;
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::limiter::FailPolicy;
+use crate::rate_limit::FailPolicy;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -20,7 +20,7 @@ pub async fn healthz() -> Json<Value> {
 /// too, so a load balancer sends them to a node that can serve them.
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     state.store.ping().await?;
-    let limiter_up = state.rate_limiter.ping().await.is_ok();
+    let limiter_up = state.limiter.ping().await.is_ok();
     if limiter_up || state.config.rate_limit_fail == FailPolicy::Open {
         let limiter = if limiter_up { "ok" } else { "unavailable" };
         return Ok(Json(json!({"status": "ready", "rate_limiter": limiter})).into_response());

@@ -120,7 +120,7 @@ impl<'de> Deserialize<'de> for CentsInput {
 
 /// Reads a present field as `Some(value)`, `null` as `Some(None)`; with `#[serde(default)]` an absent one is
 /// `None`, so an update can tell "leave it" from "clear it".
-fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+pub(super) fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,

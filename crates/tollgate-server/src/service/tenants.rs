@@ -93,9 +93,15 @@ pub struct UpdateTenant {
     /// `active` or `suspended`.
     #[serde(default)]
     pub status: Option<String>,
+    /// Overrides the plan's requests per minute for this tenant; `null` goes back to the plan's.
+    #[serde(default, deserialize_with = "super::keys::nullable")]
+    pub requests_per_minute: Option<Option<u64>>,
+    /// Overrides the plan's tokens per minute for this tenant; `null` goes back to the plan's.
+    #[serde(default, deserialize_with = "super::keys::nullable")]
+    pub tokens_per_minute: Option<Option<u64>>,
 }
 
-/// Changes a tenant's plan or status (the store writes `tenant.plan_changed`, `tenant.suspended` or
+/// Changes a tenant's plan, status or its override of the plan's rate limits (the store writes `tenant.plan_changed`, `tenant.suspended` or
 /// `tenant.reactivated` for what actually changes). Its cached keys are forgotten here at once (and on other
 /// nodes through the change log), so the change holds from the next request.
 pub async fn update(
@@ -116,9 +122,25 @@ pub async fn update(
             })
         })
         .transpose()?;
+    for (value, param) in [
+        (input.requests_per_minute, "requests_per_minute"),
+        (input.tokens_per_minute, "tokens_per_minute"),
+    ] {
+        if value
+            .flatten()
+            .is_some_and(|v| v == 0 || i64::try_from(v).is_err())
+        {
+            return Err(ApiError::bad_request(
+                format!("{param} must be a positive integer or null"),
+                Some(param),
+            ));
+        }
+    }
     let update = TenantUpdate {
         plan: input.plan,
         status,
+        requests_per_minute: input.requests_per_minute,
+        tokens_per_minute: input.tokens_per_minute,
     };
     let tenant = app
         .store

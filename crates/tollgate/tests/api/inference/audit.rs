@@ -13,7 +13,7 @@ use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
 const USER_AGENT: &str = "audit-test/1.0";
 
 /// `t`'s `request.completed` events, oldest first. Call [`sync`] first: refusals are written with the next batch.
-async fn events(app: &TestApp, t: &TestTenant) -> Vec<AuditEvent> {
+pub(super) async fn events(app: &TestApp, t: &TestTenant) -> Vec<AuditEvent> {
     let page = app
         .state
         .store

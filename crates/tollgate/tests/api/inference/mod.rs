@@ -4,6 +4,7 @@ mod audit;
 mod chat;
 mod holds;
 mod models;
+mod rate_limits;
 mod recording;
 mod spend_caps;
 

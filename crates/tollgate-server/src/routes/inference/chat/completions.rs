@@ -54,6 +54,7 @@ pub async fn handler(
         spec,
         provider,
         bill,
+        quota,
     } = pipeline::admit(&state, &key, request_id, &request, raw.len()).await?;
     let stream = request.is_stream();
     let client_wants_usage = request.wants_stream_usage();
@@ -89,7 +90,7 @@ pub async fn handler(
         let completion = answer
             .await
             .map_err(|e| ApiError::Internal(format!("chat task failed: {e}")))??;
-        return Ok(([(CONTENT_TYPE, "application/json")], completion).into_response());
+        return Ok((quota, [(CONTENT_TYPE, "application/json")], completion).into_response());
     }
     // A failure before the first chunk is an HTTP error, and the hold is released: nothing was produced.
     let upstream = provider.chat_stream(call).await?;
@@ -103,6 +104,7 @@ pub async fn handler(
     ));
     let body = Body::from_stream(ReceiverStream::new(body).map(Ok::<_, Infallible>));
     Ok((
+        quota,
         [
             (CONTENT_TYPE, "text/event-stream"),
             (CACHE_CONTROL, "no-cache"),

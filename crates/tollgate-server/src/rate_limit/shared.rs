@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use tollgate_core::ports::{Bucket, BucketState, Decision, RateLimitError, RateLimiter};
+use tollgate_core::ports::{Bucket, Decision, RateLimitError, RateLimiter};
 use tollgate_redis::{Options, RedisLimiter, RedisLimiterError};
 
 /// `rate_limit_fail`: what a request meets while the limiter cannot answer (Redis unreachable).
@@ -123,31 +123,6 @@ impl<L: RateLimiter> RateLimiter for Watched<L> {
     }
 }
 
-/// Admits everything: a stand-in for the in-process limiter until it lands (the rate-limit issue's other half), so
-/// `App` always holds a limiter.
-#[derive(Debug, Default)]
-pub struct AlwaysAdmit;
-
-#[async_trait]
-impl RateLimiter for AlwaysAdmit {
-    async fn check(&self, buckets: &[Bucket<'_>]) -> Result<Decision, RateLimitError> {
-        Ok(Decision::Admitted(
-            buckets
-                .iter()
-                .map(|b| BucketState {
-                    limit: b.per_minute,
-                    remaining: b.per_minute,
-                    reset_ms: 0,
-                })
-                .collect(),
-        ))
-    }
-
-    async fn adjust(&self, _bucket: &Bucket<'_>, _delta: i64) -> Result<(), RateLimitError> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,7 +158,7 @@ mod tests {
             if self.0.load(Ordering::Relaxed) {
                 return Err(RateLimitError("down".into()));
             }
-            AlwaysAdmit.check(b).await
+            Ok(Decision::Admitted(Vec::with_capacity(b.len())))
         }
         async fn adjust(&self, _: &Bucket<'_>, _: i64) -> Result<(), RateLimitError> {
             Ok(())

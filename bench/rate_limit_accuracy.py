@@ -1,0 +1,38 @@
+"""Drives one key at a fixed rate for a fixed time, one request after another on a keep-alive connection, and
+prints how many were admitted (200) and refused (429): bench/rate_limit_accuracy.sh's load generator (stdlib only).
+
+    python3 bench/rate_limit_accuracy.py PORT KEY RATE_PER_SECOND SECONDS BODY
+"""
+
+import http.client
+import json
+import sys
+import time
+
+
+def main() -> None:
+    port, key, rate, seconds, body = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    counts: dict[int, int] = {}
+    start = time.monotonic()
+    sent = 0
+    # Open loop on a schedule: request i goes at start + i / rate (late ones go at once, none is skipped).
+    while True:
+        due = start + sent / rate
+        if due - start >= seconds:
+            break
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        counts[response.status] = counts.get(response.status, 0) + 1
+        sent += 1
+    elapsed = time.monotonic() - start
+    print(json.dumps({"sent": sent, "elapsed_s": round(elapsed, 3), "statuses": counts}))
+
+
+if __name__ == "__main__":
+    main()
