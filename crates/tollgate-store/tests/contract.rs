@@ -1556,6 +1556,25 @@ fn key_lease<'a>(
 }
 
 /// A project key of `t` with a cap of `cap` µ¢ per `period`, written.
+/// A tenant with 10,000 cents and a key capped at 1,600 micro-cents a month, as the cap cases start from.
+async fn funded_with_a_capped_key(f: &Fixture) -> (NewTenant, ApiKey) {
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t, &[]).await.unwrap();
+    let tenant = t.tenant.id.as_str();
+    f.store
+        .grant(
+            tenant,
+            Micros(1_000_000),
+            None,
+            2,
+            &audit(EventType::CreditsGranted, tenant),
+        )
+        .await
+        .unwrap();
+    let key = capped_key(f, &t, 1_600, SpendPeriod::Month).await;
+    (t, key)
+}
+
 async fn capped_key(f: &Fixture, t: &NewTenant, cap: i64, period: SpendPeriod) -> ApiKey {
     let mut key = project_key(t, "capped", FEB);
     key.spend_limit = Some(SpendLimit {
@@ -1576,20 +1595,8 @@ async fn spent_of(f: &Fixture, key: &ApiKey) -> KeySpent {
 async fn key_leases_never_reserve_more_than_the_cap_less_spending_and_charges_move_both(
     f: Fixture,
 ) {
-    let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t, &[]).await.unwrap();
+    let (t, key) = funded_with_a_capped_key(&f).await;
     let tenant = t.tenant.id.as_str();
-    f.store
-        .grant(
-            tenant,
-            Micros(1_000_000),
-            None,
-            2,
-            &audit(EventType::CreditsGranted, tenant),
-        )
-        .await
-        .unwrap();
-    let key = capped_key(&f, &t, 1_600, SpendPeriod::Month).await;
     let now = FEB + 100;
     // Node a needs 100 and would like 1,000: its need and a sixteenth of the rest, as for a tenant.
     let a = f
@@ -1718,20 +1725,7 @@ async fn key_leases_never_reserve_more_than_the_cap_less_spending_and_charges_mo
 }
 
 async fn a_cap_change_drops_the_keys_leases_and_a_new_cap_counts_the_periods_usage(f: Fixture) {
-    let t = new_tenant("Acme", 1);
-    f.store.create_tenant(&t, &[]).await.unwrap();
-    let tenant = t.tenant.id.as_str();
-    f.store
-        .grant(
-            tenant,
-            Micros(1_000_000),
-            None,
-            2,
-            &audit(EventType::CreditsGranted, tenant),
-        )
-        .await
-        .unwrap();
-    let key = capped_key(&f, &t, 1_600, SpendPeriod::Month).await;
+    let (t, key) = funded_with_a_capped_key(&f).await;
     let now = FEB + 100;
     f.store
         .lease(&key_lease(&key.id, "node_a", 1_000, 1_000, now))
