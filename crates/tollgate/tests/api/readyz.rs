@@ -25,6 +25,21 @@ async fn readyz_with(redis_url: String, policy: FailPolicy) -> reqwest::Response
     app.request(Method::GET, "/readyz").send().await.unwrap()
 }
 
+/// The throwaway Redis `scripts/redis` started, or `None` (the test named `test` is skipped, saying so) when there
+/// is none; with `TOLLGATE_TEST_REDIS=1` (CI) a missing one fails the test instead.
+fn test_redis(test: &str) -> Option<String> {
+    let url = std::env::var("TOLLGATE_TEST_REDIS_URL").ok();
+    if url.is_none() {
+        assert_ne!(
+            std::env::var("TOLLGATE_TEST_REDIS").as_deref(),
+            Ok("1"),
+            "TOLLGATE_TEST_REDIS=1 but TOLLGATE_TEST_REDIS_URL is unset: run under scripts/redis"
+        );
+        eprintln!("{test}: skipped, no Redis (run under scripts/redis)");
+    }
+    url
+}
+
 #[tokio::test]
 async fn an_unreachable_redis_fails_open_and_stays_ready() {
     let url = format!("redis://127.0.0.1:{}", closed_port());
@@ -44,13 +59,7 @@ async fn an_unreachable_redis_failing_closed_is_not_ready() {
 
 #[tokio::test]
 async fn a_reachable_redis_is_ready() {
-    let Ok(url) = std::env::var("TOLLGATE_TEST_REDIS_URL") else {
-        assert_ne!(
-            std::env::var("TOLLGATE_TEST_REDIS").as_deref(),
-            Ok("1"),
-            "TOLLGATE_TEST_REDIS=1 but TOLLGATE_TEST_REDIS_URL is unset: run under scripts/redis"
-        );
-        eprintln!("a_reachable_redis_is_ready: skipped, no Redis (run under scripts/redis)");
+    let Some(url) = test_redis("a_reachable_redis_is_ready") else {
         return;
     };
     let ready = json_of(readyz_with(url, FailPolicy::Closed).await, 200).await;
@@ -98,15 +107,7 @@ async fn an_unreachable_redis_admits_or_refuses_inference_as_rate_limit_fail_say
 /// would each admit their own burst.
 #[tokio::test]
 async fn two_nodes_on_one_redis_share_a_tenants_limit() {
-    let Ok(url) = std::env::var("TOLLGATE_TEST_REDIS_URL") else {
-        assert_ne!(
-            std::env::var("TOLLGATE_TEST_REDIS").as_deref(),
-            Ok("1"),
-            "TOLLGATE_TEST_REDIS=1 but TOLLGATE_TEST_REDIS_URL is unset: run under scripts/redis"
-        );
-        eprintln!(
-            "two_nodes_on_one_redis_share_a_tenants_limit: skipped, no Redis (run under scripts/redis)"
-        );
+    let Some(url) = test_redis("two_nodes_on_one_redis_share_a_tenants_limit") else {
         return;
     };
     let shared = url.clone();
