@@ -1,7 +1,9 @@
-"""Drives one key at a fixed rate for a fixed time, one request after another on a keep-alive connection, and
+"""Drives one key at a fixed rate for a fixed time, one request after another on keep-alive connections, and
 prints how many were admitted (200) and refused (429): bench/rate_limit_accuracy.sh's load generator (stdlib only).
 
-    python3 bench/rate_limit_accuracy.py PORT KEY RATE_PER_SECOND SECONDS BODY
+    python3 bench/rate_limit_accuracy.py PORT[,PORT...] KEY RATE_PER_SECOND SECONDS BODY
+
+Several ports (nodes sharing one limiter) get the requests in turn, each on its own connection.
 """
 
 import http.client
@@ -11,8 +13,9 @@ import time
 
 
 def main() -> None:
-    port, key, rate, seconds, body = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    ports = [int(p) for p in sys.argv[1].split(",")]
+    key, rate, seconds, body = sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for port in ports]
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     counts: dict[int, int] = {}
     start = time.monotonic()
@@ -25,6 +28,7 @@ def main() -> None:
         now = time.monotonic()
         if due > now:
             time.sleep(due - now)
+        conn = conns[sent % len(conns)]
         conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
         response = conn.getresponse()
         response.read()

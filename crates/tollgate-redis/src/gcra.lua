@@ -4,7 +4,9 @@
 --               Redis's own clock (TIME), so the nodes' clocks never matter.
 -- ARGV[1]       "check" (take every cost, or none) or "adjust" (move one bucket by its cost without a check).
 -- ARGV[2]       the burst tolerance in microseconds (one second: what a full bucket holds, as time); a bucket
---               whose one unit takes longer has that unit's interval as its tolerance instead.
+--               of a slow limit holds at least one unit plus up to that second of slack (interval + min(interval,
+--               tolerance)), as the in-process limiter: one unit exactly would lose the gap between the bucket's
+--               emptying and the next arrival on every unit.
 -- ARGV[2+2i-1]  bucket i's emission interval in microseconds (60 s / its per-minute limit; a decimal).
 -- ARGV[2+2i]    bucket i's cost in units (adjust: a signed delta).
 --
@@ -20,8 +22,11 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local mode = ARGV[1]
 local tolerance = tonumber(ARGV[2])
 local function tau_of(interval)
-  if interval > tolerance then return interval end
-  return tolerance
+  local slack = interval
+  if slack > tolerance then slack = tolerance end
+  local tau = interval + slack
+  if tau < tolerance then return tolerance end
+  return tau
 end
 -- A TTL past any real use: a bucket pushed this far into debt (an absurd cost) still expires some day.
 local max_ttl_ms = 1e12

@@ -92,15 +92,15 @@ async fn a_check_takes_from_every_bucket_or_from_none() {
         return;
     };
     let (wide, narrow) = (unique("wide"), unique("narrow"));
-    // 6000/min: a 10 ms interval, 100 requests of burst; 60/min: a burst of one.
-    let both = [requests(&wide, 6000), requests(&narrow, 60)];
+    // 6000/min: a 10 ms interval, 100 requests of burst; 30/min: one unit (2 s) and a second of slack, a burst of one.
+    let both = [requests(&wide, 6000), requests(&narrow, 30)];
     match l.check(&both).await.unwrap() {
         Decision::Admitted(states) => {
             assert_eq!(states.len(), 2);
             assert_eq!(states[0].limit, 6000);
             assert!((98..=99).contains(&states[0].remaining), "{states:?}");
             assert_eq!(states[1].remaining, 0);
-            assert!((900..=1000).contains(&states[1].reset_ms), "{states:?}");
+            assert!((1900..=2000).contains(&states[1].reset_ms), "{states:?}");
         }
         other => panic!("first check refused: {other:?}"),
     }
@@ -116,7 +116,7 @@ async fn a_check_takes_from_every_bucket_or_from_none() {
         other => panic!("wide bucket refused: {other:?}"),
     }
     // The first refusing bucket is named, whatever its position.
-    let (index, _) = refused(&l, &[requests(&narrow, 60), requests(&wide, 6000)]).await;
+    let (index, _) = refused(&l, &[requests(&narrow, 30), requests(&wide, 6000)]).await;
     assert_eq!(index, 0);
 }
 
@@ -153,8 +153,9 @@ async fn retry_after_is_when_every_bucket_admits() {
         return;
     };
     let (fast, slow) = (unique("fast"), unique("slow"));
-    // 120/min refills in 500 ms, 60/min in 1000 ms: the request waits for the slower.
-    let both = [requests(&fast, 120), requests(&slow, 60)];
+    // 120/min has room for a second request; 30/min (2 s a unit, a second of slack) has room again after 1 s: the
+    // request waits for the slower.
+    let both = [requests(&fast, 120), requests(&slow, 30)];
     assert!(admitted(&l, &both).await);
     let (index, retry) = refused(&l, &both).await;
     assert_eq!(index, 1);

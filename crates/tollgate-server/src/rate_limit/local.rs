@@ -4,9 +4,12 @@
 //! Each bucket is the generic cell rate algorithm (a token bucket written as one timestamp). A limit of `L` units
 //! per minute makes each unit cost `T = 60 s / L` of time; the bucket keeps its *theoretical arrival time* `tat`,
 //! the instant at which it would be full again (`tat ≤ now`: full). Its backlog is `b = max(tat − now, 0)` and its
-//! burst tolerance `τ = max(1 s, T)`: at most one second's worth of the limit (and at least one unit) can be taken
-//! at once, so a client driving a key far above its limit for a minute gets `L` plus one second's worth, within 2 %
-//! for any window of a minute or more, and there is no window boundary at which a double burst gets through.
+//! burst tolerance `τ = max(1 s, T + min(T, 1 s))`: one second's worth of the limit can be taken at once, so a client
+//! driving a key far above its limit for a minute gets `L` plus one second's worth, within 2 % for any window of a
+//! minute or more, and there is no window boundary at which a double burst gets through. A slow limit's bucket
+//! (`T` near or above a second) holds one unit plus up to a second of slack: with a tolerance of exactly one unit
+//! it would admit only once entirely empty, and lose the time between its emptying and the next arrival on every
+//! unit (60/min driven at 5 requests a second admitted 10 % under its limit); the slack banks up to a second of it.
 //!
 //! A request of `cost` units needs `need = min(cost·T, τ)` of room: it is admitted when `b + need ≤ τ`, and then
 //! `tat = max(tat, now) + cost·T`. A request bigger than the whole bucket (a token bound above one second's worth)
@@ -90,9 +93,10 @@ impl Gcra {
         u64::try_from(ns).unwrap_or(u64::MAX)
     }
 
-    /// The burst tolerance: one second's worth, and at least one unit.
+    /// The burst tolerance: one second's worth, and at least one unit plus up to a second of slack.
     pub fn tolerance_ns(self) -> u64 {
-        NANOS_PER_SECOND.max(self.cost_ns(1))
+        let unit = self.cost_ns(1);
+        NANOS_PER_SECOND.max(unit.saturating_add(unit.min(NANOS_PER_SECOND)))
     }
 
     /// The room a request of `cost` units needs in the bucket.
@@ -325,9 +329,12 @@ mod tests {
     fn gcra_costs_and_tolerance() {
         let g = Gcra { per_minute: 60 };
         assert_eq!(g.cost_ns(1), 1_000_000_000);
-        assert_eq!(g.tolerance_ns(), 1_000_000_000);
-        // Below one a second, one unit is the tolerance.
-        assert_eq!(Gcra { per_minute: 30 }.tolerance_ns(), 2_000_000_000);
+        // One a second: one second's worth would be a single unit; it holds two.
+        assert_eq!(g.tolerance_ns(), 2_000_000_000);
+        assert_eq!(Gcra { per_minute: 600 }.tolerance_ns(), 1_000_000_000);
+        // Slower: one unit plus a second of slack.
+        assert_eq!(Gcra { per_minute: 30 }.tolerance_ns(), 3_000_000_000);
+        assert_eq!(Gcra { per_minute: 1 }.tolerance_ns(), 61_000_000_000);
         // Rounded up: 7 per minute is 8.571…s each.
         assert_eq!(Gcra { per_minute: 7 }.cost_ns(1), 8_571_428_572);
         // Full bucket: one second's worth remains, and it is full now.
@@ -370,6 +377,20 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_limit_loses_no_time_between_arrivals() {
+        let (clock, l) = limiter();
+        let b = [bucket("k", Unit::Requests, 60, 1)];
+        let mut admitted = 0u64;
+        // Every 300 ms for 60 s against one a second: the arrival after each refill comes up to 200 ms late. A
+        // bucket of exactly one unit loses that each time (about 50 admitted); the slack banks it.
+        for _ in 0..200 {
+            admitted += u64::from(matches!(check(&l, &b), Decision::Admitted(_)));
+            clock.advance_ms(300);
+        }
+        assert!((60..=61).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
     fn a_request_bigger_than_the_bucket_waits_for_a_full_bucket_then_goes_into_debt() {
         let (clock, l) = limiter();
         // 600 tokens a minute: 10 a second; a request bound of 50 tokens.
@@ -398,10 +419,12 @@ mod tests {
             ..bucket("t", Unit::Requests, 60, 1)
         };
         let key = bucket("k", Unit::Requests, 30, 1);
-        assert!(matches!(
-            check(&l, std::slice::from_ref(&tenant)),
-            Decision::Admitted(_)
-        ));
+        for _ in 0..2 {
+            assert!(matches!(
+                check(&l, std::slice::from_ref(&tenant)),
+                Decision::Admitted(_)
+            ));
+        }
         // The tenant refuses (1 s); the key would admit but must not be taken from.
         let Decision::Refused {
             bucket: at,
@@ -418,7 +441,7 @@ mod tests {
             panic!("both have room");
         };
         assert_eq!((states[0].remaining, states[1].remaining), (0, 0));
-        assert_eq!((states[0].reset_ms, states[1].reset_ms), (1_000, 2_000));
+        assert_eq!((states[0].reset_ms, states[1].reset_ms), (2_000, 2_000));
     }
 
     #[test]
@@ -428,12 +451,14 @@ mod tests {
         assert!(matches!(check(&l, &probe), Decision::Admitted(_)));
         assert!(l.is_empty(), "nothing taken");
         futures::executor::block_on(l.adjust(&bucket("ip", Unit::Requests, 60, 1), 3)).unwrap();
-        // Three seconds of backlog, one of tolerance: refused for two more.
+        // Three seconds of backlog, two of tolerance: refused for one more.
         let Decision::Refused { retry_after_ms, .. } = check(&l, &probe) else {
             panic!("over the limit");
         };
-        assert_eq!(retry_after_ms, 2_000);
-        clock.advance(2);
+        assert_eq!(retry_after_ms, 1_000);
+        clock.advance_ms(999);
+        assert!(matches!(check(&l, &probe), Decision::Refused { .. }));
+        clock.advance_ms(1);
         assert!(matches!(check(&l, &probe), Decision::Admitted(_)));
     }
 

@@ -1,8 +1,9 @@
 //! Rate limits: per-minute request and token limits of a tenant (its plan, or the operator's override) and of a key
-//! (`rate_limits`, tightening), GCRA with one second's burst on the server's clock; the 429 (shape, `Retry-After`
-//! that tells the truth), the `x-ratelimit-*` headers on plain and streamed answers, tokens taken at the hold's bound
-//! and corrected to the usage, nothing sent upstream or charged on a 429, its audit event, and the per-address limit
-//! on failed authentications, which answers 429 before any store read.
+//! (`rate_limits`, tightening), GCRA with one second's burst (a slow limit: one unit and a second of slack) on the
+//! server's clock; the 429 (shape, `Retry-After` that tells the truth), the `x-ratelimit-*` headers on plain and
+//! streamed answers, tokens taken at the hold's bound and corrected to the usage, nothing sent upstream or charged on
+//! a 429, its audit event, and the per-address limit on failed authentications, which answers 429 before any store
+//! read.
 
 use super::sse_data;
 use reqwest::Response;
@@ -71,14 +72,16 @@ async fn the_429_has_the_exact_shape_and_a_retry_after_that_tells_the_truth() {
     let app = app_with(60, 1_000_000).await;
     let t = app.tenant("limited").await;
     let body = echo("hi", 10);
-    ok(app.chat(&t, &body).await).await;
-    // 60 a minute: one second's worth is one request.
+    // 60 a minute: one second's worth is one request, and the bucket holds a second of slack beside it.
+    for _ in 0..2 {
+        ok(app.chat(&t, &body).await).await;
+    }
     let refused = app.chat(&t, &body).await;
     assert_eq!(refused.status(), 429);
     assert_eq!(header(&refused, "retry-after"), "1");
     assert_eq!(header(&refused, "x-ratelimit-limit-requests"), "60");
     assert_eq!(header(&refused, "x-ratelimit-remaining-requests"), "0");
-    assert_eq!(header(&refused, "x-ratelimit-reset-requests"), "1s");
+    assert_eq!(header(&refused, "x-ratelimit-reset-requests"), "2s");
     assert_eq!(
         refused.text().await.unwrap(),
         r#"{"error":{"message":"Rate limit reached for the organization's requests per minute (limit: 60, requested: 1). Please try again in 1s","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded"}}"#
@@ -140,11 +143,12 @@ async fn a_keys_limit_tightens_the_tenants_and_the_tenants_is_shared_by_its_keys
         .await;
     let body = echo("hi", 10);
     let r = ok(app.post("/v1/chat/completions", &tight, &body).await).await;
-    // The key's 30 a minute is the tighter limit; its bucket refills in 2 s.
+    // The key's 30 a minute is the tighter limit; its bucket refills in 2 s, and has room for the next request
+    // (2 s of a bucket of 3: one unit and a second of slack) after 1 s.
     assert_eq!(header(&r, "x-ratelimit-limit-requests"), "30");
     assert_eq!(header(&r, "x-ratelimit-reset-requests"), "2s");
     let refused = app.post("/v1/chat/completions", &tight, &body).await;
-    assert_eq!(header(&refused, "retry-after"), "2");
+    assert_eq!(header(&refused, "retry-after"), "1");
     let e = error_of(refused, 429).await;
     assert!(
         e["message"]
@@ -208,7 +212,8 @@ async fn tokens_are_taken_at_the_bound_and_corrected_to_the_usage() {
 
 #[tokio::test]
 async fn a_429_reaches_no_upstream_charges_nothing_and_is_audited() {
-    let app = app_with(60, 1_000_000).await;
+    // 30 a minute: one request at once.
+    let app = app_with(30, 1_000_000).await;
     let t = app.tenant("limited").await;
     ok(app
         .chat(&t, &TestApp::chat_body("fast", "mock:words=3 first"))
@@ -244,8 +249,8 @@ async fn a_flood_of_bad_keys_from_one_address_gets_429_before_any_store_read() {
     let app = TestApp::builder()
         .configure(|c| {
             c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-            // One a second: the second failure within a second is refused.
-            c.auth_failures_per_minute = 60;
+            // One every 2 s (a bucket of one and a second of slack): a second failure at once is one too many.
+            c.auth_failures_per_minute = 30;
         })
         .start()
         .await;
@@ -257,7 +262,7 @@ async fn a_flood_of_bad_keys_from_one_address_gets_429_before_any_store_read() {
             .send()
     };
     // Well-formed keys that do not exist: each a store read, then 401; the second takes the address past its
-    // limit (one a second), since a read's failure is counted once it is known.
+    // limit, since a read's failure is counted once it is known.
     for _ in 0..2 {
         let unknown = app
             .state
@@ -268,7 +273,7 @@ async fn a_flood_of_bad_keys_from_one_address_gets_429_before_any_store_read() {
     }
     // Over the limit: malformed and unknown keys alike get 429 with Retry-After.
     let r = from("203.0.113.7", "sk_live_garbage").await.unwrap();
-    assert_eq!(header(&r, "retry-after"), "2");
+    assert_eq!(header(&r, "retry-after"), "3");
     let e = error_of(r, 429).await;
     assert_eq!(
         (e["type"].as_str(), e["code"].as_str()),
@@ -280,8 +285,16 @@ async fn a_flood_of_bad_keys_from_one_address_gets_429_before_any_store_read() {
     // Another address is not concerned, and a known (cached) key still works from the flooding one.
     assert_eq!(from("203.0.113.8", &fresh).await.unwrap().status(), 200);
     assert_eq!(from("203.0.113.7", &fresh).await.unwrap().status(), 200);
-    // Two failures counted: two seconds until the address may fail again.
-    app.clock.advance(2);
+    // Two failures counted, 4 s of a bucket of 3: a malformed key, itself a failure (2 s), fits again in 3 s.
+    app.clock.advance_ms(2_999);
+    assert_eq!(
+        from("203.0.113.7", "sk_live_garbage")
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+    app.clock.advance_ms(1);
     assert_eq!(
         from("203.0.113.7", "sk_live_garbage")
             .await
