@@ -102,6 +102,9 @@ pub struct Settlement {
     pub origin: Origin,
     /// The period of its key's spend cap, if the key has one (its charge then counts toward the cap).
     pub spend_period: Option<SpendPeriod>,
+    /// The response to store for its `Idempotency-Key`, if it has one: stored in the charge's transaction, so a
+    /// retry finds either both or neither.
+    pub idempotency: Option<Box<crate::idempotency::Completion>>,
 }
 
 /// Of the balance beyond its `need`, a lease takes at most this share, so every other node always finds most of

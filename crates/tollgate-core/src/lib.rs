@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`audit`]: audit events, who caused them, and each tenant's hash chain.
 //! - [`id`]: prefixed, time-ordered ids (`org_…`, `proj_…`, `key_…`).
+//! - [`idempotency`]: `Idempotency-Key` claims, fingerprints and stored responses.
 //! - [`key`]: the API key format: generation, checksum, digest; secrets that refuse to print.
 //! - [`tenant`]: tenants, projects, members, API keys and the principal a key authenticates as.
 //! - [`money`]: micro-cents in an `i64`, exact costs, exact decimal display.
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod catalog;
 pub mod credits;
 pub mod id;
+pub mod idempotency;
 pub mod key;
 pub mod money;
 pub mod password;

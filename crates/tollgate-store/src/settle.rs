@@ -263,6 +263,7 @@ mod tests {
             latency_ms: 7,
             origin: Default::default(),
             spend_period: None,
+            idempotency: None,
         }
     }
 
@@ -273,6 +274,7 @@ mod tests {
         let (feb, mar) = (1_709_164_800, 1_709_251_200);
         let capped = |key: &str, cost, at, period| Settlement {
             spend_period: Some(period),
+            idempotency: None,
             ..settlement("org_a", key, cost, at)
         };
         let batch = [

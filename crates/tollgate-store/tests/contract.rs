@@ -906,6 +906,7 @@ fn settlement(t: &NewTenant, key: &ApiKey, model: &str, cost: i64, at: i64) -> S
             Some("sdk/1.0"),
         ),
         spend_period: key.spend_limit.map(|l| l.period),
+        idempotency: None,
     }
 }
 

@@ -10,7 +10,7 @@ pub use provider::{ChatCall, ChunkStream, Provider, ProviderError};
 pub use rate_limit::{Bucket, BucketState, Decision, RateLimitError, RateLimiter, Scope, Unit};
 pub use store::{
     Account, AuditChain, AuditLog, Change, ChangeLog, ChangeSignal, Changed, CreditStore,
-    Durability, KeyLimit, KeyScope, KeyStore, LeaseGrant, LeaseRequest, MemberStore, Page,
-    PageRequest, ProjectStore, RemovedMember, SettledBatch, Store, StoreError, TenantStore,
-    TenantUpdate, UsageStore,
+    Durability, IdempotencyStore, KeyLimit, KeyScope, KeyStore, LeaseGrant, LeaseRequest,
+    MemberStore, Page, PageRequest, ProjectStore, RemovedMember, SettledBatch, Store, StoreError,
+    TenantStore, TenantUpdate, UsageStore,
 };

@@ -8,6 +8,7 @@
 
 use crate::audit::{AuditEvent, AuditQuery, Cause, ChainHead, ChainedEvent};
 use crate::credits::{Balance, LedgerEntry, Settlement, UsageQuery, UsageTotals};
+use crate::idempotency::{Claim, ClaimOutcome, Completion};
 use crate::key::KeyDigest;
 use crate::money::Micros;
 use crate::role::Role;
@@ -406,6 +407,45 @@ pub trait CreditStore {
     async fn renew_leases(&self, node_id: &str, expires_at: Timestamp) -> Result<(), StoreError>;
 }
 
+/// Idempotency records: claims of `Idempotency-Key`s and the responses stored for their replay (see
+/// [`crate::idempotency`]). An inference request's response is stored by its settlement instead
+/// ([`Settlement::idempotency`]), in the transaction of its charge.
+#[async_trait]
+pub trait IdempotencyStore {
+    /// Claims `claim.key` in `claim.scope`, atomically against every other node: a record that does not exist, is
+    /// past its window (`expires_at <= claim.now`), or is still running with the same fingerprint but whose lease
+    /// ran out (`locked_until <= claim.now`) becomes this claim's, and the answer is [`ClaimOutcome::Claimed`];
+    /// otherwise nothing is written and the answer says what the record is (another fingerprint: `Mismatch`,
+    /// whatever its state; running: `InFlight`; completed: `Completed`).
+    async fn claim_idempotency(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError>;
+    /// Stores the response of a claim that still holds its record (`claim_id` matches, running); returns whether it
+    /// did (false: the claim was taken over, or released).
+    async fn complete_idempotency(&self, completion: &Completion) -> Result<bool, StoreError>;
+    /// Deletes a running record this claim still holds: the key is free for a retry.
+    async fn release_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+        claim_id: &str,
+    ) -> Result<(), StoreError>;
+    /// Extends the lease of every running claim of `node_id` until `locked_until`: its requests are still running.
+    async fn renew_idempotency(
+        &self,
+        node_id: &str,
+        locked_until: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Deletes the running claims of `instance` not held by `node_id`: a server that restarted releases what its
+    /// dead predecessor (the same host and listening address) held; returns how many.
+    async fn release_instance_idempotency(
+        &self,
+        instance: &str,
+        node_id: &str,
+    ) -> Result<u64, StoreError>;
+    /// Deletes at most `limit` records past their window (a running one only once its lease ran out too); returns
+    /// how many.
+    async fn prune_idempotency(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
+}
+
 /// Usage, aggregated.
 #[async_trait]
 pub trait UsageStore {
@@ -507,6 +547,7 @@ pub trait Store:
     + UsageStore
     + ChangeLog
     + AuditLog
+    + IdempotencyStore
     + Send
     + Sync
     + 'static

@@ -414,6 +414,7 @@ mod tests {
             latency_ms: 1,
             origin: Default::default(),
             spend_period: None,
+            idempotency: None,
         }
     }
 

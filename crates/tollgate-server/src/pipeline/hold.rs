@@ -91,6 +91,7 @@ pub async fn take(
         latency_ms: 0,
         origin: Default::default(),
         spend_period: principal.key.spend_limit.map(|l| l.period),
+        idempotency: None,
     };
     Ok(Bill::new(
         state.clone(),
