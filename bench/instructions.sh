@@ -13,6 +13,7 @@
 #   REQUESTS=500 ROUNDS=1 bench/instructions.sh
 #   DURABILITY=process bench/instructions.sh
 #   PARALLEL=16 bench/instructions.sh         # 16 requests in flight (curl --parallel): group commits share
+#   IDEMPOTENT=1 bench/instructions.sh        # every request with an Idempotency-Key of its own
 #
 # Requests are sequential, so each of Tollgate's group commits holds one request: the figure includes one store
 # transaction per request, which concurrent load shares among many. Valgrind runs one thread at a time, so the
@@ -36,10 +37,18 @@ ports_free "$MOCK_PORT" "$PORT" "$HOP_PORT"
 bench_build
 start_mock
 
-# A curl config of N transfers: curl sends them one after another on one keep-alive connection.
+# A curl config of N transfers: curl sends them one after another on one keep-alive connection. With IDEMPOTENT=1
+# each carries an `Idempotency-Key` of its own (never a replay: what a first execution with the header costs).
+sent_so_far=0
 transfers() {
   local url=$1 n=$2
-  for _ in $(seq 1 "$n"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$url"; done
+  for _ in $(seq 1 "$n"); do
+    printf 'url = "%s"\noutput = "/dev/null"\n' "$url"
+    if [ "${IDEMPOTENT:-0}" = 1 ]; then
+      sent_so_far=$((sent_so_far + 1))
+      printf 'header = "Idempotency-Key: bench-%s-%s"\n' "$$" "$sent_so_far"
+    fi
+  done
 }
 
 # drive URL N MODEL [KEY]: N sequential chat requests; fails unless every one answered 200.

@@ -21,6 +21,8 @@ pub const USAGE: &str = "use_";
 pub const NODE: &str = "node_";
 /// Audit events.
 pub const AUDIT_EVENT: &str = "evt_";
+/// An idempotency key's claim (one per executing request).
+pub const IDEMPOTENCY_CLAIM: &str = "idem_";
 
 /// A new id with the given prefix.
 pub fn new_id(prefix: &str) -> String {

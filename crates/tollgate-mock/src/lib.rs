@@ -17,7 +17,7 @@
 //! `n` is honoured: `n` identical choices, and usage counts the output of all of them.
 //!
 //! `GET /mock/requests/last` returns the last chat request's headers, body, and body as sent (`raw`, a string),
-//! so tests can see what an upstream received.
+//! and how many chat requests arrived in all (`count`), so tests can see what an upstream received.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -101,6 +101,8 @@ struct Shared {
     config: MockConfig,
     last: Mutex<Option<Value>>,
     counter: AtomicU64,
+    /// Chat requests received (well-formed JSON objects), for `count` in `/mock/requests/last`.
+    received: AtomicU64,
 }
 
 /// The mock's routes.
@@ -109,6 +111,7 @@ pub fn router(config: MockConfig) -> Router {
         config,
         last: Mutex::new(None),
         counter: AtomicU64::new(0),
+        received: AtomicU64::new(0),
     });
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -250,8 +253,9 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
         })
         .collect();
     if let Ok(mut last) = s.last.lock() {
+        let count = s.received.fetch_add(1, Ordering::Relaxed) + 1;
         *last = Some(json!({"headers": seen_headers, "body": request.clone(),
-                            "raw": String::from_utf8_lossy(&body)}));
+                            "raw": String::from_utf8_lossy(&body), "count": count}));
     }
 
     let model = request

@@ -3,6 +3,7 @@
 use crate::change_log::ChangeFollower;
 use crate::config::Config;
 use crate::credits::{Recorder, Wallets};
+use crate::idempotency::Claims;
 use crate::key_cache::KeyCache;
 use crate::rate_limit::LimiterError;
 use crate::retention::Retention;
@@ -40,6 +41,8 @@ pub struct App {
     pub changes: ChangeFollower,
     /// Prunes the audit log past its retention.
     pub retention: Retention,
+    /// This node's `Idempotency-Key` claims: their identity, renewal and the pruning of expired records.
+    pub claims: Claims,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Per-minute limits on requests, tokens and failed authentications: on Redis when `redis_url` is set (shared by
@@ -138,6 +141,7 @@ impl App {
         let node_id = tollgate_core::id::new_id(tollgate_core::id::NODE);
         let wallets = Wallets::start(node_id.clone(), Arc::clone(&store), Arc::clone(&clock));
         let limiter = crate::rate_limit::build(&config, Arc::clone(&clock))?;
+        let claims = Claims::new(node_id.clone(), config.idempotency_window_hours);
         let app = Arc::new(Self {
             config,
             catalog: Catalog::new(models),
@@ -148,6 +152,7 @@ impl App {
             keys: KeyCache::following(),
             changes: ChangeFollower::new(),
             retention: Retention::new(),
+            claims,
             clock,
             limiter,
             recorder: Recorder::start(Arc::clone(&store), node_id),
@@ -158,6 +163,7 @@ impl App {
         app.changes.start(Arc::downgrade(&app));
         app.retention
             .start(Arc::downgrade(&app), app.config.audit_retention_days);
+        app.claims.start(Arc::downgrade(&app));
         Ok(AppState(app))
     }
 
@@ -178,6 +184,7 @@ impl App {
                 "shutdown timeout: request tasks still running are cut short"
             );
         }
+        self.claims.close().await;
         self.recorder
             .close(deadline.saturating_duration_since(Instant::now()))
             .await;

@@ -29,6 +29,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default `auth_failures_per_minute`, per source address.
 pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u64 = 600;
 
+/// Default `idempotency_window_hours`: a day, as Stripe.
+pub const DEFAULT_IDEMPOTENCY_WINDOW_HOURS: u64 = 24;
+/// The longest `idempotency_window_hours`: 30 days.
+const MAX_IDEMPOTENCY_WINDOW_HOURS: u64 = 720;
+
 /// Why a configuration cannot be used. Every message names the field at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -113,6 +118,8 @@ pub struct Config {
     /// Audit events older than this many days are pruned (each chain keeps an anchor, so the rest still
     /// verifies); 0 keeps them forever.
     pub audit_retention_days: u64,
+    /// How long an `Idempotency-Key` replays its first request's response, from that request (1 to 720 hours).
+    pub idempotency_window_hours: u64,
     /// GitHub's secret scanning partner program; absent, `POST /secret_scanning/v1/github` answers 404.
     pub secret_scanning: Option<SecretScanningConfig>,
 }
@@ -164,6 +171,7 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
             audit_retention_days: 0,
+            idempotency_window_hours: DEFAULT_IDEMPOTENCY_WINDOW_HOURS,
             secret_scanning: None,
         }
     }
@@ -289,6 +297,12 @@ impl Config {
             if seconds == 0 {
                 return Err(invalid(field, "must be at least 1"));
             }
+        }
+        if !(1..=MAX_IDEMPOTENCY_WINDOW_HOURS).contains(&self.idempotency_window_hours) {
+            return Err(invalid(
+                "idempotency_window_hours",
+                format!("must be from 1 to {MAX_IDEMPOTENCY_WINDOW_HOURS}"),
+            ));
         }
         if self.audit_retention_days > MAX_RETENTION_DAYS {
             return Err(invalid(

@@ -128,6 +128,22 @@ pub enum ApiError {
         /// e.g. `last_owner`.
         code: Option<&'static str>,
     },
+    /// 409 `idempotency_error`, `code: "idempotency_key_in_use"`: the first request with this `Idempotency-Key` is
+    /// still running.
+    #[error(
+        "Another request with this Idempotency-Key is still being processed; retry once it has finished"
+    )]
+    IdempotencyKeyInUse,
+    /// 422 `idempotency_error`, `code: "idempotency_key_reused"`: the key was first used with another request.
+    #[error(
+        "This Idempotency-Key was already used with a different request (method, path or body); use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
+    /// Not a failure: the `Idempotency-Key` was answered before, and the stored answer is sent again with
+    /// `Idempotent-Replayed: true`. A variant here so that any stage (or extractor) can stop the request with it as
+    /// with a refusal.
+    #[error("replayed")]
+    Replayed(Box<crate::idempotency::Replay>),
     /// 408 `invalid_request_error`: the body stalled longer than `body_read_timeout_seconds` between two reads.
     #[error("The request body stalled for more than {seconds} seconds between two reads")]
     BodyReadTimeout {
@@ -237,6 +253,24 @@ impl ApiError {
                 Some("rate_limit_exceeded"),
             ),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, INVALID, None, *code),
+            Self::IdempotencyKeyInUse => (
+                StatusCode::CONFLICT,
+                "idempotency_error",
+                None,
+                Some("idempotency_key_in_use"),
+            ),
+            Self::IdempotencyKeyReused => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_error",
+                None,
+                Some("idempotency_key_reused"),
+            ),
+            Self::Replayed(replay) => (
+                StatusCode::from_u16(replay.response.status).unwrap_or(StatusCode::OK),
+                "replayed",
+                None,
+                None,
+            ),
             Self::BodyReadTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, INVALID, None, None),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, INVALID, None, None),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID, None, None),
@@ -369,6 +403,9 @@ pub struct ErrorDetail(pub Arc<ApiError>);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::Replayed(replay) = self {
+            return replayed(replay.response);
+        }
         let (status, ..) = self.parts();
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
         let mut response = (status, body).into_response();
@@ -376,8 +413,8 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if matches!(self, Self::Unavailable(_)) {
-            // The recorder retries the store at least once a second.
+        if matches!(self, Self::Unavailable(_) | Self::IdempotencyKeyInUse) {
+            // The recorder retries the store at least once a second; a key in use is worth asking about as often.
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -412,6 +449,26 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// A stored response, sent again: its status, headers and body, and `Idempotent-Replayed: true`.
+fn replayed(stored: tollgate_core::idempotency::StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, stored.body).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in &stored.headers {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    headers.insert(
+        header::HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    );
+    response
 }
 
 #[cfg(test)]

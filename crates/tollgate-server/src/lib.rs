@@ -19,6 +19,7 @@
 //! - [`change_log`]: follows the store's change log, so changes made on other nodes and by the CLI reach the key
 //!   cache within a second.
 //! - [`retention`]: prunes the audit log past `audit_retention_days`.
+//! - [`idempotency`]: `Idempotency-Key`: a request's claim, replays, and the node's renewal and pruning of claims.
 //! - [`error`]: `ApiError`, the one mapping from failures to HTTP.
 //! - `outage`: one log line per outage of a background store call.
 
@@ -28,6 +29,7 @@ pub mod config;
 pub mod credits;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod key_cache;
 pub mod middleware;
 pub mod objects;

@@ -1,5 +1,5 @@
 //! Every route, and the layers every request passes: the edge layer (`middleware::edge`: request id, access log,
-//! the audit slot, the source address, the declared-size check), axum's body limit for chunked bodies, and the body
+//! the audit slot, the source address, the declared-size check, the `Idempotency-Key` slot), axum's body limit for chunked bodies, and the body
 //! read timeout (the longest wait between two reads of a body, which `extract::AppJson` answers with
 //! 408).
 //!

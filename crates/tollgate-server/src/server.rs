@@ -51,6 +51,10 @@ pub async fn serve(
     };
     let shutdown_timeout = Duration::from_secs(config.shutdown_timeout_seconds);
     let max_connections = config.max_connections;
+    // Listening now: this server's address is its own, so what a dead earlier run on it held is free.
+    if let Ok(address) = listener.local_addr() {
+        state.claims.listening(&state, address).await;
+    }
     let app = router(state);
 
     // Every connection task, and every HTTP/2 stream task hyper spawns, runs on `tasks` and stops when `cut` fires.

@@ -478,6 +478,22 @@ impl TestApp {
         json_of(seen, 200).await
     }
 
+    /// How many chat requests the mock upstream has received.
+    pub async fn upstream_requests(&self) -> u64 {
+        let seen = self
+            .http
+            .get(format!("{}/mock/requests/last", self.mock_url))
+            .send()
+            .await
+            .expect("ask the mock");
+        if seen.status() == reqwest::StatusCode::NOT_FOUND {
+            return 0;
+        }
+        json_of(seen, 200).await["count"]
+            .as_u64()
+            .expect("a count")
+    }
+
     /// A chat completion request body for `model` with one user message.
     pub fn chat_body(model: &str, text: &str) -> Value {
         json!({"model": model, "messages": [{"role": "user", "content": text}]})

@@ -344,3 +344,84 @@ async fn sigterm_under_load_drains_in_flight_requests_and_records_every_answer()
     let _ = mock.wait();
     let _ = (d.admin, d.config);
 }
+
+/// `POST /v1/chat/completions` with `Idempotency-Key: idem`.
+async fn idempotent_chat(d: &Deployment, idem: &str, body: &Value) -> reqwest::Response {
+    d.http
+        .post(format!("{}/v1/chat/completions", d.base))
+        .bearer_auth(&d.key)
+        .header("idempotency-key", idem)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The charges in the ledger.
+async fn charges(d: &Deployment) -> i64 {
+    use sqlx::Connection;
+    let mut db = sqlx::sqlite::SqliteConnection::connect(&d.database).await.unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM ledger_entries WHERE kind = 'charge'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
+
+/// An answer stored for its `Idempotency-Key` is in the charge's transaction: after `kill -9` and a restart, the
+/// retry replays it, and the request was charged once.
+#[tokio::test]
+async fn an_idempotent_answer_is_replayed_after_kill_9() {
+    let mut d = Deployment::start("").await;
+    let body = json!({"model": "fast", "messages": [{"role": "user", "content": "mock:words=4 remember me"}]});
+    let first = idempotent_chat(&d, "crash-replay", &body).await;
+    assert_eq!(first.status(), 200);
+    let text = first.text().await.unwrap();
+    d.server.kill().unwrap();
+    d.server.wait().unwrap();
+    d.server = spawn(&["serve"], Some(&d.config));
+    wait_healthy(&d.http, &format!("{}/healthz", d.base)).await;
+    let again = idempotent_chat(&d, "crash-replay", &body).await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.text().await.unwrap(), text);
+    assert_eq!(charges(&d).await, 1);
+    d.server.kill().unwrap();
+    d.mock.kill().unwrap();
+    let _ = (d.server.wait(), d.mock.wait());
+}
+
+/// A key held by a request that `kill -9` cut short is released when the same server restarts: the retry executes
+/// at once (not 409), and only it is charged.
+#[tokio::test]
+async fn a_key_held_by_a_killed_server_is_free_when_it_restarts() {
+    let mut d = Deployment::start("").await;
+    let body = json!({"model": "fast", "messages": [{"role": "user", "content": "mock:latency=1500 mock:words=3 cut short"}]});
+    let cut = {
+        let (http, url, key, body) = (
+            d.http.clone(),
+            format!("{}/v1/chat/completions", d.base),
+            d.key.clone(),
+            body.clone(),
+        );
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(key)
+                .header("idempotency-key", "crash-held")
+                .json(&body)
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.server.kill().unwrap();
+    d.server.wait().unwrap();
+    assert!(cut.await.unwrap().is_err(), "the first request was cut short");
+    d.server = spawn(&["serve"], Some(&d.config));
+    wait_healthy(&d.http, &format!("{}/healthz", d.base)).await;
+    let retry = idempotent_chat(&d, "crash-held", &body).await;
+    assert!(!retry.headers().contains_key("idempotent-replayed"));
+    assert_eq!(retry.status(), 200);
+    assert_eq!(charges(&d).await, 1);
+    d.server.kill().unwrap();
+    d.mock.kill().unwrap();
+    let _ = (d.server.wait(), d.mock.wait());
+}

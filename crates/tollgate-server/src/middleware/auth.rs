@@ -5,6 +5,7 @@
 use crate::app::AppState;
 use crate::config::ExposeSecret;
 use crate::error::{ApiError, AuthFailure};
+use crate::idempotency;
 use crate::middleware::access_log::AccessRecord;
 use crate::middleware::auth_failures;
 use crate::middleware::client_ip::SourceIp;
@@ -18,7 +19,9 @@ use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use tollgate_core::audit::{Actor, AuditEvent, EventType, Origin};
 use tollgate_core::catalog::ModelSpec;
+use tollgate_core::idempotency::OPERATOR_SCOPE;
 use tollgate_core::key::KeyKind;
 use tollgate_core::role::Role;
 use tollgate_core::tenant::{KeyStatus, Principal, ProjectStatus, TenantStatus};
@@ -162,17 +165,24 @@ async fn authenticate(
 /// A request made with an active project key (and where to record, for the access log and the audit event, what
 /// it asked for).
 #[derive(Debug, Clone)]
-pub struct ProjectKey(pub Arc<Principal>, Option<AccessRecord>, Option<AuditSlot>);
+pub struct ProjectKey(
+    pub Arc<Principal>,
+    Option<AccessRecord>,
+    Option<AuditSlot>,
+    Option<idempotency::Slot>,
+);
 
 impl FromRequestParts<AppState> for ProjectKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let principal = authenticate(parts, state, KeyKind::Project).await?;
+        // The pipeline's idempotency stage claims the key, after the rate limit.
         Ok(Self(
             principal,
             parts.extensions.get::<AccessRecord>().cloned(),
             parts.extensions.get::<AuditSlot>().cloned(),
+            parts.extensions.get::<idempotency::Slot>().cloned(),
         ))
     }
 }
@@ -195,6 +205,16 @@ impl ProjectKey {
             .map_or_else(Claim::default, AuditSlot::claim)
     }
 
+    /// The request's `Idempotency-Key` slot, if it sent one.
+    pub fn idempotency(&self) -> Option<&idempotency::Slot> {
+        self.3.as_ref()
+    }
+
+    /// The request's audit slot, if the edge opened one.
+    pub fn audit(&self) -> Option<&AuditSlot> {
+        self.2.as_ref()
+    }
+
     /// Whether this key may use the public model `model`.
     pub fn may_use(&self, model: &str) -> bool {
         self.0
@@ -202,6 +222,18 @@ impl ProjectKey {
             .models
             .as_ref()
             .is_none_or(|allowed| allowed.iter().any(|m| m == model))
+    }
+}
+
+/// A management request with `Idempotency-Key` is authenticated in `scope`: the key is claimed once its body is read
+/// (`extract::RawBody`), and a replay writes the event `replay_event` makes from the request's origin.
+fn claim_at_body(
+    parts: &Parts,
+    scope: &str,
+    replay_event: impl FnOnce(&Origin) -> Option<AuditEvent>,
+) {
+    if let Some(slot) = parts.extensions.get::<idempotency::Slot>() {
+        slot.claim_at_body(scope, replay_event(&RequestOrigin::of(parts).0));
     }
 }
 
@@ -231,6 +263,19 @@ impl FromRequestParts<AppState> for AdminKey {
         let role = principal
             .role
             .ok_or(ApiError::Unauthorized(AuthFailure::Revoked))?;
+        let key = &principal.key;
+        claim_at_body(parts, &key.tenant_id, |origin| {
+            Some(
+                AuditEvent::new(
+                    EventType::RequestReplayed,
+                    &key.tenant_id,
+                    Actor::member(&member_id),
+                    state.clock.now(),
+                    origin,
+                )
+                .key(&key.id, &key.last4),
+            )
+        });
         Ok(Self {
             principal,
             role,
@@ -297,6 +342,8 @@ impl FromRequestParts<AppState> for Operator {
         let a = Sha256::digest(presented.as_bytes());
         let b = Sha256::digest(expected.as_bytes());
         if bool::from(a.ct_eq(&b)) {
+            // The operator's requests belong to no tenant's log: a replay is in the access log only.
+            claim_at_body(parts, OPERATOR_SCOPE, |_| None);
             Ok(Self)
         } else {
             Err(ApiError::Unauthorized(AuthFailure::NeedsOperatorToken))

@@ -1,5 +1,5 @@
 //! Audit: every inference request that identified a project key leaves exactly one `request.completed` event,
-//! answered or refused. The edge layer ([`crate::middleware::edge`]) opens an [`AuditSlot`] for each request and
+//! answered or refused (`request.replayed` for an idempotent replay). The edge layer ([`crate::middleware::edge`]) opens an [`AuditSlot`] for each request and
 //! finishes it with the response's status; authentication fills it once a key is identified (refused keys included), policy adds the model. A
 //! request that reaches its hold hands the event to its bill ([`Claim`]): the settlement writes it with the charge,
 //! in the same transaction; a bill given up before the response (an upstream failure) hands it back, and the slot
@@ -10,7 +10,7 @@ use crate::app::AppState;
 use axum::extract::Request;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
-use tollgate_core::audit::{AuditEvent, Origin};
+use tollgate_core::audit::{AuditEvent, EventType, Origin};
 use tollgate_core::catalog::ModelSpec;
 use tollgate_core::tenant::{KeyOwner, Principal, Timestamp};
 
@@ -44,6 +44,8 @@ struct Pending {
     principal: Arc<Principal>,
     origin: Origin,
     model: Option<Arc<ModelSpec>>,
+    /// The request a replayed answer first came from: the event is `request.replayed`.
+    replay_of: Option<String>,
 }
 
 impl AuditSlot {
@@ -66,6 +68,7 @@ impl AuditSlot {
                 principal: Arc::clone(principal),
                 origin: origin(),
                 model: None,
+                replay_of: None,
             }));
         }
     }
@@ -74,6 +77,14 @@ impl AuditSlot {
     pub fn record_model(&self, spec: &Arc<ModelSpec>) {
         if let Stage::Identified(pending) = &mut *self.stage() {
             pending.model = Some(Arc::clone(spec));
+        }
+    }
+
+    /// The request is answered with the stored response of `request_id`'s (its `Idempotency-Key`'s first
+    /// execution): its event is `request.replayed`.
+    pub fn replayed(&self, request_id: &str) {
+        if let Stage::Identified(pending) = &mut *self.stage() {
+            pending.replay_of = Some(request_id.to_owned());
         }
     }
 
@@ -126,6 +137,10 @@ impl Pending {
             event.project_id = Some(project.clone());
         }
         event.model = self.model.map(|m| m.id.clone());
+        if let Some(first) = self.replay_of {
+            event.kind = EventType::RequestReplayed;
+            event = event.details(&serde_json::json!({ "replay_of": first }));
+        }
         event
     }
 }

@@ -83,8 +83,20 @@ pub async fn admit(
         worst.prompt_tokens.saturating_add(worst.output_tokens),
     )
     .await?;
-    idempotency::admit(state, key)?;
-    let bill = hold::take(state, key, request_id, &spec, worst, limited.tokens).await?;
+    // A replay or a refusal here drops the rate limit's token charge, which gives the tokens back.
+    let replayable = idempotency::admit(state, key, request_id, &limited.quota).await?;
+    let mut bill = match hold::take(state, key, request_id, &spec, worst, limited.tokens).await {
+        Ok(bill) => bill,
+        Err(refusal) => {
+            if let Some(replayable) = replayable {
+                replayable.refused(&refusal).await;
+            }
+            return Err(refusal);
+        }
+    };
+    if let Some(replayable) = replayable {
+        bill.store_response(replayable);
+    }
     Ok(Admission {
         spec,
         provider,

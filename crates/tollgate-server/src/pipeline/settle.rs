@@ -8,6 +8,7 @@ use crate::app::AppState;
 use crate::credits::Hold;
 use crate::error::ApiError;
 use crate::pipeline::audit::Claim;
+use crate::pipeline::idempotency::Replayable;
 use crate::pipeline::rate_limit::TokenCharge;
 use std::sync::Arc;
 use tollgate_core::catalog::ModelSpec;
@@ -27,6 +28,8 @@ pub struct Bill {
     audit: Claim,
     /// The tokens the rate limit took up front, corrected to the usage once it is known.
     tokens: TokenCharge,
+    /// The request's `Idempotency-Key`, held: its response is stored with the charge.
+    replay: Option<Replayable>,
 }
 
 impl Bill {
@@ -55,6 +58,26 @@ impl Bill {
             settlement,
             audit,
             tokens,
+            replay: None,
+        }
+    }
+
+    /// The request holds an `Idempotency-Key`: its response, once kept ([`Bill::keep_response`]), is stored in the
+    /// settlement's transaction.
+    pub fn store_response(&mut self, replay: Replayable) {
+        self.replay = Some(replay);
+    }
+
+    /// Whether the response is to be kept for replay (a stream then keeps a copy of its events).
+    pub fn is_replayable(&self) -> bool {
+        self.replay.is_some()
+    }
+
+    /// The response as sent (a completion's JSON, or a stream's every event): stored by [`Bill::settle`] for
+    /// retries. A response never kept (a stream that broke off) is not stored, and the key is released.
+    pub fn keep_response(&mut self, stream: bool, body: Vec<u8>) {
+        if let Some(replay) = &mut self.replay {
+            replay.keep(stream, body);
         }
     }
 
@@ -104,18 +127,33 @@ impl Bill {
             status: 200,
             latency_ms,
             origin,
+            idempotency: self
+                .replay
+                .as_ref()
+                .and_then(Replayable::completion)
+                .map(Box::new),
             ..self.settlement
         };
+        let stored = settlement.idempotency.is_some();
         let (request_id, owed) = (settlement.request_id.clone(), settlement.cost);
-        let charged = self
-            .state
-            .recorder
-            .settle(settlement)
-            .await
-            .map_err(|e| ApiError::from(StoreError::from(e)))?;
+        let charged = match self.state.recorder.settle(settlement).await {
+            Ok(charged) => charged,
+            Err(e) => {
+                // Neither the charge nor the response was written: a retry executes again.
+                if let Some(replay) = self.replay.take() {
+                    replay.release().await;
+                }
+                return Err(ApiError::from(StoreError::from(e)));
+            }
+        };
         if charged < owed {
             tracing::warn!(%request_id, charged_cents = %charged, owed_cents = %owed,
                 "the balance could not cover the charge: it was spent elsewhere meanwhile");
+        }
+        match self.replay.take() {
+            Some(replay) if stored => replay.stored(),
+            Some(replay) => replay.release().await,
+            None => {}
         }
         self.hold.settle(charged);
         if let Some(cap) = self.cap {
@@ -125,9 +163,18 @@ impl Bill {
         Ok(())
     }
 
+    /// The request will not be answered with a response to replay (its upstream failed): its `Idempotency-Key`, if
+    /// it holds one, is free again before the answer goes out.
+    pub async fn release_key(&mut self) {
+        if let Some(replay) = self.replay.take() {
+            replay.release().await;
+        }
+    }
+
     /// Ends the request unsettled (nothing to charge), answered with `status`: its audit event is written with that
     /// status and no usage, by the audit stage if the response is still to come, else from here.
-    pub async fn abandon(self, status: u16) {
+    pub async fn abandon(mut self, status: u16) {
+        self.release_key().await;
         if let Some(event) = self.audit.release(status, self.state.clock.now()) {
             self.state.recorder.record(event).await;
         }

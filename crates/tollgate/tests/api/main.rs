@@ -10,6 +10,7 @@
 mod auth;
 mod connections;
 mod errors;
+mod idempotency;
 mod inference;
 mod management;
 mod nodes;

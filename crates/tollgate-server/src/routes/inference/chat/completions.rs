@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions`: parse, admit through the pipeline (policy, rate limit, idempotency, hold), forward
-//! with the upstream model name, settle the actual cost from the provider's usage, answer with the public id.
+//! with the upstream model name, settle the actual cost from the provider's usage (with the response, for an
+//! `Idempotency-Key`), answer with the public id.
 //! The body goes upstream as the client wrote it and the completion comes back as the upstream wrote it, with only
 //! `model` (and a stream's `stream_options`) rewritten (`tollgate_openai::raw`).
 //!
@@ -32,6 +33,9 @@ use tollgate_openai::{ChatCompletionChunk, ChatCompletionRequest};
 
 /// Stream events buffered between the upstream and a slow client.
 const STREAM_BUFFER: usize = 32;
+
+/// A stream's last event.
+const DONE: &[u8] = b"data: [DONE]\n\n";
 
 /// Forwards a chat completion.
 pub async fn handler(
@@ -74,18 +78,33 @@ pub async fn handler(
     };
 
     if !stream {
+        let mut bill = bill;
         let answer = state.tasks.spawn(async move {
-            let bytes = provider.chat(call).await?;
-            let completion = UpstreamCompletion::parse(&bytes).map_err(invalid)?;
-            let (prompt, completion_tokens) = match completion.usage() {
-                Some(u) => (u.prompt_tokens, u.completion_tokens),
-                None => (
-                    bill.worst().prompt_tokens,
-                    completion.output_text_bytes().map_err(invalid)?,
-                ),
+            let answered = async {
+                let bytes = provider.chat(call).await?;
+                let completion = UpstreamCompletion::parse(&bytes).map_err(invalid)?;
+                let usage = match completion.usage() {
+                    Some(u) => (u.prompt_tokens, u.completion_tokens),
+                    None => (
+                        bill.worst().prompt_tokens,
+                        completion.output_text_bytes().map_err(invalid)?,
+                    ),
+                };
+                Ok::<_, ApiError>((completion.with_model(&spec.id), usage))
+            }
+            .await;
+            let (body, (prompt, completion_tokens)) = match answered {
+                Ok(answered) => answered,
+                Err(error) => {
+                    bill.release_key().await;
+                    return Err(error);
+                }
             };
+            if bill.is_replayable() {
+                bill.keep_response(false, body.clone());
+            }
             bill.settle(prompt, completion_tokens).await?;
-            Ok::<_, ApiError>(completion.with_model(&spec.id))
+            Ok::<_, ApiError>(body)
         });
         let completion = answer
             .await
@@ -93,7 +112,14 @@ pub async fn handler(
         return Ok((quota, [(CONTENT_TYPE, "application/json")], completion).into_response());
     }
     // A failure before the first chunk is an HTTP error, and the hold is released: nothing was produced.
-    let upstream = provider.chat_stream(call).await?;
+    let upstream = match provider.chat_stream(call).await {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            let mut bill = bill;
+            bill.release_key().await;
+            return Err(error.into());
+        }
+    };
     let (events, body) = mpsc::channel(STREAM_BUFFER);
     state.tasks.spawn(pump(
         upstream,
@@ -138,12 +164,14 @@ fn has_content(chunk: &ChatCompletionChunk) -> bool {
 async fn pump(
     mut upstream: ChunkStream,
     events: mpsc::Sender<Bytes>,
-    bill: Bill,
+    mut bill: Bill,
     keep_usage: bool,
     stall: Duration,
 ) {
     let model = bill.model().to_owned();
     let mut client = Some(events);
+    // For an `Idempotency-Key`: every event as sent, stored with the charge.
+    let mut sent = bill.is_replayable().then(Vec::new);
     let mut usage = None;
     let mut content_chunks = 0u64;
     let ended = loop {
@@ -154,7 +182,11 @@ async fn pump(
                 }
                 content_chunks += u64::from(has_content(&chunk));
                 if let Some(chunk) = for_client(chunk, &model, keep_usage) {
-                    send(&mut client, event(&chunk), stall).await;
+                    let bytes = event(&chunk);
+                    if let Some(sent) = &mut sent {
+                        sent.extend_from_slice(&bytes);
+                    }
+                    send(&mut client, bytes, stall).await;
                 }
             }
             Some(Err(error)) => break Err(ApiError::Upstream(error)),
@@ -165,6 +197,11 @@ async fn pump(
     let produced = usage
         .or_else(|| (content_chunks > 0).then_some((bill.worst().prompt_tokens, content_chunks)));
     let request_id = bill.request_id().to_owned();
+    // Only a stream that ended well is replayed: one cut short fails (like a 5xx), so a retry runs again.
+    if let (Ok(()), Some(mut sent)) = (&ended, sent) {
+        sent.extend_from_slice(DONE);
+        bill.keep_response(true, sent);
+    }
     let settled = match produced {
         Some((prompt, completion)) => bill.settle(prompt, completion).await,
         None => {
@@ -175,7 +212,7 @@ async fn pump(
         }
     };
     let last = match (ended, settled) {
-        (Ok(()), Ok(())) => Bytes::from_static(b"data: [DONE]\n\n"),
+        (Ok(()), Ok(())) => Bytes::from_static(DONE),
         (Err(error), _) | (Ok(()), Err(error)) => {
             tracing::warn!(%error, %request_id, "stream ended early");
             event(&error.body())

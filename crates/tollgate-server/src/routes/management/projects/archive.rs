@@ -2,6 +2,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::extract::RawBody;
 use crate::middleware::auth::AdminKey;
 use crate::middleware::origin::RequestOrigin;
 use crate::objects::ProjectObject;
@@ -15,6 +16,8 @@ pub async fn handler(
     admin: AdminKey,
     origin: RequestOrigin,
     Path(project_id): Path<String>,
+    // No body is expected; reading it is what claims an `Idempotency-Key`, as for the routes that take one.
+    _body: RawBody,
 ) -> Result<Json<ProjectObject>, ApiError> {
     admin.require_write()?;
     let project = projects::archive(
