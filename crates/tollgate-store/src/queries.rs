@@ -41,7 +41,7 @@ pub(crate) const CLAIM_IDEMPOTENCY: &str = "INSERT INTO idempotency_records (sco
     RETURNING claim_id";
 
 /// Stores a response (`$1` status, `$2` headers as JSON, `$3` body) in the record of `$4` scope and `$5` key while
-/// claim `$6` still holds it running.
+/// claim `$6` still holds it running. Run by `complete_idempotency` and by both settlers, in a batch's transaction.
 /// Placeholders are numbered in order of appearance: rusqlite binds `$N` by the order SQLite first sees them.
 pub(crate) const COMPLETE_IDEMPOTENCY: &str = "UPDATE idempotency_records SET state = 'done', status = $1, \
     headers = $2, body = $3 WHERE scope = $4 AND idem_key = $5 AND claim_id = $6 AND state = 'running'";
@@ -1455,8 +1455,8 @@ macro_rules! store_queries {
                     node_id: &str,
                     locked_until: Timestamp,
                 ) -> Result<(), StoreError> {
-                    // The records are locked in key order first, so that two writers each locking several of one
-                    // node's records in that order never wait for each other in a cycle.
+                    // The records are locked in key order first, as a settled batch completes them, so that two
+                    // writers each locking several of one node's records never wait for each other in a cycle.
                     sqlx::query(concat!(
                         "WITH locked AS MATERIALIZED (SELECT scope, idem_key FROM idempotency_records \
                          WHERE node_id = $1 AND state = 'running' ORDER BY scope, idem_key ",

@@ -3290,7 +3290,8 @@ on_every_backend!(
 );
 
 // Idempotency records: a key's first request claims it in one atomic write; retries find it running, mismatched or
-// completed; leases, renewals, restarts and pruning free what no live request holds.
+// completed; leases, renewals, restarts and pruning free what no live request holds; a settlement stores its
+// response with its charge.
 
 /// The key window the claims below take (24 h).
 const WINDOW: i64 = 86_400;
@@ -3759,6 +3760,169 @@ async fn of_concurrent_claims_of_one_key_exactly_one_wins(f: Fixture) {
     }
 }
 
+/// A settlement of `key`'s request costing `cost` at `at`, storing `response` for `claim`.
+fn settlement_completing(
+    t: &NewTenant,
+    key: &ApiKey,
+    cost: i64,
+    at: i64,
+    claim: &Claim,
+    response: StoredResponse,
+) -> Settlement {
+    Settlement {
+        idempotency: Some(Box::new(completion_of(claim, response))),
+        ..settlement(t, key, "fast", cost, at)
+    }
+}
+
+async fn a_settled_batch_stores_its_responses_with_the_charges(f: Fixture) {
+    let (t, key) = funded_with_a_key(f.store.as_ref()).await;
+    let scope = t.tenant.id.as_str();
+    // Two, in the reverse of key order, with a request without a key between them.
+    let (b, a) = (
+        claim(scope, "order-b", "{}", "clm_b", 10),
+        claim(scope, "order-a", "{}", "clm_a", 10),
+    );
+    for c in [&b, &a] {
+        f.store.claim_idempotency(c).await.unwrap();
+    }
+    let batch = [
+        settlement_completing(&t, &key, 100, 11, &b, stored_response("b")),
+        settlement(&t, &key, "fast", 50, 11),
+        settlement_completing(&t, &key, 200, 12, &a, stored_response("a")),
+    ];
+    let settled = f.store.settle("node_a", &batch, &[]).await.unwrap();
+    assert_eq!(settled.charged, vec![Micros(100), Micros(50), Micros(200)]);
+    assert_eq!(
+        f.store.balance(&t.tenant.id).await.unwrap().balance,
+        Micros(650)
+    );
+    for (c, tag) in [(&b, "b"), (&a, "a")] {
+        let retry = claim(scope, &c.key, "{}", "clm_retry", 13);
+        assert_eq!(
+            f.store.claim_idempotency(&retry).await.unwrap(),
+            completed(stored_response(tag), c)
+        );
+    }
+}
+
+async fn a_settlement_whose_claim_was_released_or_taken_over_still_charges(f: Fixture) {
+    let (t, key) = funded_with_a_key(f.store.as_ref()).await;
+    let scope = t.tenant.id.as_str();
+    let released = claim(scope, "released", "{}", "clm_released", 10);
+    let lapsed = claim(scope, "lapsed", "{}", "clm_lapsed", 10);
+    for c in [&released, &lapsed] {
+        f.store.claim_idempotency(c).await.unwrap();
+    }
+    f.store
+        .release_idempotency(scope, "released", "clm_released")
+        .await
+        .unwrap();
+    let takeover = claim(scope, "lapsed", "{}", "clm_takeover", lapsed.locked_until);
+    assert_eq!(
+        f.store.claim_idempotency(&takeover).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    let batch = [
+        settlement_completing(&t, &key, 100, 30, &released, stored_response("r")),
+        settlement_completing(&t, &key, 200, 31, &lapsed, stored_response("l")),
+    ];
+    let settled = f.store.settle("node_a", &batch, &[]).await.unwrap();
+    assert_eq!(settled.charged, vec![Micros(100), Micros(200)]);
+    assert_eq!(
+        f.store.balance(&t.tenant.id).await.unwrap().balance,
+        Micros(700)
+    );
+    let ledger = f.store.ledger(&t.tenant.id, &page(10)).await.unwrap();
+    assert_eq!(ledger.items.len(), 3, "the grant and both charges");
+    // Neither completion wrote: the released key is free, the taken-over one is its new holder's, still running.
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim(scope, "released", "{\"n\":2}", "clm_next", 32))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim(
+                scope,
+                "lapsed",
+                "{}",
+                "clm_retry",
+                takeover.locked_until - 1
+            ))
+            .await
+            .unwrap(),
+        ClaimOutcome::InFlight
+    );
+    assert!(
+        f.store
+            .complete_idempotency(&completion_of(&takeover, stored_response("t")))
+            .await
+            .unwrap()
+    );
+}
+
+async fn a_failed_batch_stores_neither_its_charges_nor_its_responses(f: Fixture) {
+    let (t, key) = funded_with_a_key(f.store.as_ref()).await;
+    let scope = t.tenant.id.as_str();
+    let first = claim(scope, "order-1", "{}", "clm_1", 10);
+    f.store.claim_idempotency(&first).await.unwrap();
+    // An event for a tenant without an audit chain fails the whole batch.
+    let failed = f
+        .store
+        .settle(
+            "node_a",
+            &[settlement_completing(
+                &t,
+                &key,
+                100,
+                11,
+                &first,
+                stored_response("x"),
+            )],
+            &[audit(EventType::CreditsGranted, "org_missing")],
+        )
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        f.store.balance(&t.tenant.id).await.unwrap().balance,
+        Micros(1_000)
+    );
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim(scope, "order-1", "{}", "clm_2", 12))
+            .await
+            .unwrap(),
+        ClaimOutcome::InFlight,
+        "the claim is still running, its response not stored"
+    );
+    // The same settlement, retried alone, stores both.
+    f.store
+        .settle(
+            "node_a",
+            &[settlement_completing(
+                &t,
+                &key,
+                100,
+                11,
+                &first,
+                stored_response("x"),
+            )],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim(scope, "order-1", "{}", "clm_3", 12))
+            .await
+            .unwrap(),
+        completed(stored_response("x"), &first)
+    );
+}
+
 on_every_backend!(
     a_new_key_is_claimed_once_and_another_request_with_it_is_a_mismatch,
     a_completed_claim_replays_its_response_and_only_its_holder_completes_it,
@@ -3770,4 +3934,63 @@ on_every_backend!(
     pruning_deletes_records_past_their_window_unless_still_locked,
     the_same_key_in_two_scopes_is_two_records,
     of_concurrent_claims_of_one_key_exactly_one_wins,
+    a_settled_batch_stores_its_responses_with_the_charges,
+    a_settlement_whose_claim_was_released_or_taken_over_still_charges,
+    a_failed_batch_stores_neither_its_charges_nor_its_responses,
 );
+
+/// A node's renewal and its settled batch both lock several of its records; they lock them in the same (key) order,
+/// so they never deadlock: here the renewal waits for a record first, then the batch (completing them in the
+/// reverse of key order) queues behind it. Locked in the batch's order, the batch would hold `b` while the
+/// renewal, granted `a`, waited for it.
+#[tokio::test]
+async fn a_renewal_and_a_settled_batch_lock_records_in_one_order_postgres() {
+    use sqlx::{Connection, Executor};
+    let Some(db) = ScratchDatabase::from_env().await.unwrap() else {
+        return;
+    };
+    let store = tollgate_store::connect(db.url()).await.unwrap();
+    let (t, key) = funded_with_a_key(store.as_ref()).await;
+    let scope = t.tenant.id.as_str();
+    let (a, b) = (
+        claim(scope, "a", "{}", "clm_a", 10),
+        claim(scope, "b", "{}", "clm_b", 10),
+    );
+    for c in [&a, &b] {
+        store.claim_idempotency(c).await.unwrap();
+    }
+    let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute("SELECT 1 FROM idempotency_records WHERE idem_key = 'a' FOR UPDATE")
+        .await
+        .unwrap();
+    let batch = [
+        settlement_completing(&t, &key, 100, 11, &b, stored_response("b")),
+        settlement_completing(&t, &key, 100, 11, &a, stored_response("a")),
+    ];
+    let pause = Duration::from_millis(200);
+    let (renewed, settled, ()) = tokio::join!(
+        store.renew_idempotency("node_a", 100),
+        async {
+            tokio::time::sleep(pause).await;
+            store.settle("node_a", &batch, &[]).await
+        },
+        async {
+            // Within the settlement's lock timeout (1 s).
+            tokio::time::sleep(pause * 2).await;
+            holder.execute("COMMIT").await.unwrap();
+        },
+    );
+    renewed.unwrap();
+    assert_eq!(settled.unwrap().charged, vec![Micros(100), Micros(100)]);
+    for (c, tag) in [(&a, "a"), (&b, "b")] {
+        assert_eq!(
+            store
+                .claim_idempotency(&claim(scope, &c.key, "{}", "clm_retry", 12))
+                .await
+                .unwrap(),
+            completed(stored_response(tag), c)
+        );
+    }
+}
