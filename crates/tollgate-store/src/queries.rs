@@ -22,6 +22,34 @@ pub(crate) static INSERT_KEY: std::sync::LazyLock<String> = std::sync::LazyLock:
     )
 });
 
+/// Claims a key (`$1` scope, `$2` key, `$3` fingerprint, `$4` claim id, `$5` node, `$6` instance, `$7` request id,
+/// `$8` locked until, `$9` now, `$10` expires at) in one statement, so that no other claim comes between a read and
+/// a write: a new key is inserted; an existing record is taken over only when it is past its window, or still
+/// running with the same fingerprint under a lease that ran out. `RETURNING` yields a row only when this claim wrote
+/// it. PostgreSQL locks the conflicting row and re-checks the `WHERE` on its latest version, so of two racing claims
+/// exactly one wins; SQLite has one writer at a time.
+pub(crate) const CLAIM_IDEMPOTENCY: &str = "INSERT INTO idempotency_records (scope, idem_key, fingerprint, \
+    claim_id, node_id, instance, request_id, state, locked_until, created_at, expires_at, status, headers, body) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, NULL, NULL, NULL) \
+    ON CONFLICT (scope, idem_key) DO UPDATE SET fingerprint = excluded.fingerprint, claim_id = excluded.claim_id, \
+    node_id = excluded.node_id, instance = excluded.instance, request_id = excluded.request_id, state = 'running', \
+    locked_until = excluded.locked_until, created_at = excluded.created_at, expires_at = excluded.expires_at, \
+    status = NULL, headers = NULL, body = NULL \
+    WHERE idempotency_records.expires_at <= excluded.created_at \
+    OR (idempotency_records.state = 'running' AND idempotency_records.locked_until <= excluded.created_at \
+    AND idempotency_records.fingerprint = excluded.fingerprint) \
+    RETURNING claim_id";
+
+/// Stores a response (`$1` status, `$2` headers as JSON, `$3` body) in the record of `$4` scope and `$5` key while
+/// claim `$6` still holds it running. Run by `complete_idempotency` and by both settlers, in a batch's transaction.
+/// Placeholders are numbered in order of appearance: rusqlite binds `$N` by the order SQLite first sees them.
+pub(crate) const COMPLETE_IDEMPOTENCY: &str = "UPDATE idempotency_records SET state = 'done', status = $1, \
+    headers = $2, body = $3 WHERE scope = $4 AND idem_key = $5 AND claim_id = $6 AND state = 'running'";
+
+/// How often a claim is tried again when the record it lost to is gone before it could be read (released at that
+/// moment): each try is a fresh upsert, so only a key released over and over at once gets this far.
+pub(crate) const CLAIM_ATTEMPTS: usize = 3;
+
 /// The usage query for a grouping: only fixed column expressions are spliced in; every value is bound (`$1` tenant,
 /// `$2` project or NULL, `$3` since, `$4` until). Sums are cast because PostgreSQL sums `BIGINT`s as `NUMERIC`.
 pub(crate) fn usage_sql(g: tollgate_core::credits::UsageGrouping) -> String {
@@ -69,6 +97,8 @@ pub(crate) fn usage_sql(g: tollgate_core::credits::UsageGrouping) -> String {
 ///   (the four columns [`crate::rows::key_spend`] reads) and holds, until the transaction ends, the lock that serialises lease calls on it;
 /// - `lock_chain`: a statement taking `$1` = tenant id that returns the tenant's audit chain head (`seq`, `hash`)
 ///   and holds, until the transaction ends, the lock that serialises appends to it;
+/// - `for_update`: the clause that makes a `SELECT … ORDER BY` lock the rows it returns, in that order (empty where
+///   one writer at a time needs none);
 /// - in scope where it expands: `db_error(sqlx::Error) -> StoreError`, `MIGRATOR` (its `sqlx::migrate!`),
 ///   `$store::settle_batch(node_id, batch, events)`, which writes a non-empty batch of a node's settlements and
 ///   audit events, and
@@ -82,7 +112,8 @@ macro_rules! store_queries {
         migrations_table = $migrations_table:expr,
         now_ms = $now_ms:literal,
         lock_key = $lock_key:expr,
-        lock_chain = $lock_chain:expr $(,)?
+        lock_chain = $lock_chain:expr,
+        for_update = $for_update:literal $(,)?
     ) => {
         /// The shared statements ([`crate::queries`]) as this backend's implementation of the store traits.
         mod queries {
@@ -96,10 +127,11 @@ macro_rules! store_queries {
                 Balance, LedgerEntry, LedgerKind, Settlement, UsageQuery, UsageTotals, lease_grant,
             };
             use tollgate_core::id;
+            use tollgate_core::idempotency::{Claim, ClaimOutcome, Completion};
             use tollgate_core::key::KeyDigest;
             use tollgate_core::money::Micros;
             use tollgate_core::ports::{
-                Account, AuditChain, AuditLog, Change, ChangeLog, ChangeSignal, CreditStore, KeyLimit, KeyScope, KeyStore, LeaseGrant,
+                Account, AuditChain, AuditLog, Change, ChangeLog, ChangeSignal, CreditStore, IdempotencyStore, KeyLimit, KeyScope, KeyStore, LeaseGrant,
                 LeaseRequest, MemberStore, Page, PageRequest, ProjectStore, RemovedMember, SettledBatch, Store,
                 StoreError, TenantStore, TenantUpdate, UsageStore,
             };
@@ -1338,6 +1370,141 @@ macro_rules! store_queries {
                         }
                     }
                     Ok(out)
+                }
+            }
+
+            #[async_trait]
+            impl IdempotencyStore for $store {
+                async fn claim_idempotency(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+                    for _ in 0..$crate::queries::CLAIM_ATTEMPTS {
+                        let claimed: Option<String> = sqlx::query_scalar($crate::queries::CLAIM_IDEMPOTENCY)
+                            .bind(&claim.scope)
+                            .bind(&claim.key)
+                            .bind(&claim.fingerprint.0[..])
+                            .bind(&claim.claim_id)
+                            .bind(&claim.node_id)
+                            .bind(&claim.instance)
+                            .bind(&claim.request_id)
+                            .bind(claim.locked_until)
+                            .bind(claim.now)
+                            .bind(claim.expires_at)
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(db_error)?;
+                        if claimed.as_deref() == Some(claim.claim_id.as_str()) {
+                            return Ok(ClaimOutcome::Claimed);
+                        }
+                        // Another claim holds the record: read what it is, outside the upsert (a second
+                        // statement, so the record may be released in between: then claim again).
+                        let found = sqlx::query(
+                            "SELECT fingerprint, state, request_id, status, headers, body \
+                             FROM idempotency_records WHERE scope = $1 AND idem_key = $2",
+                        )
+                        .bind(&claim.scope)
+                        .bind(&claim.key)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_error)?;
+                        if let Some(row) = found {
+                            return rows::idempotency_found(&row, &claim.fingerprint);
+                        }
+                    }
+                    Err(StoreError::Backend(format!(
+                        "idempotency key {:?} was released under {} claims in a row",
+                        claim.key,
+                        $crate::queries::CLAIM_ATTEMPTS
+                    )))
+                }
+
+                async fn complete_idempotency(&self, completion: &Completion) -> Result<bool, StoreError> {
+                    let response = &completion.response;
+                    let done = sqlx::query($crate::queries::COMPLETE_IDEMPOTENCY)
+                        .bind(i64::from(response.status))
+                        .bind(rows::headers_json(&response.headers)?)
+                        .bind(&response.body[..])
+                        .bind(&completion.scope)
+                        .bind(&completion.key)
+                        .bind(&completion.claim_id)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_error)?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn release_idempotency(
+                    &self,
+                    scope: &str,
+                    key: &str,
+                    claim_id: &str,
+                ) -> Result<(), StoreError> {
+                    sqlx::query(
+                        "DELETE FROM idempotency_records \
+                         WHERE scope = $1 AND idem_key = $2 AND claim_id = $3 AND state = 'running'",
+                    )
+                    .bind(scope)
+                    .bind(key)
+                    .bind(claim_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                    Ok(())
+                }
+
+                async fn renew_idempotency(
+                    &self,
+                    node_id: &str,
+                    locked_until: Timestamp,
+                ) -> Result<(), StoreError> {
+                    // The records are locked in key order first, as a settled batch completes them, so that two
+                    // writers each locking several of one node's records never wait for each other in a cycle.
+                    sqlx::query(concat!(
+                        "WITH locked AS MATERIALIZED (SELECT scope, idem_key FROM idempotency_records \
+                         WHERE node_id = $1 AND state = 'running' ORDER BY scope, idem_key ",
+                        $for_update,
+                        ") UPDATE idempotency_records SET locked_until = $2 FROM locked \
+                         WHERE idempotency_records.scope = locked.scope \
+                         AND idempotency_records.idem_key = locked.idem_key"
+                    ))
+                    .bind(node_id)
+                    .bind(locked_until)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                    Ok(())
+                }
+
+                async fn release_instance_idempotency(
+                    &self,
+                    instance: &str,
+                    node_id: &str,
+                ) -> Result<u64, StoreError> {
+                    let done = sqlx::query(
+                        "DELETE FROM idempotency_records \
+                         WHERE instance = $1 AND node_id <> $2 AND state = 'running'",
+                    )
+                    .bind(instance)
+                    .bind(node_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                    Ok(done.rows_affected())
+                }
+
+                async fn prune_idempotency(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError> {
+                    // The outer WHERE repeats the rule: on PostgreSQL a record claimed afresh after the
+                    // subquery chose it is re-checked against its new version, and kept.
+                    let done = sqlx::query(
+                        "DELETE FROM idempotency_records \
+                         WHERE expires_at <= $1 AND (state = 'done' OR locked_until <= $1) \
+                         AND (scope, idem_key) IN (SELECT scope, idem_key FROM idempotency_records \
+                           WHERE expires_at <= $1 AND (state = 'done' OR locked_until <= $1) LIMIT $2)",
+                    )
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                    Ok(done.rows_affected())
                 }
             }
 

@@ -9,6 +9,7 @@ use tollgate_core::audit::{
     Actor, ActorType, AuditEvent, ChainHead, ChainedEvent, EventType, Origin,
 };
 use tollgate_core::credits::{Balance, LedgerEntry, LedgerKind, UsageTotals};
+use tollgate_core::idempotency::{ClaimOutcome, Fingerprint, StoredResponse};
 use tollgate_core::key::KeyDigest;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{AuditChain, Change, Changed, Page, PageRequest, StoreError};
@@ -433,4 +434,40 @@ pub(crate) fn models_json(models: Option<&Vec<String>>) -> Result<Option<String>
     models
         .map(|m| serde_json::to_string(m).map_err(|e| StoreError::Backend(e.to_string())))
         .transpose()
+}
+
+/// JSON text of a stored response's headers, as stored: an array of `[name, value]` pairs.
+pub(crate) fn headers_json(headers: &[(String, String)]) -> Result<String, StoreError> {
+    serde_json::to_string(headers).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// What a claim with `fingerprint` finds in an idempotency record it could not claim: another request's record
+/// (`Mismatch`, whatever its state), one still running (`InFlight`), or a completed response to replay.
+pub(crate) fn idempotency_found(
+    row: &impl Columns,
+    fingerprint: &Fingerprint,
+) -> Result<ClaimOutcome, StoreError> {
+    let stored = required(row.bytes("fingerprint")?, "fingerprint")?;
+    if stored.as_slice() != fingerprint.0.as_slice() {
+        return Ok(ClaimOutcome::Mismatch);
+    }
+    let state = text(row, "state")?;
+    match state.as_str() {
+        "running" => Ok(ClaimOutcome::InFlight),
+        "done" => {
+            let status = int(row, "status")?;
+            let headers = text(row, "headers")?;
+            Ok(ClaimOutcome::Completed {
+                response: StoredResponse {
+                    status: u16::try_from(status)
+                        .map_err(|_| corrupt("response status", &status.to_string()))?,
+                    headers: serde_json::from_str(&headers)
+                        .map_err(|_| corrupt("response headers", &headers))?,
+                    body: required(row.bytes("body")?, "body")?,
+                },
+                request_id: text(row, "request_id")?,
+            })
+        }
+        _ => Err(corrupt("idempotency state", &state)),
+    }
 }

@@ -1,13 +1,15 @@
 //! What a batch of settlements writes, worked out once for both backends from the balances and audit chain heads it
 //! starts from: each request's charge (never more than what is left), its ledger entry, usage row and
 //! `request.completed` event (with that charge), the refused requests' events, each event's place in its tenant's
-//! chain, the balances and chain heads that moved and each key's latest use. Each backend reads the balances and
-//! heads under its own lock and writes the plan in one transaction.
+//! chain, the balances and chain heads that moved, each key's latest use, and the responses stored for requests
+//! with an `Idempotency-Key` (in their charges' transaction, so a retry finds both or neither). Each backend reads
+//! the balances and heads under its own lock and writes the plan in one transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
 use tollgate_core::audit::{AuditEvent, ChainHead, ChainedEvent};
 use tollgate_core::credits::{Balance, LedgerEntry, LedgerKind, Settlement};
 use tollgate_core::id;
+use tollgate_core::idempotency::Completion;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{SettledBatch, StoreError};
 use tollgate_core::tenant::Timestamp;
@@ -68,6 +70,25 @@ pub(crate) struct Plan<'a> {
     pub(crate) events: Vec<ChainedEvent>,
     /// Where each chain the batch appended to now ends, in tenant id order.
     pub(crate) heads: BTreeMap<String, ChainHead>,
+    /// The responses to store for the settlements' idempotency keys ([`crate::queries::COMPLETE_IDEMPOTENCY`]),
+    /// in (scope, key) order, the order renewals lock records in; usually none.
+    pub(crate) completions: Vec<CompletionRow<'a>>,
+}
+
+/// One idempotent response a batch stores with its charge.
+#[derive(Debug)]
+pub(crate) struct CompletionRow<'a> {
+    /// The claim and its response.
+    pub(crate) completion: &'a Completion,
+    /// The response's headers as stored ([`crate::rows::headers_json`]).
+    pub(crate) headers: String,
+}
+
+impl CompletionRow<'_> {
+    /// The response's status as stored.
+    pub(crate) fn status(&self) -> i64 {
+        i64::from(self.completion.response.status)
+    }
 }
 
 impl Plan<'_> {
@@ -215,6 +236,17 @@ pub(crate) fn plan<'a>(
         let at = last_used.entry(&s.key_id).or_insert(s.at);
         *at = (*at).max(s.at);
     }
+    let mut completions = batch
+        .iter()
+        .filter_map(|s| s.idempotency.as_deref())
+        .map(|completion| {
+            Ok(CompletionRow {
+                completion,
+                headers: crate::rows::headers_json(&completion.response.headers)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    completions.sort_by_key(|c| (c.completion.scope.as_str(), c.completion.key.as_str()));
     let changed: Vec<(&str, (Balance, Micros))> = balances
         .into_iter()
         .filter(|(_, (_, charged))| *charged > Micros::ZERO)
@@ -240,6 +272,7 @@ pub(crate) fn plan<'a>(
         last_used: last_used.into_iter().collect(),
         events: chained,
         heads,
+        completions,
     })
 }
 
@@ -306,6 +339,45 @@ mod tests {
             vec![charge("key_m", mar, 30, 137), charge("key_t", 0, 42, 42),],
             "uncapped and free requests have none"
         );
+    }
+
+    #[test]
+    fn completions_are_written_in_key_order_with_their_headers_as_json() {
+        use tollgate_core::idempotency::{Completion, StoredResponse};
+        let completing = |key: &str, at| Settlement {
+            idempotency: Some(Box::new(Completion {
+                scope: "org_a".into(),
+                key: key.into(),
+                claim_id: format!("clm_{key}"),
+                response: StoredResponse {
+                    status: 200,
+                    headers: vec![("content-type".into(), "text/event-stream".into())],
+                    body: b"data: [DONE]".to_vec(),
+                },
+            })),
+            ..settlement("org_a", "key_1", 0, at)
+        };
+        let batch = [
+            completing("b", 1),
+            settlement("org_a", "key_1", 0, 2),
+            completing("a", 3),
+        ];
+        let heads = BTreeMap::from([("org_a".to_owned(), ChainHead::default())]);
+        let plan = plan(&batch, &[], &BTreeMap::new(), heads.clone()).unwrap();
+        let written: Vec<(&str, &str)> = plan
+            .completions
+            .iter()
+            .map(|c| (c.completion.key.as_str(), c.headers.as_str()))
+            .collect();
+        assert_eq!(
+            written,
+            vec![
+                ("a", r#"[["content-type","text/event-stream"]]"#),
+                ("b", r#"[["content-type","text/event-stream"]]"#),
+            ]
+        );
+        let plain = super::plan(&batch[1..2], &[], &BTreeMap::new(), heads).unwrap();
+        assert!(plain.completions.is_empty());
     }
 
     #[test]

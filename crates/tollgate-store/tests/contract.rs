@@ -13,6 +13,9 @@ use tollgate_core::audit::{
     Actor, AuditEvent, AuditQuery, BrokenLink, Cause, ChainCheck, EventType, Origin,
 };
 use tollgate_core::credits::{Balance, LedgerKind, Settlement, UsageGrouping, UsageQuery};
+use tollgate_core::idempotency::{
+    CLAIM_LEASE_SECONDS, Claim, ClaimOutcome, Completion, Fingerprint, StoredResponse,
+};
 use tollgate_core::key::KeyPrefixes;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{
@@ -3285,3 +3288,709 @@ on_every_backend!(
     a_roll_is_not_refused_by_the_key_limit,
     an_expiry_is_recorded_once_whichever_node_sees_it,
 );
+
+// Idempotency records: a key's first request claims it in one atomic write; retries find it running, mismatched or
+// completed; leases, renewals, restarts and pruning free what no live request holds; a settlement stores its
+// response with its charge.
+
+/// The key window the claims below take (24 h).
+const WINDOW: i64 = 86_400;
+
+/// A claim of `key` in `scope` by `node_a` at `now`, for a request with `body`, by the default lease and window.
+fn claim(scope: &str, key: &str, body: &str, claim_id: &str, now: i64) -> Claim {
+    Claim {
+        scope: scope.into(),
+        key: key.into(),
+        fingerprint: Fingerprint::of("POST", "/v1/chat/completions", body.as_bytes()),
+        claim_id: claim_id.into(),
+        node_id: "node_a".into(),
+        instance: "host-1 0.0.0.0:8080".into(),
+        request_id: format!("req_{claim_id}"),
+        now,
+        locked_until: now + CLAIM_LEASE_SECONDS,
+        expires_at: now + WINDOW,
+    }
+}
+
+/// A response to store, with bytes that are not UTF-8 (a body is stored as sent).
+fn stored_response(tag: &str) -> StoredResponse {
+    let mut body = format!("{{\"id\":\"{tag}\"}}").into_bytes();
+    body.extend_from_slice(&[0, 0xff, 0xfe]);
+    StoredResponse {
+        status: 201,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-ratelimit-remaining-requests".into(), "59".into()),
+        ],
+        body,
+    }
+}
+
+/// `claim`'s completion with `response`.
+fn completion_of(claim: &Claim, response: StoredResponse) -> Completion {
+    Completion {
+        scope: claim.scope.clone(),
+        key: claim.key.clone(),
+        claim_id: claim.claim_id.clone(),
+        response,
+    }
+}
+
+/// What replaying `response` from `claim`'s execution looks like.
+fn completed(response: StoredResponse, claim: &Claim) -> ClaimOutcome {
+    ClaimOutcome::Completed {
+        response,
+        request_id: claim.request_id.clone(),
+    }
+}
+
+async fn a_new_key_is_claimed_once_and_another_request_with_it_is_a_mismatch(f: Fixture) {
+    let first = claim("org_a", "order-1", "{}", "clm_1", 100);
+    assert_eq!(
+        f.store.claim_idempotency(&first).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    let retry = claim("org_a", "order-1", "{}", "clm_2", 101);
+    assert_eq!(
+        f.store.claim_idempotency(&retry).await.unwrap(),
+        ClaimOutcome::InFlight
+    );
+    let other = claim("org_a", "order-1", "{\"n\":2}", "clm_3", 101);
+    assert_eq!(
+        f.store.claim_idempotency(&other).await.unwrap(),
+        ClaimOutcome::Mismatch
+    );
+    // Neither answer took the record: the first claim still completes it, and a mismatch stays one once done.
+    assert!(
+        f.store
+            .complete_idempotency(&completion_of(&first, stored_response("a")))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.store.claim_idempotency(&other).await.unwrap(),
+        ClaimOutcome::Mismatch
+    );
+}
+
+async fn a_completed_claim_replays_its_response_and_only_its_holder_completes_it(f: Fixture) {
+    let first = claim("org_a", "order-1", "{}", "clm_1", 100);
+    f.store.claim_idempotency(&first).await.unwrap();
+    let wrong = Completion {
+        claim_id: "clm_other".into(),
+        ..completion_of(&first, stored_response("wrong"))
+    };
+    assert!(!f.store.complete_idempotency(&wrong).await.unwrap());
+    let retry = claim("org_a", "order-1", "{}", "clm_2", 101);
+    assert_eq!(
+        f.store.claim_idempotency(&retry).await.unwrap(),
+        ClaimOutcome::InFlight,
+        "another claim's completion changed nothing"
+    );
+    let response = stored_response("right");
+    assert!(
+        f.store
+            .complete_idempotency(&completion_of(&first, response.clone()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.store.claim_idempotency(&retry).await.unwrap(),
+        completed(response.clone(), &first),
+        "the exact status, headers, body and first request id"
+    );
+    // Done is final for the claim: completing it again stores nothing, and releasing it frees nothing.
+    assert!(
+        !f.store
+            .complete_idempotency(&completion_of(&first, stored_response("again")))
+            .await
+            .unwrap()
+    );
+    f.store
+        .release_idempotency("org_a", "order-1", "clm_1")
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.claim_idempotency(&retry).await.unwrap(),
+        completed(response, &first)
+    );
+}
+
+async fn a_released_claim_frees_its_key_for_a_retry(f: Fixture) {
+    let first = claim("org_a", "order-1", "{}", "clm_1", 100);
+    f.store.claim_idempotency(&first).await.unwrap();
+    // Only the claim holding it releases it.
+    f.store
+        .release_idempotency("org_a", "order-1", "clm_other")
+        .await
+        .unwrap();
+    let retry = claim("org_a", "order-1", "{}", "clm_2", 101);
+    assert_eq!(
+        f.store.claim_idempotency(&retry).await.unwrap(),
+        ClaimOutcome::InFlight
+    );
+    f.store
+        .release_idempotency("org_a", "order-1", "clm_1")
+        .await
+        .unwrap();
+    // Freed: even another request may now use the key.
+    let other = claim("org_a", "order-1", "{\"n\":2}", "clm_3", 102);
+    assert_eq!(
+        f.store.claim_idempotency(&other).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert!(
+        !f.store
+            .complete_idempotency(&completion_of(&first, stored_response("late")))
+            .await
+            .unwrap(),
+        "the released claim no longer holds it"
+    );
+}
+
+async fn a_running_claim_whose_lease_ran_out_is_taken_over_by_the_same_request_only(f: Fixture) {
+    let first = claim("org_a", "order-1", "{}", "clm_1", 100);
+    f.store.claim_idempotency(&first).await.unwrap();
+    let before = claim("org_a", "order-1", "{}", "clm_2", first.locked_until - 1);
+    assert_eq!(
+        f.store.claim_idempotency(&before).await.unwrap(),
+        ClaimOutcome::InFlight,
+        "the lease still holds"
+    );
+    let other = claim("org_a", "order-1", "{\"n\":2}", "clm_3", first.locked_until);
+    assert_eq!(
+        f.store.claim_idempotency(&other).await.unwrap(),
+        ClaimOutcome::Mismatch,
+        "a lapsed lease frees the key for its own request, not another"
+    );
+    let takeover = claim("org_a", "order-1", "{}", "clm_4", first.locked_until);
+    assert_eq!(
+        f.store.claim_idempotency(&takeover).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert!(
+        !f.store
+            .complete_idempotency(&completion_of(&first, stored_response("old")))
+            .await
+            .unwrap(),
+        "the claim taken over completes nothing"
+    );
+    let later = claim("org_a", "order-1", "{}", "clm_5", first.locked_until + 1);
+    assert_eq!(
+        f.store.claim_idempotency(&later).await.unwrap(),
+        ClaimOutcome::InFlight,
+        "the new claim's own lease holds"
+    );
+    let response = stored_response("new");
+    assert!(
+        f.store
+            .complete_idempotency(&completion_of(&takeover, response.clone()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.store.claim_idempotency(&later).await.unwrap(),
+        completed(response, &takeover)
+    );
+}
+
+async fn a_completed_record_past_its_window_is_claimed_afresh(f: Fixture) {
+    let first = claim("org_a", "order-1", "{}", "clm_1", 100);
+    f.store.claim_idempotency(&first).await.unwrap();
+    let response = stored_response("a");
+    f.store
+        .complete_idempotency(&completion_of(&first, response.clone()))
+        .await
+        .unwrap();
+    let inside = claim("org_a", "order-1", "{}", "clm_2", first.expires_at - 1);
+    assert_eq!(
+        f.store.claim_idempotency(&inside).await.unwrap(),
+        completed(response, &first)
+    );
+    // Past the window the key is new again, for any request.
+    let fresh = claim("org_a", "order-1", "{\"n\":2}", "clm_3", first.expires_at);
+    assert_eq!(
+        f.store.claim_idempotency(&fresh).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    let retry = claim(
+        "org_a",
+        "order-1",
+        "{\"n\":2}",
+        "clm_4",
+        first.expires_at + 1,
+    );
+    assert_eq!(
+        f.store.claim_idempotency(&retry).await.unwrap(),
+        ClaimOutcome::InFlight,
+        "the fresh claim runs, its response not yet stored"
+    );
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim(
+                "org_a",
+                "order-1",
+                "{}",
+                "clm_5",
+                first.expires_at + 1
+            ))
+            .await
+            .unwrap(),
+        ClaimOutcome::Mismatch,
+        "the first request's fingerprint went with its record"
+    );
+}
+
+async fn renewals_extend_the_leases_of_one_nodes_running_claims(f: Fixture) {
+    let mine = claim("org_a", "order-1", "{}", "clm_1", 100);
+    let theirs = Claim {
+        node_id: "node_b".into(),
+        ..claim("org_a", "order-2", "{}", "clm_2", 100)
+    };
+    for c in [&mine, &theirs] {
+        f.store.claim_idempotency(c).await.unwrap();
+    }
+    let renewed_until = mine.locked_until + 20;
+    f.store
+        .renew_idempotency("node_a", renewed_until)
+        .await
+        .unwrap();
+    // Between the old lease's end and the renewed one's.
+    let at = mine.locked_until + 10;
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim("org_a", "order-1", "{}", "clm_3", at))
+            .await
+            .unwrap(),
+        ClaimOutcome::InFlight,
+        "node_a's claim was renewed"
+    );
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim("org_a", "order-2", "{}", "clm_4", at))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed,
+        "node_b's was not"
+    );
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim("org_a", "order-1", "{}", "clm_5", renewed_until))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed,
+        "a renewed lease runs out too"
+    );
+}
+
+async fn a_restarted_server_releases_only_its_predecessors_running_claims(f: Fixture) {
+    let on = |node: &str, instance: &str, key: &str| Claim {
+        node_id: node.into(),
+        instance: instance.into(),
+        ..claim("org_a", key, "{}", &format!("clm_{key}"), 100)
+    };
+    let dead_running = on("node_dead", "host-1", "k1");
+    let dead_done = on("node_dead", "host-1", "k2");
+    let new_running = on("node_new", "host-1", "k3");
+    let elsewhere = on("node_other", "host-2", "k4");
+    for c in [&dead_running, &dead_done, &new_running, &elsewhere] {
+        f.store.claim_idempotency(c).await.unwrap();
+    }
+    let response = stored_response("done");
+    f.store
+        .complete_idempotency(&completion_of(&dead_done, response.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .release_instance_idempotency("host-1", "node_new")
+            .await
+            .unwrap(),
+        1
+    );
+    let retry = |key: &str| claim("org_a", key, "{}", &format!("clm_retry_{key}"), 101);
+    assert_eq!(
+        f.store.claim_idempotency(&retry("k1")).await.unwrap(),
+        ClaimOutcome::Claimed,
+        "the dead node's running claim is free at once"
+    );
+    assert_eq!(
+        f.store.claim_idempotency(&retry("k2")).await.unwrap(),
+        completed(response, &dead_done),
+        "a completed response stays"
+    );
+    for key in ["k3", "k4"] {
+        assert_eq!(
+            f.store.claim_idempotency(&retry(key)).await.unwrap(),
+            ClaimOutcome::InFlight,
+            "{key}: the new node's own and another server's claims stay"
+        );
+    }
+    assert_eq!(
+        f.store
+            .release_instance_idempotency("host-1", "node_new")
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn pruning_deletes_records_past_their_window_unless_still_locked(f: Fixture) {
+    // Windows that ended at 200; pruned at 300.
+    let record = |key: &str, locked_until: i64, expires_at: i64| Claim {
+        locked_until,
+        expires_at,
+        ..claim("org_a", key, "{}", &format!("clm_{key}"), 100)
+    };
+    let done: Vec<Claim> = (1..=3)
+        .map(|i| record(&format!("done-{i}"), 110, 200))
+        .collect();
+    let abandoned = record("abandoned", 150, 200);
+    let locked = record("locked", 400, 200);
+    let live = record("live", 110, 1_000);
+    for c in done.iter().chain([&abandoned, &locked, &live]) {
+        f.store.claim_idempotency(c).await.unwrap();
+    }
+    for c in done.iter().chain([&live]) {
+        f.store
+            .complete_idempotency(&completion_of(c, stored_response(&c.key)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(f.store.prune_idempotency(300, 3).await.unwrap(), 3);
+    assert_eq!(f.store.prune_idempotency(300, 10).await.unwrap(), 1);
+    assert_eq!(f.store.prune_idempotency(300, 10).await.unwrap(), 0);
+    // At 150 no record has expired, so a record still there answers another request with a mismatch.
+    let probe = |c: &Claim| claim("org_a", &c.key, "{\"probe\":1}", "clm_probe", 150);
+    for c in done.iter().chain([&abandoned]) {
+        assert_eq!(
+            f.store.claim_idempotency(&probe(c)).await.unwrap(),
+            ClaimOutcome::Claimed,
+            "{}: pruned",
+            c.key
+        );
+    }
+    for c in [&locked, &live] {
+        assert_eq!(
+            f.store.claim_idempotency(&probe(c)).await.unwrap(),
+            ClaimOutcome::Mismatch,
+            "{}: kept",
+            c.key
+        );
+    }
+}
+
+async fn the_same_key_in_two_scopes_is_two_records(f: Fixture) {
+    let a = claim("org_a", "order-1", "{}", "clm_a", 100);
+    let b = claim("org_b", "order-1", "{}", "clm_b", 100);
+    for c in [&a, &b] {
+        assert_eq!(
+            f.store.claim_idempotency(c).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+    }
+    let response = stored_response("a");
+    f.store
+        .complete_idempotency(&completion_of(&a, response.clone()))
+        .await
+        .unwrap();
+    f.store
+        .release_idempotency("org_a", "order-1", "clm_b")
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim("org_a", "order-1", "{}", "clm_a2", 101))
+            .await
+            .unwrap(),
+        completed(response, &a)
+    );
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim("org_b", "order-1", "{}", "clm_b2", 101))
+            .await
+            .unwrap(),
+        ClaimOutcome::InFlight,
+        "org_b's record is neither completed nor released by org_a's calls"
+    );
+}
+
+async fn of_concurrent_claims_of_one_key_exactly_one_wins(f: Fixture) {
+    let node_b = f.another_node().await;
+    let now = WINDOW + 10;
+    // A new key (the upsert's insert), or one whose completed record is past its window at `now` (its update).
+    for round in 0..6 {
+        let key = if round % 2 == 0 {
+            format!("new-{round}")
+        } else {
+            let expired = claim("org_a", &format!("old-{round}"), "{}", "clm_old", 1);
+            f.store.claim_idempotency(&expired).await.unwrap();
+            f.store
+                .complete_idempotency(&completion_of(&expired, stored_response("old")))
+                .await
+                .unwrap();
+            expired.key
+        };
+        let claim_id = |i: usize| format!("clm_{round}_{i}");
+        let outcomes = race([&f.store, &node_b], 8, |store, i| {
+            let c = claim("org_a", &key, "{}", &claim_id(i), now);
+            async move { store.claim_idempotency(&c).await.unwrap() }
+        })
+        .await;
+        let winners: Vec<usize> = (0..8)
+            .filter(|i| outcomes[*i] == ClaimOutcome::Claimed)
+            .collect();
+        assert_eq!(winners.len(), 1, "{key}: {outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, ClaimOutcome::Claimed | ClaimOutcome::InFlight)),
+            "{key}: {outcomes:?}"
+        );
+        // The winner holds it: its completion is the one stored.
+        assert!(
+            f.store
+                .complete_idempotency(&completion_of(
+                    &claim("org_a", &key, "{}", &claim_id(winners[0]), now),
+                    stored_response(&key)
+                ))
+                .await
+                .unwrap()
+        );
+    }
+}
+
+/// A settlement of `key`'s request costing `cost` at `at`, storing `response` for `claim`.
+fn settlement_completing(
+    t: &NewTenant,
+    key: &ApiKey,
+    cost: i64,
+    at: i64,
+    claim: &Claim,
+    response: StoredResponse,
+) -> Settlement {
+    Settlement {
+        idempotency: Some(Box::new(completion_of(claim, response))),
+        ..settlement(t, key, "fast", cost, at)
+    }
+}
+
+async fn a_settled_batch_stores_its_responses_with_the_charges(f: Fixture) {
+    let (t, key) = funded_with_a_key(f.store.as_ref()).await;
+    let scope = t.tenant.id.as_str();
+    // Two, in the reverse of key order, with a request without a key between them.
+    let (b, a) = (
+        claim(scope, "order-b", "{}", "clm_b", 10),
+        claim(scope, "order-a", "{}", "clm_a", 10),
+    );
+    for c in [&b, &a] {
+        f.store.claim_idempotency(c).await.unwrap();
+    }
+    let batch = [
+        settlement_completing(&t, &key, 100, 11, &b, stored_response("b")),
+        settlement(&t, &key, "fast", 50, 11),
+        settlement_completing(&t, &key, 200, 12, &a, stored_response("a")),
+    ];
+    let settled = f.store.settle("node_a", &batch, &[]).await.unwrap();
+    assert_eq!(settled.charged, vec![Micros(100), Micros(50), Micros(200)]);
+    assert_eq!(
+        f.store.balance(&t.tenant.id).await.unwrap().balance,
+        Micros(650)
+    );
+    for (c, tag) in [(&b, "b"), (&a, "a")] {
+        let retry = claim(scope, &c.key, "{}", "clm_retry", 13);
+        assert_eq!(
+            f.store.claim_idempotency(&retry).await.unwrap(),
+            completed(stored_response(tag), c)
+        );
+    }
+}
+
+async fn a_settlement_whose_claim_was_released_or_taken_over_still_charges(f: Fixture) {
+    let (t, key) = funded_with_a_key(f.store.as_ref()).await;
+    let scope = t.tenant.id.as_str();
+    let released = claim(scope, "released", "{}", "clm_released", 10);
+    let lapsed = claim(scope, "lapsed", "{}", "clm_lapsed", 10);
+    for c in [&released, &lapsed] {
+        f.store.claim_idempotency(c).await.unwrap();
+    }
+    f.store
+        .release_idempotency(scope, "released", "clm_released")
+        .await
+        .unwrap();
+    let takeover = claim(scope, "lapsed", "{}", "clm_takeover", lapsed.locked_until);
+    assert_eq!(
+        f.store.claim_idempotency(&takeover).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    let batch = [
+        settlement_completing(&t, &key, 100, 30, &released, stored_response("r")),
+        settlement_completing(&t, &key, 200, 31, &lapsed, stored_response("l")),
+    ];
+    let settled = f.store.settle("node_a", &batch, &[]).await.unwrap();
+    assert_eq!(settled.charged, vec![Micros(100), Micros(200)]);
+    assert_eq!(
+        f.store.balance(&t.tenant.id).await.unwrap().balance,
+        Micros(700)
+    );
+    let ledger = f.store.ledger(&t.tenant.id, &page(10)).await.unwrap();
+    assert_eq!(ledger.items.len(), 3, "the grant and both charges");
+    // Neither completion wrote: the released key is free, the taken-over one is its new holder's, still running.
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim(scope, "released", "{\"n\":2}", "clm_next", 32))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim(
+                scope,
+                "lapsed",
+                "{}",
+                "clm_retry",
+                takeover.locked_until - 1
+            ))
+            .await
+            .unwrap(),
+        ClaimOutcome::InFlight
+    );
+    assert!(
+        f.store
+            .complete_idempotency(&completion_of(&takeover, stored_response("t")))
+            .await
+            .unwrap()
+    );
+}
+
+async fn a_failed_batch_stores_neither_its_charges_nor_its_responses(f: Fixture) {
+    let (t, key) = funded_with_a_key(f.store.as_ref()).await;
+    let scope = t.tenant.id.as_str();
+    let first = claim(scope, "order-1", "{}", "clm_1", 10);
+    f.store.claim_idempotency(&first).await.unwrap();
+    // An event for a tenant without an audit chain fails the whole batch.
+    let failed = f
+        .store
+        .settle(
+            "node_a",
+            &[settlement_completing(
+                &t,
+                &key,
+                100,
+                11,
+                &first,
+                stored_response("x"),
+            )],
+            &[audit(EventType::CreditsGranted, "org_missing")],
+        )
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        f.store.balance(&t.tenant.id).await.unwrap().balance,
+        Micros(1_000)
+    );
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim(scope, "order-1", "{}", "clm_2", 12))
+            .await
+            .unwrap(),
+        ClaimOutcome::InFlight,
+        "the claim is still running, its response not stored"
+    );
+    // The same settlement, retried alone, stores both.
+    f.store
+        .settle(
+            "node_a",
+            &[settlement_completing(
+                &t,
+                &key,
+                100,
+                11,
+                &first,
+                stored_response("x"),
+            )],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim(scope, "order-1", "{}", "clm_3", 12))
+            .await
+            .unwrap(),
+        completed(stored_response("x"), &first)
+    );
+}
+
+on_every_backend!(
+    a_new_key_is_claimed_once_and_another_request_with_it_is_a_mismatch,
+    a_completed_claim_replays_its_response_and_only_its_holder_completes_it,
+    a_released_claim_frees_its_key_for_a_retry,
+    a_running_claim_whose_lease_ran_out_is_taken_over_by_the_same_request_only,
+    a_completed_record_past_its_window_is_claimed_afresh,
+    renewals_extend_the_leases_of_one_nodes_running_claims,
+    a_restarted_server_releases_only_its_predecessors_running_claims,
+    pruning_deletes_records_past_their_window_unless_still_locked,
+    the_same_key_in_two_scopes_is_two_records,
+    of_concurrent_claims_of_one_key_exactly_one_wins,
+    a_settled_batch_stores_its_responses_with_the_charges,
+    a_settlement_whose_claim_was_released_or_taken_over_still_charges,
+    a_failed_batch_stores_neither_its_charges_nor_its_responses,
+);
+
+/// A node's renewal and its settled batch both lock several of its records; they lock them in the same (key) order,
+/// so they never deadlock: here the renewal waits for a record first, then the batch (completing them in the
+/// reverse of key order) queues behind it. Locked in the batch's order, the batch would hold `b` while the
+/// renewal, granted `a`, waited for it.
+#[tokio::test]
+async fn a_renewal_and_a_settled_batch_lock_records_in_one_order_postgres() {
+    use sqlx::{Connection, Executor};
+    let Some(db) = ScratchDatabase::from_env().await.unwrap() else {
+        return;
+    };
+    let store = tollgate_store::connect(db.url()).await.unwrap();
+    let (t, key) = funded_with_a_key(store.as_ref()).await;
+    let scope = t.tenant.id.as_str();
+    let (a, b) = (
+        claim(scope, "a", "{}", "clm_a", 10),
+        claim(scope, "b", "{}", "clm_b", 10),
+    );
+    for c in [&a, &b] {
+        store.claim_idempotency(c).await.unwrap();
+    }
+    let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute("SELECT 1 FROM idempotency_records WHERE idem_key = 'a' FOR UPDATE")
+        .await
+        .unwrap();
+    let batch = [
+        settlement_completing(&t, &key, 100, 11, &b, stored_response("b")),
+        settlement_completing(&t, &key, 100, 11, &a, stored_response("a")),
+    ];
+    let pause = Duration::from_millis(200);
+    let (renewed, settled, ()) = tokio::join!(
+        store.renew_idempotency("node_a", 100),
+        async {
+            tokio::time::sleep(pause).await;
+            store.settle("node_a", &batch, &[]).await
+        },
+        async {
+            // Within the settlement's lock timeout (1 s).
+            tokio::time::sleep(pause * 2).await;
+            holder.execute("COMMIT").await.unwrap();
+        },
+    );
+    renewed.unwrap();
+    assert_eq!(settled.unwrap().charged, vec![Micros(100), Micros(100)]);
+    for (c, tag) in [(&a, "a"), (&b, "b")] {
+        assert_eq!(
+            store
+                .claim_idempotency(&claim(scope, &c.key, "{}", "clm_retry", 12))
+                .await
+                .unwrap(),
+            completed(stored_response(tag), c)
+        );
+    }
+}

@@ -27,6 +27,7 @@ crate::queries::store_queries!(
     lock_key = "SELECT spend_limit_micros, spend_limit_period, spent_micros, spent_period_start \
         FROM api_keys WHERE id = $1 FOR NO KEY UPDATE",
     lock_chain = "SELECT seq, hash FROM audit_chains WHERE tenant_id = $1 FOR UPDATE",
+    for_update = "FOR UPDATE",
 );
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");

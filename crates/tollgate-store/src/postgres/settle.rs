@@ -4,7 +4,8 @@
 //! a concurrent batch waits and then reads the balance and head this one left; then it writes the plan
 //! ([`crate::settle`]) in one statement, whatever the batch's size (a data-modifying CTE per table, arrays bound
 //! as `unnest`), the node's lease rows and the audit events included: five round trips per batch (begin, two
-//! locks, write, commit), and one more when the batch charged capped keys (their spending and lease rows).
+//! locks, write, commit), one more when the batch charged capped keys (their spending and lease rows), and one per
+//! response stored for an `Idempotency-Key` (rare: none for a batch without one).
 
 use super::{PgStore, db_error};
 use crate::settle;
@@ -195,6 +196,21 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db_error)?;
+        }
+        // In (scope, key) order, as renewals lock records, so the two never wait for each other in a cycle. Matching
+        // no row is fine: the claim was taken over or released; the charge stands regardless.
+        for c in &plan.completions {
+            let done = c.completion;
+            sqlx::query(crate::queries::COMPLETE_IDEMPOTENCY)
+                .bind(c.status())
+                .bind(&c.headers)
+                .bind(&done.response.body[..])
+                .bind(&done.scope)
+                .bind(&done.key)
+                .bind(&done.claim_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)?;
         Ok(plan.outcome())

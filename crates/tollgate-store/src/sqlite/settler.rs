@@ -134,7 +134,8 @@ fn error(e: rusqlite::Error) -> StoreError {
 /// `node_id`'s lease, each capped key's charges onto its spending and off `node_id`'s lease on it, one ledger and
 /// one usage row and one audit event per settlement, then the refused requests'
 /// events, one chain head read and write per tenant, one `last_used_at` write per key (only when it moves: an
-/// unchanged row dirties no page). Returns what each request was charged, in order, and the new balances.
+/// unchanged row dirties no page), and the response of each request with an idempotency completion. Returns what
+/// each request was charged, in order, and the new balances.
 fn settle_batch(
     connection: &mut Connection,
     node_id: &str,
@@ -310,6 +311,22 @@ fn write(
             tx.prepare_cached("UPDATE audit_chains SET seq = ?1, hash = ?2 WHERE tenant_id = ?3")?;
         for (tenant_id, h) in &plan.heads {
             head.execute(params![h.seq, h.hash, tenant_id])?;
+        }
+        // Requests with an `Idempotency-Key` only: a batch without one prepares nothing more.
+        if !plan.completions.is_empty() {
+            let mut complete = tx.prepare_cached(crate::queries::COMPLETE_IDEMPOTENCY)?;
+            for c in &plan.completions {
+                let done = c.completion;
+                // Matching no row is fine: the claim was taken over or released; the charge stands regardless.
+                complete.execute(params![
+                    c.status(),
+                    c.headers,
+                    done.response.body,
+                    done.scope,
+                    done.key,
+                    done.claim_id,
+                ])?;
+            }
         }
     }
     Ok(())
