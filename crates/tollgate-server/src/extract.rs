@@ -114,10 +114,10 @@ impl FromRequest<AppState> for RawBody {
         // A POST with `Idempotency-Key`: its fingerprint is taken from the body read here (and a management
         // request's key is claimed), so no body is read twice, nor before the route's authentication.
         let idempotency = request.extensions().get::<Slot>().cloned().map(|slot| {
-            let path = request
-                .uri()
-                .path_and_query()
-                .map_or_else(|| request.uri().path().to_owned(), |p| p.as_str().to_owned());
+            let path = request.uri().path_and_query().map_or_else(
+                || request.uri().path().to_owned(),
+                |p| p.as_str().to_owned(),
+            );
             let request_id = request
                 .extensions()
                 .get::<RequestId>()

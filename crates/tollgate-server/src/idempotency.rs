@@ -402,11 +402,7 @@ impl Drop for Held {
 }
 
 async fn release(state: &AppState, scope: &str, key: &str, claim_id: &str) {
-    if let Err(error) = state
-        .store
-        .release_idempotency(scope, key, claim_id)
-        .await
-    {
+    if let Err(error) = state.store.release_idempotency(scope, key, claim_id).await {
         tracing::warn!(%error, "releasing an idempotency key failed; it frees itself within {CLAIM_LEASE_SECONDS} s");
     }
 }

@@ -489,9 +489,7 @@ impl TestApp {
         if seen.status() == reqwest::StatusCode::NOT_FOUND {
             return 0;
         }
-        json_of(seen, 200).await["count"]
-            .as_u64()
-            .expect("a count")
+        json_of(seen, 200).await["count"].as_u64().expect("a count")
     }
 
     /// A chat completion request body for `model` with one user message.

@@ -360,7 +360,9 @@ async fn idempotent_chat(d: &Deployment, idem: &str, body: &Value) -> reqwest::R
 /// The charges in the ledger.
 async fn charges(d: &Deployment) -> i64 {
     use sqlx::Connection;
-    let mut db = sqlx::sqlite::SqliteConnection::connect(&d.database).await.unwrap();
+    let mut db = sqlx::sqlite::SqliteConnection::connect(&d.database)
+        .await
+        .unwrap();
     sqlx::query_scalar("SELECT count(*) FROM ledger_entries WHERE kind = 'charge'")
         .fetch_one(&mut db)
         .await
@@ -414,7 +416,10 @@ async fn a_key_held_by_a_killed_server_is_free_when_it_restarts() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     d.server.kill().unwrap();
     d.server.wait().unwrap();
-    assert!(cut.await.unwrap().is_err(), "the first request was cut short");
+    assert!(
+        cut.await.unwrap().is_err(),
+        "the first request was cut short"
+    );
     d.server = spawn(&["serve"], Some(&d.config));
     wait_healthy(&d.http, &format!("{}/healthz", d.base)).await;
     let retry = idempotent_chat(&d, "crash-held", &body).await;

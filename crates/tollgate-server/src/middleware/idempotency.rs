@@ -69,7 +69,9 @@ pub fn replayed_headers(headers: &HeaderMap) -> Vec<(String, String)> {
             matches!(name, "content-type" | "cache-control" | "location")
                 || name.starts_with("x-ratelimit-")
         })
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
         .collect()
 }
 

@@ -66,10 +66,16 @@ impl Replayable {
         let (stream, body) = self.body.as_ref()?;
         let mut headers = self.headers.clone();
         if *stream {
-            headers.push((CONTENT_TYPE.as_str().to_owned(), "text/event-stream".to_owned()));
+            headers.push((
+                CONTENT_TYPE.as_str().to_owned(),
+                "text/event-stream".to_owned(),
+            ));
             headers.push((CACHE_CONTROL.as_str().to_owned(), "no-cache".to_owned()));
         } else {
-            headers.push((CONTENT_TYPE.as_str().to_owned(), "application/json".to_owned()));
+            headers.push((
+                CONTENT_TYPE.as_str().to_owned(),
+                "application/json".to_owned(),
+            ));
         }
         Some(self.held.completion(StoredResponse {
             status: 200,

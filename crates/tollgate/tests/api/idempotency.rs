@@ -98,19 +98,34 @@ async fn a_retried_completion_is_replayed_and_executes_charges_and_counts_nothin
     let (upstream, charged) = (app.upstream_requests().await, balance(&app, &t).await);
     assert_eq!(upstream, 1);
 
-    for key in [t.project_key.clone(), app.key_in(&t, json!({"name": "other"})).await.1] {
+    for key in [
+        t.project_key.clone(),
+        app.key_in(&t, json!({"name": "other"})).await.1,
+    ] {
         // Any key of the tenant replays it.
         let again = post(&app, CHAT, &key, "retry-1", &body).await;
         assert_eq!(again.status(), 200);
         assert!(replayed(&again));
         assert_eq!(header(&again, "content-type"), "application/json");
         assert_eq!(header(&again, "x-ratelimit-limit-requests"), limit);
-        assert_ne!(header(&again, "x-request-id"), first_id, "a replay is a request of its own");
+        assert_ne!(
+            header(&again, "x-request-id"),
+            first_id,
+            "a replay is a request of its own"
+        );
         assert_eq!(again.text().await.unwrap(), first_body);
     }
-    assert_eq!(app.upstream_requests().await, upstream, "nothing went upstream");
+    assert_eq!(
+        app.upstream_requests().await,
+        upstream,
+        "nothing went upstream"
+    );
     assert_eq!(balance(&app, &t).await, charged, "nothing charged twice");
-    assert_eq!(requests_counted(&app, &t).await, 1, "the replays are not usage");
+    assert_eq!(
+        requests_counted(&app, &t).await,
+        1,
+        "the replays are not usage"
+    );
     sync(&app, &t).await;
     let replays = events(&app, &t, EventType::RequestReplayed).await;
     assert_eq!(replays.len(), 2, "{replays:?}");
@@ -159,7 +174,11 @@ async fn another_request_under_the_key_is_422_and_one_while_the_first_runs_is_40
     );
     // A different body under the key is a reuse, running or not.
     let other = TestApp::chat_body("fast", "something else");
-    let e = error_of(post(&app, CHAT, &t.project_key, "slow-1", &other).await, 422).await;
+    let e = error_of(
+        post(&app, CHAT, &t.project_key, "slow-1", &other).await,
+        422,
+    )
+    .await;
     assert_eq!(
         (e["type"].as_str(), e["code"].as_str()),
         (Some("idempotency_error"), Some("idempotency_key_reused"))
@@ -173,7 +192,14 @@ async fn another_request_under_the_key_is_422_and_one_while_the_first_runs_is_40
     assert_eq!(app.upstream_requests().await, 1);
     // Another path, or the same bytes with other whitespace, is another request.
     let e = error_of(
-        post(&app, "/v1/organization/projects", &t.admin_key, "slow-1", &json!({"name": "p"})).await,
+        post(
+            &app,
+            "/v1/organization/projects",
+            &t.admin_key,
+            "slow-1",
+            &json!({"name": "p"}),
+        )
+        .await,
         422,
     )
     .await;
@@ -192,11 +218,15 @@ async fn another_request_under_the_key_is_422_and_one_while_the_first_runs_is_40
 #[tokio::test]
 async fn failures_and_malformed_requests_are_not_stored_other_refusals_are() {
     let app = TestApp::start().await;
-    let t = app.tenant("pro").await;
+    let t = app.funded_tenant("pro", 0).await;
     // A refusal after the claim is the key's final answer (API.md: only 5xx are not stored): the tenant had no
     // credit, and the same key replays the 402 after a grant; a new key executes.
     let failing = TestApp::chat_body("fast", "mock:fail=500 no");
-    error_of(post(&app, CHAT, &t.project_key, "broke-1", &failing).await, 402).await;
+    error_of(
+        post(&app, CHAT, &t.project_key, "broke-1", &failing).await,
+        402,
+    )
+    .await;
     app.grant(&t.id, 100).await;
     let again = post(&app, CHAT, &t.project_key, "broke-1", &failing).await;
     assert!(replayed(&again));
@@ -211,7 +241,11 @@ async fn failures_and_malformed_requests_are_not_stored_other_refusals_are() {
     }
     // A request refused by validation is not stored: the key then runs a valid request, not a 422.
     let invalid = json!({"model": "fast", "messages": []});
-    error_of(post(&app, CHAT, &t.project_key, "fix-1", &invalid).await, 400).await;
+    error_of(
+        post(&app, CHAT, &t.project_key, "fix-1", &invalid).await,
+        400,
+    )
+    .await;
     let fixed = TestApp::chat_body("fast", "mock:words=2 fixed");
     let r = post(&app, CHAT, &t.project_key, "fix-1", &fixed).await;
     assert_eq!(r.status(), 200);
@@ -227,12 +261,37 @@ async fn failures_and_malformed_requests_are_not_stored_other_refusals_are() {
         .await
         .unwrap();
     error_of(bad, 400).await;
-    let r = post(&app, projects, &t.admin_key, "proj-1", &json!({"name": "Idempotent"})).await;
+    let r = post(
+        &app,
+        projects,
+        &t.admin_key,
+        "proj-1",
+        &json!({"name": "Idempotent"}),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     assert!(!replayed(&r));
     let missing = "/v1/organization/projects/proj_missing/api_keys";
-    error_of(post(&app, missing, &t.admin_key, "missing-1", &json!({"name": "k"})).await, 404).await;
-    let again = post(&app, missing, &t.admin_key, "missing-1", &json!({"name": "k"})).await;
+    error_of(
+        post(
+            &app,
+            missing,
+            &t.admin_key,
+            "missing-1",
+            &json!({"name": "k"}),
+        )
+        .await,
+        404,
+    )
+    .await;
+    let again = post(
+        &app,
+        missing,
+        &t.admin_key,
+        "missing-1",
+        &json!({"name": "k"}),
+    )
+    .await;
     assert!(replayed(&again));
     error_of(again, 404).await;
 }
@@ -253,7 +312,11 @@ async fn a_streamed_completion_is_replayed_as_the_same_event_stream() {
     let again = post(&app, CHAT, &t.project_key, "stream-1", &body).await;
     assert!(replayed(&again));
     assert_eq!(header(&again, "content-type"), "text/event-stream");
-    assert_eq!(again.text().await.unwrap(), text, "the same events, byte for byte");
+    assert_eq!(
+        again.text().await.unwrap(),
+        text,
+        "the same events, byte for byte"
+    );
     assert_eq!(app.upstream_requests().await, 1);
     assert_eq!(balance(&app, &t).await, charged);
 
@@ -283,18 +346,20 @@ async fn database_contents(app: &TestApp) -> Vec<u8> {
         let mut all = Vec::new();
         for table in tables {
             // Each row as text; BYTEA columns as their bytes too (text shows them as hex).
-            let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT CAST(t AS TEXT) FROM \"{table}\" t"))
-                .fetch_all(&pool)
-                .await
-                .unwrap();
+            let rows: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT CAST(t AS TEXT) FROM \"{table}\" t"))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
             for row in rows {
                 all.extend_from_slice(row.as_bytes());
             }
         }
-        let bodies: Vec<Option<Vec<u8>>> = sqlx::query_scalar("SELECT body FROM idempotency_records")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+        let bodies: Vec<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT body FROM idempotency_records")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
         for body in bodies.into_iter().flatten() {
             all.extend_from_slice(&body);
         }
@@ -311,7 +376,9 @@ async fn database_contents(app: &TestApp) -> Vec<u8> {
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]
@@ -322,8 +389,16 @@ async fn replays_of_key_creating_requests_carry_no_secret_and_the_database_holds
     let mut secrets = Vec::new();
     let mut cases = vec![
         (keys.clone(), t.admin_key.clone(), json!({"name": "once"})),
-        ("/v1/organization/admin_api_keys".to_owned(), t.admin_key.clone(), json!({"name": "ci"})),
-        (format!("{keys}/{}/roll", t.project_key_id), t.admin_key.clone(), json!({"grace_period_seconds": 60})),
+        (
+            "/v1/organization/admin_api_keys".to_owned(),
+            t.admin_key.clone(),
+            json!({"name": "ci"}),
+        ),
+        (
+            format!("{keys}/{}/roll", t.project_key_id),
+            t.admin_key.clone(),
+            json!({"grace_period_seconds": 60}),
+        ),
     ];
     cases.push((
         "/operator/v1/tenants".to_owned(),
@@ -341,11 +416,16 @@ async fn replays_of_key_creating_requests_carry_no_secret_and_the_database_holds
             "/operator/v1/tenants" => (&first["admin_key"], &again["admin_key"]),
             _ => (&first, &again),
         };
-        let secret = first_key["value"].as_str().unwrap_or_else(|| panic!("{path}: {first}"));
+        let secret = first_key["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path}: {first}"));
         secrets.push(secret.to_owned());
         assert_eq!(again_key["value"], Value::Null, "{path}: {again}");
         assert_eq!(again_key["id"], first_key["id"], "{path}");
-        assert_eq!(again_key["redacted_value"], first_key["redacted_value"], "{path}");
+        assert_eq!(
+            again_key["redacted_value"], first_key["redacted_value"],
+            "{path}"
+        );
         let mut without = first.clone();
         match path.as_str() {
             "/operator/v1/tenants" => without["admin_key"]["value"] = Value::Null,
@@ -355,14 +435,22 @@ async fn replays_of_key_creating_requests_carry_no_secret_and_the_database_holds
     }
     // One key was created, not two.
     let listed = json_of(app.get(&keys, &t.admin_key).await, 200).await;
-    let named = listed["data"].as_array().unwrap().iter().filter(|k| k["name"] == "once").count();
+    let named = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["name"] == "once")
+        .count();
     assert_eq!(named, 1);
     let db = database_contents(&app).await;
     assert!(db.len() > 1000, "the database was read");
     for secret in &secrets {
         assert!(!contains(&db, secret), "a key value is in the database");
         // Nor its tail after the visible prefix (a hex or escaped copy would still show it).
-        assert!(!contains(&db, &secret[12..]), "part of a key value is in the database");
+        assert!(
+            !contains(&db, &secret[12..]),
+            "part of a key value is in the database"
+        );
     }
 }
 
@@ -374,11 +462,21 @@ async fn the_header_is_checked_and_only_posts_use_it() {
     for bad in ["".to_owned(), "x".repeat(256), "tab\tinside".to_owned()] {
         let e = error_of(post(&app, CHAT, &t.project_key, &bad, &body).await, 400).await;
         assert_eq!(e["type"], "invalid_request_error", "{bad:?}");
-        assert!(e["message"].as_str().unwrap().contains("Idempotency-Key"), "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("Idempotency-Key"),
+            "{e}"
+        );
     }
     let longest = "k".repeat(255);
-    assert_eq!(post(&app, CHAT, &t.project_key, &longest, &body).await.status(), 200);
-    assert!(replayed(&post(&app, CHAT, &t.project_key, &longest, &body).await));
+    assert_eq!(
+        post(&app, CHAT, &t.project_key, &longest, &body)
+            .await
+            .status(),
+        200
+    );
+    assert!(replayed(
+        &post(&app, CHAT, &t.project_key, &longest, &body).await
+    ));
     // A GET with the header is answered as ever, every time.
     for _ in 0..2 {
         let r = app
@@ -400,9 +498,16 @@ async fn a_key_is_free_again_after_its_window() {
         .await;
     let t = app.funded_tenant("pro", 100).await;
     let body = TestApp::chat_body("fast", "mock:words=2 window");
-    assert_eq!(post(&app, CHAT, &t.project_key, "window-1", &body).await.status(), 200);
+    assert_eq!(
+        post(&app, CHAT, &t.project_key, "window-1", &body)
+            .await
+            .status(),
+        200
+    );
     app.clock.advance(3_599);
-    assert!(replayed(&post(&app, CHAT, &t.project_key, "window-1", &body).await));
+    assert!(replayed(
+        &post(&app, CHAT, &t.project_key, "window-1", &body).await
+    ));
     app.clock.advance(1);
     // Past the window the key is new: it executes, even for another request.
     let other = TestApp::chat_body("fast", "mock:words=2 another");
@@ -412,7 +517,12 @@ async fn a_key_is_free_again_after_its_window() {
     assert_eq!(app.upstream_requests().await, 2);
     // Expired records are pruned.
     app.clock.advance(3_600);
-    let pruned = app.state.store.prune_idempotency(app.clock_now(), 100).await.unwrap();
+    let pruned = app
+        .state
+        .store
+        .prune_idempotency(app.clock_now(), 100)
+        .await
+        .unwrap();
     assert_eq!(pruned, 1);
 }
 
@@ -429,9 +539,22 @@ async fn a_management_request_creates_once_and_its_replay_is_audited() {
     assert!(replayed(&again));
     assert_eq!(json_of(again, 201).await, first);
     let listed = json_of(app.get(path, &t.admin_key).await, 200).await;
-    let named = listed["data"].as_array().unwrap().iter().filter(|p| p["name"] == "Once only").count();
+    let named = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "Once only")
+        .count();
     assert_eq!(named, 1);
-    assert_eq!(events(&app, &t, EventType::ProjectCreated).await.len(), 1);
+    let id = first["id"].as_str().unwrap();
+    let created = events(&app, &t, EventType::ProjectCreated).await;
+    assert_eq!(
+        created
+            .iter()
+            .filter(|e| e.target_id.as_deref() == Some(id))
+            .count(),
+        1
+    );
     sync(&app, &t).await;
     let replays = events(&app, &t, EventType::RequestReplayed).await;
     assert_eq!(replays.len(), 1);
@@ -440,7 +563,7 @@ async fn a_management_request_creates_once_and_its_replay_is_audited() {
     let details: Value = serde_json::from_str(replays[0].details.as_deref().unwrap()).unwrap();
     assert_eq!(details["replay_of"], first_id.as_str());
     // A body-less POST holds its key too.
-    let archive = format!("/v1/organization/projects/{}/archive", first["id"].as_str().unwrap());
+    let archive = format!("/v1/organization/projects/{id}/archive");
     let archived = app
         .with_key(Method::POST, &archive, &t.admin_key)
         .header("idempotency-key", "archive-1")
@@ -477,13 +600,22 @@ async fn a_claim_whose_holder_stopped_renewing_is_taken_over_after_its_lease() {
         locked_until: now + CLAIM_LEASE_SECONDS,
         expires_at: now + 86_400,
     };
-    assert_eq!(app.state.store.claim_idempotency(&claim).await.unwrap(), ClaimOutcome::Claimed);
-    error_of(post(&app, CHAT, &t.project_key, "orphan-1", &body).await, 409).await;
+    assert_eq!(
+        app.state.store.claim_idempotency(&claim).await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    error_of(
+        post(&app, CHAT, &t.project_key, "orphan-1", &body).await,
+        409,
+    )
+    .await;
     app.clock.advance(CLAIM_LEASE_SECONDS);
     let r = post(&app, CHAT, &t.project_key, "orphan-1", &body).await;
     assert_eq!(r.status(), 200);
     assert!(!replayed(&r));
-    assert!(replayed(&post(&app, CHAT, &t.project_key, "orphan-1", &body).await));
+    assert!(replayed(
+        &post(&app, CHAT, &t.project_key, "orphan-1", &body).await
+    ));
     assert_eq!(app.upstream_requests().await, 1);
 }
 
