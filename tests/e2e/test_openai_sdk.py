@@ -127,3 +127,33 @@ def test_a_rate_limited_key_gets_a_429_the_sdk_raises_as_rate_limit_error(server
     assert err.value.code == "rate_limit_exceeded"
     assert "the organization's requests per minute" in err.value.message
     assert int(err.value.response.headers["retry-after"]) >= 1
+
+
+def test_a_retry_with_the_same_idempotency_key_is_replayed(client):
+    headers = {"Idempotency-Key": "sdk-retry-1"}
+    first = client.chat.completions.with_raw_response.create(
+        model="fast", messages=[{"role": "user", "content": "once only"}], extra_headers=headers
+    )
+    assert "idempotent-replayed" not in first.headers
+    again = client.chat.completions.with_raw_response.create(
+        model="fast", messages=[{"role": "user", "content": "once only"}], extra_headers=headers
+    )
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.parse().id == first.parse().id
+    assert again.parse().choices[0].message.content == first.parse().choices[0].message.content
+    # The same key with another request is the SDK's UnprocessableEntityError.
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.chat.completions.create(
+            model="fast", messages=[{"role": "user", "content": "something else"}], extra_headers=headers
+        )
+    assert err.value.code == "idempotency_key_reused"
+    # A streamed replay parses as the same stream.
+    stream_headers = {"Idempotency-Key": "sdk-stream-1"}
+    texts = []
+    for _ in range(2):
+        stream = client.chat.completions.create(
+            model="fast", messages=[{"role": "user", "content": "stream once"}], stream=True,
+            extra_headers=stream_headers,
+        )
+        texts.append("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
+    assert texts[0] and texts[0] == texts[1]
