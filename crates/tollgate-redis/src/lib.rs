@@ -145,6 +145,8 @@ pub fn key_name(bucket: &Bucket<'_>) -> String {
         Scope::Tenant => "tenant",
         Scope::Key => "key",
         Scope::AuthFailures => "auth",
+        Scope::LoginAccount => "login-account",
+        Scope::LoginAddress => "login-address",
     };
     let unit = match bucket.unit {
         Unit::Requests => "requests",

@@ -23,6 +23,10 @@ pub enum Scope {
     Key,
     /// A source address (its text form) sending unknown or malformed keys.
     AuthFailures,
+    /// A dashboard account (a digest of its email) whose sign-ins fail.
+    LoginAccount,
+    /// A source address whose dashboard sign-ins fail.
+    LoginAddress,
 }
 
 /// One bucket a request must fit: `cost` units of `unit` out of `per_minute`, in the bucket of `scope` and `id`.

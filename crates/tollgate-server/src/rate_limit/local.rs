@@ -46,7 +46,7 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 const NANOS_PER_MS: u64 = 1_000_000;
 
 /// The buckets of one id: one `tat` (Unix nanoseconds; 0: full) per scope and unit.
-type Tats = [u64; 6];
+type Tats = [u64; 10];
 
 /// One shard: buckets by id, and the size at which it is next swept.
 #[derive(Debug, Default)]
@@ -74,6 +74,8 @@ fn slot(scope: Scope, unit: Unit) -> usize {
         Scope::Tenant => 0,
         Scope::Key => 1,
         Scope::AuthFailures => 2,
+        Scope::LoginAccount => 3,
+        Scope::LoginAddress => 4,
     };
     s * 2 + usize::from(unit == Unit::Tokens)
 }
