@@ -9,6 +9,7 @@
 //! - [`money`]: micro-cents in an `i64`, exact costs, exact decimal display.
 //! - [`credits`]: ledger entries, settlements, the hold policy, usage queries.
 //! - [`password`]: Argon2id hashes of member passwords.
+//! - [`session`]: dashboard sessions: tokens (only their digests stored), the member a session acts as.
 //! - [`role`]: owner ⊇ admin ⊇ member, and what each may do.
 //! - [`plan`]: plan tiers (key limits, rate limits, features).
 //! - [`catalog`]: the public models and where each is served.
@@ -25,4 +26,5 @@ pub mod password;
 pub mod plan;
 pub mod ports;
 pub mod role;
+pub mod session;
 pub mod tenant;

@@ -9,6 +9,7 @@
 use crate::audit::{AuditEvent, AuditQuery, Cause, ChainHead, ChainedEvent};
 use crate::credits::{Balance, LedgerEntry, Settlement, UsageQuery, UsageTotals};
 use crate::idempotency::{Claim, ClaimOutcome, Completion};
+use crate::session::{LoginCandidate, Session, SessionDigest, SessionMember};
 use crate::key::KeyDigest;
 use crate::money::Micros;
 use crate::role::Role;
@@ -446,6 +447,36 @@ pub trait IdempotencyStore {
     async fn prune_idempotency(&self, now: Timestamp, limit: u32) -> Result<u64, StoreError>;
 }
 
+/// Dashboard sessions and what signing in reads (see [`crate::session`]).
+#[async_trait]
+pub trait SessionStore {
+    /// The members with this (normalised) email who have a password, one per tenant, in tenant creation order.
+    async fn login_candidates(&self, email: &str) -> Result<Vec<LoginCandidate>, StoreError>;
+    /// Writes a new session and its `login.succeeded` event in one transaction.
+    async fn create_session(&self, session: &Session, audit: &AuditEvent) -> Result<(), StoreError>;
+    /// The live session with this digest at `now` and its member as they are now: `None` when there is none, it is
+    /// signed out, past `expires_at`, idle since before `idle_since` (`last_seen_at < idle_since`), or its member is
+    /// gone.
+    async fn session_by_digest(
+        &self,
+        digest: &SessionDigest,
+        now: Timestamp,
+        idle_since: Timestamp,
+    ) -> Result<Option<SessionMember>, StoreError>;
+    /// Moves a session's `last_seen_at` to `now`.
+    async fn touch_session(&self, session_id: &str, now: Timestamp) -> Result<(), StoreError>;
+    /// Signs a session out at `at` (its `revoked_at`), with its audit event in the same transaction; signing out an
+    /// ended session changes nothing.
+    async fn revoke_session(
+        &self,
+        session_id: &str,
+        at: Timestamp,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Deletes sessions that ended (signed out, or past `expires_at`) before `before`; returns how many.
+    async fn prune_sessions(&self, before: Timestamp) -> Result<u64, StoreError>;
+}
+
 /// Usage, aggregated.
 #[async_trait]
 pub trait UsageStore {
@@ -548,6 +579,7 @@ pub trait Store:
     + ChangeLog
     + AuditLog
     + IdempotencyStore
+    + SessionStore
     + Send
     + Sync
     + 'static
