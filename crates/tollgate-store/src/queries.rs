@@ -46,6 +46,24 @@ pub(crate) const CLAIM_IDEMPOTENCY: &str = "INSERT INTO idempotency_records (sco
 pub(crate) const COMPLETE_IDEMPOTENCY: &str = "UPDATE idempotency_records SET state = 'done', status = $1, \
     headers = $2, body = $3 WHERE scope = $4 AND idem_key = $5 AND claim_id = $6 AND state = 'running'";
 
+/// The live session with digest `$1` at `$2` (not signed out, not past its expiry, seen at `$3` or later), joined
+/// with its member as they are now (current, of the session's tenant: a removed member's sessions match nothing)
+/// and its tenant, as [`crate::rows::session_member`] reads them.
+pub(crate) const SESSION_BY_DIGEST: &str = "SELECT s.id, s.digest, s.tenant_id, s.member_id, s.created_at, \
+    s.last_seen_at, s.expires_at, s.revoked_at, m.email AS m_email, m.role AS m_role, t.name AS t_name, \
+    t.plan AS t_plan, t.status AS t_status \
+    FROM dashboard_sessions s \
+    JOIN members m ON m.id = s.member_id AND m.tenant_id = s.tenant_id AND m.removed_at IS NULL \
+    JOIN tenants t ON t.id = s.tenant_id \
+    WHERE s.digest = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND s.last_seen_at >= $3";
+
+/// The current members with email `$1` and a password, with their tenants' status, in tenant creation order (ids
+/// break ties: they are time-ordered too), as [`crate::rows::login_candidate`] reads them.
+pub(crate) const LOGIN_CANDIDATES: &str = "SELECT m.tenant_id, m.id AS member_id, m.password_hash, \
+    t.status AS t_status FROM members m JOIN tenants t ON t.id = m.tenant_id \
+    WHERE m.email = $1 AND m.password_hash IS NOT NULL AND m.removed_at IS NULL \
+    ORDER BY t.created_at, t.id";
+
 /// How often a claim is tried again when the record it lost to is gone before it could be read (released at that
 /// moment): each try is a fresh upsert, so only a key released over and over at once gets this far.
 pub(crate) const CLAIM_ATTEMPTS: usize = 3;
@@ -132,10 +150,11 @@ macro_rules! store_queries {
             use tollgate_core::money::Micros;
             use tollgate_core::ports::{
                 Account, AuditChain, AuditLog, Change, ChangeLog, ChangeSignal, CreditStore, IdempotencyStore, KeyLimit, KeyScope, KeyStore, LeaseGrant,
-                LeaseRequest, MemberStore, Page, PageRequest, ProjectStore, RemovedMember, SettledBatch, Store,
+                LeaseRequest, MemberStore, Page, PageRequest, ProjectStore, RemovedMember, SessionStore, SettledBatch, Store,
                 StoreError, TenantStore, TenantUpdate, UsageStore,
             };
             use tollgate_core::role::Role;
+            use tollgate_core::session::{LoginCandidate, Session, SessionDigest, SessionMember};
             use tollgate_core::tenant::{
                 ApiKey, KeyChanges, KeyOwner, KeyStatus, Member, NewTenant, Principal, Project,
                 ProjectStatus, RateLimits, Tenant, TenantStatus, Timestamp,
@@ -1501,6 +1520,108 @@ macro_rules! store_queries {
                     )
                     .bind(now)
                     .bind(i64::from(limit))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                    Ok(done.rows_affected())
+                }
+            }
+
+            #[async_trait]
+            impl SessionStore for $store {
+                async fn login_candidates(&self, email: &str) -> Result<Vec<LoginCandidate>, StoreError> {
+                    let found = sqlx::query($crate::queries::LOGIN_CANDIDATES)
+                        .bind(email)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db_error)?;
+                    found.iter().map(rows::login_candidate).collect()
+                }
+
+                async fn create_session(
+                    &self,
+                    session: &Session,
+                    audit: &AuditEvent,
+                ) -> Result<(), StoreError> {
+                    let mut tx = self.begin().await?;
+                    sqlx::query(
+                        "INSERT INTO dashboard_sessions (id, digest, tenant_id, member_id, created_at, \
+                         last_seen_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(&session.id)
+                    .bind(&session.digest.0[..])
+                    .bind(&session.tenant_id)
+                    .bind(&session.member_id)
+                    .bind(session.created_at)
+                    .bind(session.last_seen_at)
+                    .bind(session.expires_at)
+                    .bind(session.revoked_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    commit_audited(tx, std::slice::from_ref(audit)).await
+                }
+
+                async fn session_by_digest(
+                    &self,
+                    digest: &SessionDigest,
+                    now: Timestamp,
+                    idle_since: Timestamp,
+                ) -> Result<Option<SessionMember>, StoreError> {
+                    self.optional(
+                        sqlx::query($crate::queries::SESSION_BY_DIGEST)
+                            .bind(&digest.0[..])
+                            .bind(now)
+                            .bind(idle_since),
+                        rows::session_member,
+                    )
+                    .await
+                }
+
+                async fn touch_session(&self, session_id: &str, now: Timestamp) -> Result<(), StoreError> {
+                    // Only forward: two nodes touching one session with skewed clocks, or a late touch, must not
+                    // move its idle expiry back.
+                    sqlx::query(
+                        "UPDATE dashboard_sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $1",
+                    )
+                    .bind(now)
+                    .bind(session_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+                    Ok(())
+                }
+
+                async fn revoke_session(
+                    &self,
+                    session_id: &str,
+                    at: Timestamp,
+                    audit: &AuditEvent,
+                ) -> Result<(), StoreError> {
+                    // Only a session that has not ended (signed out, or past its expiry, as pruning counts it) is
+                    // signed out: an ended one keeps its row as it is and gets no event. Of two concurrent sign-outs
+                    // one matches: PostgreSQL re-checks the WHERE on the row the other committed.
+                    let mut tx = self.begin().await?;
+                    let done = sqlx::query(
+                        "UPDATE dashboard_sessions SET revoked_at = $1 \
+                         WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1",
+                    )
+                    .bind(at)
+                    .bind(session_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    if done.rows_affected() == 0 {
+                        return Ok(());
+                    }
+                    commit_audited(tx, std::slice::from_ref(audit)).await
+                }
+
+                async fn prune_sessions(&self, before: Timestamp) -> Result<u64, StoreError> {
+                    let done = sqlx::query(
+                        "DELETE FROM dashboard_sessions WHERE revoked_at < $1 OR expires_at < $1",
+                    )
+                    .bind(before)
                     .execute(&self.pool)
                     .await
                     .map_err(db_error)?;

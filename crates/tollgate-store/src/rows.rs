@@ -14,6 +14,7 @@ use tollgate_core::key::KeyDigest;
 use tollgate_core::money::Micros;
 use tollgate_core::ports::{AuditChain, Change, Changed, Page, PageRequest, StoreError};
 use tollgate_core::role::Role;
+use tollgate_core::session::{LoginCandidate, Session, SessionDigest, SessionMember};
 use tollgate_core::tenant::{
     ApiKey, KeyOwner, KeySpent, Member, Principal, Project, ProjectStatus, RateLimits, SpendLimit,
     SpendPeriod, Tenant, TenantStatus,
@@ -295,6 +296,47 @@ pub(crate) fn principal(row: &impl Columns) -> Result<Principal, StoreError> {
         role: role
             .map(|r| Role::parse(&r).ok_or_else(|| corrupt("role", &r)))
             .transpose()?,
+    })
+}
+
+/// A `dashboard_sessions` row joined with its member (`m_email`, `m_role`) and tenant (`t_name`, `t_plan`,
+/// `t_status`).
+pub(crate) fn session_member(row: &impl Columns) -> Result<SessionMember, StoreError> {
+    let digest = required(row.bytes("digest")?, "digest")?;
+    let role = text(row, "m_role")?;
+    let tenant_status = text(row, "t_status")?;
+    Ok(SessionMember {
+        session: Session {
+            id: text(row, "id")?,
+            digest: SessionDigest(
+                <[u8; 32]>::try_from(digest.as_slice())
+                    .map_err(|_| corrupt("session digest", "(bytes)"))?,
+            ),
+            tenant_id: text(row, "tenant_id")?,
+            member_id: text(row, "member_id")?,
+            created_at: int(row, "created_at")?,
+            last_seen_at: int(row, "last_seen_at")?,
+            expires_at: int(row, "expires_at")?,
+            revoked_at: row.int("revoked_at")?,
+        },
+        email: text(row, "m_email")?,
+        role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+        tenant_name: text(row, "t_name")?,
+        tenant_plan: text(row, "t_plan")?,
+        tenant_status: TenantStatus::parse(&tenant_status)
+            .ok_or_else(|| corrupt("tenant status", &tenant_status))?,
+    })
+}
+
+/// A member who may sign in, with their tenant's status (`t_status`).
+pub(crate) fn login_candidate(row: &impl Columns) -> Result<LoginCandidate, StoreError> {
+    let tenant_status = text(row, "t_status")?;
+    Ok(LoginCandidate {
+        tenant_id: text(row, "tenant_id")?,
+        member_id: text(row, "member_id")?,
+        password_hash: text(row, "password_hash")?,
+        tenant_status: TenantStatus::parse(&tenant_status)
+            .ok_or_else(|| corrupt("tenant status", &tenant_status))?,
     })
 }
 
