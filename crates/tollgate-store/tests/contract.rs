@@ -13,6 +13,7 @@ use tollgate_core::audit::{
     Actor, AuditEvent, AuditQuery, BrokenLink, Cause, ChainCheck, EventType, Origin,
 };
 use tollgate_core::credits::{Balance, LedgerKind, Settlement, UsageGrouping, UsageQuery};
+use tollgate_core::id;
 use tollgate_core::idempotency::{
     CLAIM_LEASE_SECONDS, Claim, ClaimOutcome, Completion, Fingerprint, StoredResponse,
 };
@@ -23,6 +24,7 @@ use tollgate_core::ports::{
     StoreError, TenantUpdate,
 };
 use tollgate_core::role::Role;
+use tollgate_core::session::{Session, SessionMember, SessionToken};
 use tollgate_core::tenant::{
     ApiKey, KeyChanges, KeyOwner, KeySpec, KeySpent, NewTenant, ProjectStatus, RateLimits,
     SpendLimit, SpendPeriod, TenantStatus,
@@ -3994,3 +3996,460 @@ async fn a_renewal_and_a_settled_batch_lock_records_in_one_order_postgres() {
         );
     }
 }
+
+// Dashboard sessions (SessionStore).
+
+/// Tenant `name` created at `at`, whose owner has a password, and a member of `role` with email `email` and a
+/// password too.
+async fn tenant_with_a_member(
+    store: &dyn Store,
+    name: &str,
+    at: i64,
+    email: &str,
+    role: Role,
+) -> (NewTenant, Member) {
+    let mut t = new_tenant(name, at);
+    t.owner.password_hash = Some(format!("$argon2id$owner-of-{name}"));
+    store.create_tenant(&t, &[]).await.unwrap();
+    let m = Member {
+        id: id::new_id(id::MEMBER),
+        password_hash: Some(format!("$argon2id${email}-in-{name}")),
+        ..member(&t, "", email, role)
+    };
+    store
+        .add_member(&m, &audit(EventType::MemberAdded, &m.tenant_id))
+        .await
+        .unwrap();
+    (t, m)
+}
+
+/// A session of `member` created (and last seen) at `at`, ending at `expires_at`, with a fresh token.
+fn session_of(member: &Member, at: i64, expires_at: i64) -> Session {
+    Session {
+        id: id::new_id("sess_"),
+        digest: SessionToken::generate().digest(),
+        tenant_id: member.tenant_id.clone(),
+        member_id: member.id.clone(),
+        created_at: at,
+        last_seen_at: at,
+        expires_at,
+        revoked_at: None,
+    }
+}
+
+/// The `login.succeeded` event a sign-in of `member` at `at` writes.
+fn signed_in(member: &Member, at: i64) -> AuditEvent {
+    event(
+        EventType::LoginSucceeded,
+        &member.tenant_id,
+        Actor::member(&member.id),
+        at,
+    )
+}
+
+/// Writes `session` with its sign-in event.
+async fn sign_in(store: &dyn Store, member: &Member, session: &Session) {
+    store
+        .create_session(session, &signed_in(member, session.created_at))
+        .await
+        .unwrap();
+}
+
+/// A sign-out event of `member`'s session. API.md names no event type for a sign-out (this borrows
+/// `login.succeeded`); the store writes whatever event the caller gives, so the cases find it by its id.
+fn signed_out(member: &Member, at: i64) -> AuditEvent {
+    event(
+        EventType::LoginSucceeded,
+        &member.tenant_id,
+        Actor::member(&member.id),
+        at,
+    )
+}
+
+/// How many of `tenant`'s events have this id.
+async fn events_with_id(store: &dyn Store, tenant: &str, event_id: &str) -> usize {
+    log_of(store, tenant)
+        .await
+        .iter()
+        .filter(|e| e.id == event_id)
+        .count()
+}
+
+async fn a_session_is_found_by_its_digest_with_its_member_and_tenant_as_they_are_now(f: Fixture) {
+    let store = f.store.as_ref();
+    let (t, admin) = tenant_with_a_member(store, "Acme", 1, "ada@x.io", Role::Admin).await;
+    let session = session_of(&admin, 100, 1_000);
+    sign_in(store, &admin, &session).await;
+    assert_eq!(
+        store
+            .session_by_digest(&session.digest, 200, 100)
+            .await
+            .unwrap(),
+        Some(SessionMember {
+            session: session.clone(),
+            email: "ada@x.io".into(),
+            role: Role::Admin,
+            tenant_name: "Acme".into(),
+            tenant_plan: "pro".into(),
+            tenant_status: TenantStatus::Active,
+        })
+    );
+    // The role is read at every lookup: a demotion takes effect on the session's next request.
+    store
+        .set_role(
+            &t.tenant.id,
+            &admin.id,
+            Role::Member,
+            &audit(EventType::MemberRoleChanged, &t.tenant.id),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .update_tenant(
+            &t.tenant.id,
+            &TenantUpdate {
+                plan: Some("enterprise".into()),
+                ..suspension()
+            },
+            &by_operator(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let found = store
+        .session_by_digest(&session.digest, 200, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.role, found.tenant_plan.as_str(), found.tenant_status),
+        (Role::Member, "enterprise", TenantStatus::Suspended)
+    );
+    assert_eq!(
+        store
+            .session_by_digest(&SessionToken::generate().digest(), 200, 100)
+            .await
+            .unwrap(),
+        None,
+        "an unknown token"
+    );
+}
+
+async fn a_sign_in_writes_its_event_in_the_tenants_chain(f: Fixture) {
+    let store = f.store.as_ref();
+    let (t, admin) = tenant_with_a_member(store, "Acme", 1, "ada@x.io", Role::Admin).await;
+    let session = session_of(&admin, 100, 1_000);
+    let event = signed_in(&admin, 100);
+    store.create_session(&session, &event).await.unwrap();
+    let listed = store
+        .audit_events(&AuditQuery {
+            tenant_id: t.tenant.id.clone(),
+            kind: Some(EventType::LoginSucceeded),
+            actor_id: Some(admin.id.clone()),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.items.iter().map(|c| &c.event).collect::<Vec<_>>(),
+        [&event]
+    );
+    assert_eq!(listed.items[0].event.actor, Actor::member(&admin.id));
+    // After the member's addition: one chain, extended by the sign-in.
+    assert_eq!(verify(store, &t.tenant.id).await, Ok(2));
+}
+
+async fn a_session_ends_at_its_expiry_or_when_idle_and_touches_only_move_it_forward(f: Fixture) {
+    let store = f.store.as_ref();
+    let (_, admin) = tenant_with_a_member(store, "Acme", 1, "ada@x.io", Role::Admin).await;
+    let session = session_of(&admin, 100, 1_000);
+    sign_in(store, &admin, &session).await;
+    let seen = |now, idle_since| async move {
+        store
+            .session_by_digest(&session.digest, now, idle_since)
+            .await
+            .unwrap()
+            .map(|s| s.session.last_seen_at)
+    };
+    assert_eq!(seen(999, 100).await, Some(100), "live to its last second");
+    assert_eq!(seen(1_000, 100).await, None, "ended at expires_at");
+    assert_eq!(seen(500, 101).await, None, "idle since before idle_since");
+    store.touch_session(&session.id, 500).await.unwrap();
+    assert_eq!(seen(600, 400).await, Some(500), "a touch renews it");
+    store.touch_session(&session.id, 300).await.unwrap();
+    assert_eq!(seen(600, 400).await, Some(500), "an older touch is ignored");
+    assert_eq!(
+        seen(1_000, 400).await,
+        None,
+        "touches never extend expires_at"
+    );
+    store.touch_session("sess_missing", 700).await.unwrap();
+}
+
+async fn a_signed_out_session_ends_and_its_event_is_written_once(f: Fixture) {
+    let store = f.store.as_ref();
+    let (t, admin) = tenant_with_a_member(store, "Acme", 1, "ada@x.io", Role::Admin).await;
+    let tenant = t.tenant.id.as_str();
+    let session = session_of(&admin, 100, 1_000);
+    sign_in(store, &admin, &session).await;
+    let first = signed_out(&admin, 200);
+    store
+        .revoke_session(&session.id, 200, &first)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .session_by_digest(&session.digest, 250, 100)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(events_with_id(store, tenant, &first.id).await, 1);
+    let again = signed_out(&admin, 300);
+    store
+        .revoke_session(&session.id, 300, &again)
+        .await
+        .unwrap();
+    assert_eq!(
+        events_with_id(store, tenant, &again.id).await,
+        0,
+        "signing out again writes nothing"
+    );
+    // It keeps its first sign-out time: pruning before 250 finds it signed out at 200, not 300.
+    assert_eq!(store.prune_sessions(250).await.unwrap(), 1);
+
+    // A session past its expiry has ended already: signing it out changes nothing either.
+    let expired = session_of(&admin, 100, 150);
+    sign_in(store, &admin, &expired).await;
+    let late = signed_out(&admin, 200);
+    store.revoke_session(&expired.id, 200, &late).await.unwrap();
+    assert_eq!(events_with_id(store, tenant, &late.id).await, 0);
+    let unknown = signed_out(&admin, 200);
+    store
+        .revoke_session("sess_missing", 200, &unknown)
+        .await
+        .unwrap();
+    assert_eq!(events_with_id(store, tenant, &unknown.id).await, 0);
+    assert!(verify(store, tenant).await.is_ok());
+}
+
+async fn a_removed_members_sessions_end_with_them(f: Fixture) {
+    let store = f.store.as_ref();
+    let (t, admin) = tenant_with_a_member(store, "Acme", 1, "ada@x.io", Role::Admin).await;
+    let theirs = session_of(&admin, 100, 1_000);
+    sign_in(store, &admin, &theirs).await;
+    let owners = session_of(&t.owner, 100, 1_000);
+    sign_in(store, &t.owner, &owners).await;
+    store
+        .remove_member(
+            &t.tenant.id,
+            &admin.id,
+            150,
+            &audit(EventType::MemberRemoved, &t.tenant.id),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .session_by_digest(&theirs.digest, 200, 100)
+            .await
+            .unwrap(),
+        None
+    );
+    // Added again, the email is a new member: the old session does not come back as it.
+    let again = Member {
+        id: id::new_id(id::MEMBER),
+        ..admin.clone()
+    };
+    store
+        .add_member(&again, &audit(EventType::MemberAdded, &again.tenant_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .session_by_digest(&theirs.digest, 200, 100)
+            .await
+            .unwrap(),
+        None
+    );
+    let owner = store
+        .session_by_digest(&owners.digest, 200, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (owner.session.member_id, owner.role),
+        (t.owner.id.clone(), Role::Owner),
+        "other members' sessions stay"
+    );
+}
+
+async fn sign_in_finds_the_emails_members_with_a_password_in_tenant_creation_order(f: Fixture) {
+    let store = f.store.as_ref();
+    // Created in id order later, earlier, earlier (a tie broken by id): creation time orders, then id.
+    let (late, late_pat) = tenant_with_a_member(store, "Late", 20, "pat@x.io", Role::Member).await;
+    let (early, early_pat) =
+        tenant_with_a_member(store, "Early", 10, "pat@x.io", Role::Admin).await;
+    let (tied, tied_pat) = tenant_with_a_member(store, "Tied", 10, "pat@x.io", Role::Owner).await;
+    // Not candidates: a member without a password, a removed member, another email.
+    let (_, no_password) =
+        tenant_with_a_member(store, "NoPassword", 5, "other@x.io", Role::Member).await;
+    let no_password = Member {
+        id: id::new_id(id::MEMBER),
+        email: "pat@x.io".into(),
+        password_hash: None,
+        ..no_password
+    };
+    store
+        .add_member(
+            &no_password,
+            &audit(EventType::MemberAdded, &no_password.tenant_id),
+        )
+        .await
+        .unwrap();
+    let (gone, gone_pat) = tenant_with_a_member(store, "Gone", 5, "pat@x.io", Role::Admin).await;
+    store
+        .remove_member(
+            &gone.tenant.id,
+            &gone_pat.id,
+            30,
+            &audit(EventType::MemberRemoved, &gone.tenant.id),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .update_tenant(&early.tenant.id, &suspension(), &by_operator())
+        .await
+        .unwrap()
+        .unwrap();
+    let found: Vec<_> = store
+        .login_candidates("pat@x.io")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.tenant_id, c.member_id, c.password_hash, c.tenant_status))
+        .collect();
+    let expected = |t: &NewTenant, m: &Member, status| {
+        (
+            t.tenant.id.clone(),
+            m.id.clone(),
+            m.password_hash.clone().unwrap(),
+            status,
+        )
+    };
+    assert_eq!(
+        found,
+        [
+            expected(&early, &early_pat, TenantStatus::Suspended),
+            expected(&tied, &tied_pat, TenantStatus::Active),
+            expected(&late, &late_pat, TenantStatus::Active),
+        ]
+    );
+    assert!(
+        store
+            .login_candidates("nobody@x.io")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn pruning_deletes_only_sessions_that_ended_before_the_cut_off(f: Fixture) {
+    let store = f.store.as_ref();
+    let (_, admin) = tenant_with_a_member(store, "Acme", 1, "ada@x.io", Role::Admin).await;
+    let live = session_of(&admin, 100, 1_000);
+    let expired = session_of(&admin, 100, 150);
+    let expiring_at_cut_off = session_of(&admin, 100, 200);
+    let out_early = session_of(&admin, 100, 1_000);
+    let out_late = session_of(&admin, 100, 1_000);
+    for s in [&live, &expired, &expiring_at_cut_off, &out_early, &out_late] {
+        sign_in(store, &admin, s).await;
+    }
+    for (s, at) in [(&out_early, 150), (&out_late, 300)] {
+        store
+            .revoke_session(&s.id, at, &signed_out(&admin, at))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.prune_sessions(200).await.unwrap(),
+        2,
+        "expired, out_early"
+    );
+    assert_eq!(store.prune_sessions(200).await.unwrap(), 0);
+    assert_eq!(
+        store.prune_sessions(301).await.unwrap(),
+        2,
+        "expiring_at_cut_off, out_late"
+    );
+    assert!(
+        store
+            .session_by_digest(&live.digest, 400, 100)
+            .await
+            .unwrap()
+            .is_some(),
+        "a live session stays"
+    );
+}
+
+async fn a_second_session_with_one_digest_is_refused_and_writes_nothing(f: Fixture) {
+    let store = f.store.as_ref();
+    let (t, admin) = tenant_with_a_member(store, "Acme", 1, "ada@x.io", Role::Admin).await;
+    let first = session_of(&admin, 100, 1_000);
+    sign_in(store, &admin, &first).await;
+    let twin = Session {
+        id: id::new_id("sess_"),
+        created_at: 110,
+        ..first.clone()
+    };
+    let event = signed_in(&admin, 110);
+    let err = store.create_session(&twin, &event).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(events_with_id(store, &t.tenant.id, &event.id).await, 0);
+    assert_eq!(
+        store
+            .session_by_digest(&first.digest, 200, 100)
+            .await
+            .unwrap()
+            .map(|s| s.session),
+        Some(first)
+    );
+}
+
+async fn nodes_signing_one_session_out_at_once_write_one_event(f: Fixture) {
+    let node_b = f.another_node().await;
+    let (t, admin) =
+        tenant_with_a_member(f.store.as_ref(), "Acme", 1, "ada@x.io", Role::Admin).await;
+    let session = session_of(&admin, 100, 1_000);
+    sign_in(f.store.as_ref(), &admin, &session).await;
+    let events: Vec<AuditEvent> = (0..8).map(|i| signed_out(&admin, 200 + i)).collect();
+    let results = race([&f.store, &node_b], events.len(), |store, i| {
+        let (id, event) = (session.id.clone(), events[i].clone());
+        async move { store.revoke_session(&id, event.effective_at, &event).await }
+    })
+    .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let written = log_of(f.store.as_ref(), &t.tenant.id)
+        .await
+        .into_iter()
+        .filter(|e| events.iter().any(|o| o.id == e.id))
+        .count();
+    assert_eq!(written, 1);
+    assert!(verify(f.store.as_ref(), &t.tenant.id).await.is_ok());
+}
+
+on_every_backend!(
+    a_session_is_found_by_its_digest_with_its_member_and_tenant_as_they_are_now,
+    a_sign_in_writes_its_event_in_the_tenants_chain,
+    a_session_ends_at_its_expiry_or_when_idle_and_touches_only_move_it_forward,
+    a_signed_out_session_ends_and_its_event_is_written_once,
+    a_removed_members_sessions_end_with_them,
+    sign_in_finds_the_emails_members_with_a_password_in_tenant_creation_order,
+    pruning_deletes_only_sessions_that_ended_before_the_cut_off,
+    a_second_session_with_one_digest_is_refused_and_writes_nothing,
+    nodes_signing_one_session_out_at_once_write_one_event,
+);
