@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tollgate_core::audit::{Actor, AuditEvent, EventType, Origin};
+use tollgate_core::audit::{Actor, AuditEvent, AuditQuery, EventType, Origin};
+use tollgate_core::credits::{UsageGrouping, UsageQuery, UsageTotals};
 use tollgate_core::ports::{Clock, ManualClock, SystemClock};
 use tollgate_mock::MockConfig;
 use tollgate_server::config::ExposeSecret;
@@ -467,19 +468,8 @@ impl TestApp {
             .await
     }
 
-    /// The last chat request the mock upstream received: `{"headers": {…}, "body": {…}}`.
-    pub async fn last_upstream_request(&self) -> Value {
-        let seen = self
-            .http
-            .get(format!("{}/mock/requests/last", self.mock_url))
-            .send()
-            .await
-            .expect("ask the mock");
-        json_of(seen, 200).await
-    }
-
-    /// How many chat requests the mock upstream has received.
-    pub async fn upstream_requests(&self) -> u64 {
+    /// The mock's `/mock/requests/last`, if it has received a chat request yet.
+    async fn mock_last(&self) -> Option<Value> {
         let seen = self
             .http
             .get(format!("{}/mock/requests/last", self.mock_url))
@@ -487,9 +477,56 @@ impl TestApp {
             .await
             .expect("ask the mock");
         if seen.status() == reqwest::StatusCode::NOT_FOUND {
-            return 0;
+            return None;
         }
-        json_of(seen, 200).await["count"].as_u64().expect("a count")
+        Some(json_of(seen, 200).await)
+    }
+
+    /// The last chat request the mock upstream received: `{"headers": {…}, "body": {…}}`.
+    pub async fn last_upstream_request(&self) -> Value {
+        self.mock_last().await.expect("the mock has seen a request")
+    }
+
+    /// How many chat requests the mock upstream has received.
+    pub async fn upstream_requests(&self) -> u64 {
+        self.mock_last()
+            .await
+            .map_or(0, |last| last["count"].as_u64().expect("a count"))
+    }
+
+    /// A tenant's audit events (of `kind`, or all), oldest first, as the store has them (at most 100).
+    pub async fn audit_events(&self, tenant_id: &str, kind: Option<EventType>) -> Vec<AuditEvent> {
+        let page = self
+            .state
+            .store
+            .audit_events(&AuditQuery {
+                tenant_id: tenant_id.to_owned(),
+                kind,
+                limit: 100,
+                ..AuditQuery::default()
+            })
+            .await
+            .expect("read the audit log");
+        let mut events = page.items;
+        events.sort_by_key(|c| c.seq);
+        events.into_iter().map(|c| c.event).collect()
+    }
+
+    /// What the store counted for a tenant's answered requests, all time (`None`: nothing yet).
+    pub async fn usage_totals(&self, tenant_id: &str) -> Option<UsageTotals> {
+        self.state
+            .store
+            .usage(&UsageQuery {
+                tenant_id: tenant_id.to_owned(),
+                project_id: None,
+                since: 0,
+                until: i64::MAX / 2,
+                group: UsageGrouping::default(),
+            })
+            .await
+            .expect("read the usage")
+            .into_iter()
+            .next()
     }
 
     /// A chat completion request body for `model` with one user message.

@@ -8,8 +8,7 @@ use super::inference::sse_data;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tollgate_core::audit::{AuditEvent, AuditQuery, EventType};
-use tollgate_core::credits::{UsageGrouping, UsageQuery};
+use tollgate_core::audit::{AuditEvent, EventType};
 use tollgate_core::idempotency::{CLAIM_LEASE_SECONDS, Claim, ClaimOutcome, Fingerprint};
 use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
 
@@ -46,37 +45,12 @@ async fn balance(app: &TestApp, t: &TestTenant) -> Value {
 
 /// Answered requests the store counted for `t`.
 async fn requests_counted(app: &TestApp, t: &TestTenant) -> u64 {
-    let totals = app
-        .state
-        .store
-        .usage(&UsageQuery {
-            tenant_id: t.id.clone(),
-            project_id: None,
-            since: 0,
-            until: i64::MAX / 2,
-            group: UsageGrouping::default(),
-        })
-        .await
-        .unwrap();
-    totals.first().map_or(0, |u| u.requests)
+    app.usage_totals(&t.id).await.map_or(0, |u| u.requests)
 }
 
 /// `t`'s events of `kind`, oldest first.
 async fn events(app: &TestApp, t: &TestTenant, kind: EventType) -> Vec<AuditEvent> {
-    let page = app
-        .state
-        .store
-        .audit_events(&AuditQuery {
-            tenant_id: t.id.clone(),
-            kind: Some(kind),
-            limit: 100,
-            ..AuditQuery::default()
-        })
-        .await
-        .unwrap();
-    let mut events = page.items;
-    events.sort_by_key(|c| c.seq);
-    events.into_iter().map(|c| c.event).collect()
+    app.audit_events(&t.id, Some(kind)).await
 }
 
 /// Once a request of `t` has been settled, events queued before it are committed too.

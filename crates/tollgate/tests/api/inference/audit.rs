@@ -4,8 +4,7 @@
 use super::sse_data;
 use reqwest::Method;
 use serde_json::json;
-use tollgate_core::audit::{AuditEvent, AuditQuery, EventType};
-use tollgate_core::credits::{UsageGrouping, UsageQuery};
+use tollgate_core::audit::{AuditEvent, EventType};
 use tollgate_core::key::KeyKind;
 use tollgate_core::money::Micros;
 use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
@@ -14,20 +13,8 @@ const USER_AGENT: &str = "audit-test/1.0";
 
 /// `t`'s `request.completed` events, oldest first. Call [`sync`] first: refusals are written with the next batch.
 pub(super) async fn events(app: &TestApp, t: &TestTenant) -> Vec<AuditEvent> {
-    let page = app
-        .state
-        .store
-        .audit_events(&AuditQuery {
-            tenant_id: t.id.clone(),
-            kind: Some(EventType::RequestCompleted),
-            limit: 100,
-            ..AuditQuery::default()
-        })
+    app.audit_events(&t.id, Some(EventType::RequestCompleted))
         .await
-        .unwrap();
-    let mut events = page.items;
-    events.sort_by_key(|c| c.seq);
-    events.into_iter().map(|c| c.event).collect()
 }
 
 /// Once a request of `key` has been settled, every refusal's event queued before it has been committed too (the
@@ -45,19 +32,7 @@ async fn sync(app: &TestApp, key: &str) {
 
 /// What the store charged and counted for `t`: (prompt tokens, completion tokens, cost).
 async fn usage(app: &TestApp, t: &TestTenant) -> (u64, u64, Micros) {
-    let totals = app
-        .state
-        .store
-        .usage(&UsageQuery {
-            tenant_id: t.id.clone(),
-            project_id: None,
-            since: 0,
-            until: i64::MAX / 2,
-            group: UsageGrouping::default(),
-        })
-        .await
-        .unwrap();
-    let u = &totals[0];
+    let u = app.usage_totals(&t.id).await.unwrap();
     (u.prompt_tokens, u.completion_tokens, u.cost)
 }
 

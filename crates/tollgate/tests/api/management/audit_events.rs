@@ -5,7 +5,7 @@
 
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
-use tollgate_core::audit::{ActorType, AuditEvent, AuditQuery, EventType};
+use tollgate_core::audit::{ActorType, AuditEvent, EventType};
 use tollgate_testkit::{TestApp, TestTenant, error_of, json_of};
 
 /// The user agent every request here sends.
@@ -13,18 +13,7 @@ const AGENT: &str = "audit-events-test/1.0";
 
 /// A tenant's events, oldest first.
 async fn events(app: &TestApp, tenant_id: &str) -> Vec<AuditEvent> {
-    let mut page = app
-        .state
-        .store
-        .audit_events(&AuditQuery {
-            tenant_id: tenant_id.into(),
-            limit: 100,
-            ..AuditQuery::default()
-        })
-        .await
-        .unwrap();
-    page.items.reverse();
-    page.items.into_iter().map(|c| c.event).collect()
+    app.audit_events(tenant_id, None).await
 }
 
 /// The events a tenant's log gained since it held `before` events.
