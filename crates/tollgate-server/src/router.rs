@@ -4,9 +4,11 @@
 //! 408).
 //!
 //! Routes are registered through `Routes`, which records each method and path as it adds it: [`endpoints`] is
-//! that record, so tests that must cover every route (the cross-tenant walk) cannot miss one added later.
+//! that record, so tests that must cover every route (the cross-tenant walk) cannot miss one added later. The
+//! dashboard's pages (`/dashboard/…`) are registered here too; unknown paths under it get its HTML 404 page.
 
 use crate::app::AppState;
+use crate::dashboard;
 use crate::middleware::edge;
 use crate::routes::{
     health, inference, management, method_not_allowed, not_found, operator, secret_scanning,
@@ -133,6 +135,12 @@ fn routes() -> Routes {
         "/secret_scanning/v1/github",
         secret_scanning::github::handler,
     )
+    // The dashboard: HTML pages for a session cookie.
+    .get(dashboard::assets::CSS_PATH, dashboard::assets::css)
+    .get(dashboard::assets::JS_PATH, dashboard::assets::js)
+    .get("/dashboard/login", dashboard::login::page)
+    .post("/dashboard/login", dashboard::login::submit)
+    .post("/dashboard/logout", dashboard::login::sign_out)
 }
 
 /// Every route the router serves, in registration order.

@@ -292,10 +292,9 @@ pub async fn admit(state: &AppState, key: &ProjectKey, tokens: u64) -> Result<Ad
             let refusing = &buckets.get()[bucket];
             let whose = match refusing.scope {
                 Scope::Key => "this API key's",
-                Scope::Tenant
-                | Scope::AuthFailures
-                | Scope::LoginAccount
-                | Scope::LoginAddress => "the organization's",
+                Scope::Tenant | Scope::AuthFailures | Scope::LoginAccount | Scope::LoginAddress => {
+                    "the organization's"
+                }
             };
             let what = match refusing.unit {
                 Unit::Requests => "requests",

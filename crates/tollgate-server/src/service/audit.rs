@@ -20,14 +20,22 @@ const EXPORT_PAGE: u32 = 500;
 /// The raw query string, parsed here so each bad value names its parameter.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AuditParams {
-    event_type: Option<String>,
-    actor_id: Option<String>,
-    key_id: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    after: Option<String>,
-    limit: Option<String>,
-    format: Option<String>,
+    /// An event type's name.
+    pub event_type: Option<String>,
+    /// A member's or key's id.
+    pub actor_id: Option<String>,
+    /// A project key's id.
+    pub key_id: Option<String>,
+    /// Unix seconds (inclusive).
+    pub since: Option<String>,
+    /// Unix seconds (exclusive).
+    pub until: Option<String>,
+    /// The previous page's last id.
+    pub after: Option<String>,
+    /// 1–100.
+    pub limit: Option<String>,
+    /// `jsonl` or `csv`; absent: a page.
+    pub format: Option<String>,
 }
 
 /// How to answer.
