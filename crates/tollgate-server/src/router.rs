@@ -69,6 +69,7 @@ fn routes() -> Routes {
     const MEMBER: &str = "/v1/organization/members/{member_id}";
     const ADMIN_KEYS: &str = "/v1/organization/admin_api_keys";
     const ADMIN_KEY: &str = "/v1/organization/admin_api_keys/{key_id}";
+    const DASH_KEYS: &str = "/dashboard/projects/{project_id}/keys";
     Routes {
         router: Router::new(),
         endpoints: Vec::new(),
@@ -141,6 +142,21 @@ fn routes() -> Routes {
     .get("/dashboard/login", dashboard::login::page)
     .post("/dashboard/login", dashboard::login::submit)
     .post("/dashboard/logout", dashboard::login::sign_out)
+    .get("/dashboard", dashboard::keys::home)
+    .get(DASH_KEYS, dashboard::keys::page)
+    .post(DASH_KEYS, dashboard::keys::create)
+    .post(
+        "/dashboard/projects/{project_id}/keys/{key_id}/revoke",
+        dashboard::keys::revoke,
+    )
+    .post(
+        "/dashboard/projects/{project_id}/keys/{key_id}/roll",
+        dashboard::keys::roll,
+    )
+    .post(
+        "/dashboard/projects/{project_id}/keys/{key_id}/edit",
+        dashboard::keys::edit,
+    )
 }
 
 /// Every route the router serves, in registration order.

@@ -7,10 +7,13 @@
 //! ever answered in JSON.
 
 pub mod assets;
+mod chart;
 pub mod cookies;
 pub mod csrf;
 pub mod errors;
 pub mod form;
+mod format;
+pub mod keys;
 pub mod login;
 mod page;
 pub mod session;

@@ -153,6 +153,79 @@ impl Chrome {
     }
 }
 
+/// What a form sent back with its errors shows: a message next to each field at fault, and one for the form as a
+/// whole (a failure no field explains, such as a conflict).
+#[derive(Debug, Clone, Default)]
+pub struct FieldErrors {
+    fields: Vec<(&'static str, String)>,
+    general: Option<String>,
+}
+
+impl FieldErrors {
+    /// One field's message.
+    pub fn field(name: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            fields: vec![(name, message.into())],
+            general: None,
+        }
+    }
+
+    /// A message for the whole form.
+    pub fn general(message: impl Into<String>) -> Self {
+        Self {
+            fields: Vec::new(),
+            general: Some(message.into()),
+        }
+    }
+
+    /// The message for `field`, if it is at fault.
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(name, _)| *name == field)
+            .map(|(_, message)| message.as_str())
+    }
+
+    /// The message for the whole form, if any.
+    pub fn form(&self) -> Option<&str> {
+        self.general.as_deref()
+    }
+
+    /// Whether there is anything to show.
+    pub fn any(&self) -> bool {
+        !self.fields.is_empty() || self.general.is_some()
+    }
+
+    /// A service's refusal as the form's errors: a 400 or 403 naming a parameter that `fields` maps to a form field
+    /// goes next to it; any other 4xx a service answers for the input (400, 403, 409) is the form's message; the
+    /// rest (404, 5xx…) is an error page.
+    pub fn from_api(
+        error: ApiError,
+        fields: &[(&str, &'static str)],
+    ) -> Result<Self, super::DashError> {
+        let param = match &error {
+            ApiError::BadRequest { param, .. } | ApiError::Forbidden { param, .. } => param.clone(),
+            ApiError::Conflict { .. } => None,
+            _ => return Err(super::DashError::from(error)),
+        };
+        let message = error.to_string();
+        let field = param.and_then(|p| fields.iter().find(|(api, _)| *api == p).map(|(_, f)| *f));
+        Ok(match field {
+            Some(field) => Self::field(field, message),
+            None => Self::general(message),
+        })
+    }
+
+    /// The status a form sent back with these errors answers with.
+    pub fn status(&self) -> StatusCode {
+        if self.any() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        }
+    }
+}
+
 /// Sets the headers every page carries.
 pub fn stamp(headers: &mut HeaderMap) {
     headers.insert(
@@ -234,6 +307,27 @@ mod tests {
         );
         assert_eq!(headers["x-content-type-options"], "nosniff");
         assert_eq!(headers["cache-control"], "no-store");
+    }
+
+    #[test]
+    fn refusals_land_next_to_their_field_or_on_the_form() {
+        let fields = [("rate_limits.requests_per_minute", "requests_per_minute")];
+        let errors = FieldErrors::from_api(
+            ApiError::bad_request("too big", Some("rate_limits.requests_per_minute")),
+            &fields,
+        )
+        .unwrap();
+        assert_eq!(errors.get("requests_per_minute"), Some("too big"));
+        assert_eq!(errors.form(), None);
+        assert_eq!(errors.status(), StatusCode::BAD_REQUEST);
+        let errors =
+            FieldErrors::from_api(ApiError::bad_request("archived", None), &fields).unwrap();
+        assert_eq!(errors.form(), Some("archived"));
+        let errors = FieldErrors::from_api(ApiError::forbidden("plan"), &fields).unwrap();
+        assert_eq!(errors.form(), Some("plan"));
+        assert!(FieldErrors::from_api(ApiError::not_found("API key", "key_x"), &fields).is_err());
+        assert!(!FieldErrors::default().any());
+        assert_eq!(FieldErrors::default().status(), StatusCode::OK);
     }
 
     #[test]
