@@ -157,6 +157,34 @@ fn routes() -> Routes {
         "/dashboard/projects/{project_id}/keys/{key_id}/edit",
         dashboard::keys::edit,
     )
+    .get("/dashboard/projects", dashboard::projects::page)
+    .post("/dashboard/projects", dashboard::projects::create)
+    .post(
+        "/dashboard/projects/{project_id}/rename",
+        dashboard::projects::rename,
+    )
+    .post(
+        "/dashboard/projects/{project_id}/archive",
+        dashboard::projects::archive,
+    )
+    .get("/dashboard/members", dashboard::members::page)
+    .post("/dashboard/members", dashboard::members::add)
+    .post(
+        "/dashboard/members/{member_id}/role",
+        dashboard::members::role,
+    )
+    .post(
+        "/dashboard/members/{member_id}/password",
+        dashboard::members::password,
+    )
+    .post(
+        "/dashboard/members/{member_id}/remove",
+        dashboard::members::remove,
+    )
+    .get("/dashboard/usage", dashboard::usage::page)
+    .get("/dashboard/audit", dashboard::audit::page)
+    .get("/dashboard/audit/export", dashboard::audit::export)
+    .get("/dashboard/credits", dashboard::credits::page)
 }
 
 /// Every route the router serves, in registration order.

@@ -7,16 +7,21 @@
 //! ever answered in JSON.
 
 pub mod assets;
+pub mod audit;
 mod chart;
 pub mod cookies;
+pub mod credits;
 pub mod csrf;
 pub mod errors;
 pub mod form;
 mod format;
 pub mod keys;
 pub mod login;
+pub mod members;
 mod page;
+pub mod projects;
 pub mod session;
+pub mod usage;
 
 pub use errors::DashError;
 pub use session::SignedIn;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde::Deserialize;
 use std::sync::Arc;
-use tollgate_core::audit::{AuditQuery, ChainCheck, EventType};
+use tollgate_core::audit::{AuditQuery, ChainCheck, ChainedEvent, EventType};
 use tollgate_core::ports::{Page, StoreError};
 
 /// Events read from the store per page of an export.
@@ -99,9 +99,14 @@ impl AuditParams {
     }
 }
 
+/// One page of events, newest first, before rendering.
+pub async fn events(app: &App, query: &AuditQuery) -> Result<Page<ChainedEvent>, ApiError> {
+    Ok(app.store.audit_events(query).await?)
+}
+
 /// One page of events, newest first.
 pub async fn list(app: &App, query: &AuditQuery) -> Result<ListObject<AuditEventObject>, ApiError> {
-    let page = app.store.audit_events(query).await?;
+    let page = events(app, query).await?;
     Ok(ListObject::from_page(
         &page,
         |e| &e.event.id,
