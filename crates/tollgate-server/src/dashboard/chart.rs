@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 240.0;
 /// Room for the value axis' labels, and the day labels below.
-const LEFT: f64 = 64.0;
+const LEFT: f64 = 84.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 28.0;
@@ -77,8 +77,13 @@ pub fn bar_chart(chart: &BarChart<'_>) -> String {
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let base = TOP + plot_h;
-    let totals = chart.values.iter().map(|bar| bar.iter().sum::<u64>());
-    let top = nice_ceiling(totals.max().unwrap_or(0));
+    let tallest = chart
+        .values
+        .iter()
+        .map(|bar| bar.iter().sum::<u64>())
+        .max()
+        .unwrap_or(0);
+    let top = nice_ceiling(tallest);
     let mut svg = String::with_capacity(4_096);
     let id = escape(chart.id);
     let _ = write!(
@@ -86,8 +91,13 @@ pub fn bar_chart(chart: &BarChart<'_>) -> String {
         r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{id}-title"><title id="{id}-title">{}</title>"#,
         escape(chart.title)
     );
-    // Grid lines at 0, half and the top, labelled.
-    for value in [0, top / 2, top] {
+    // Grid lines at 0, the top and (when it is a round number too) half of it, labelled; an empty chart has only 0.
+    let grid: &[u64] = match (tallest, top % 2) {
+        (0, _) => &[0],
+        (_, 0) => &[0, top / 2, top],
+        _ => &[0, top],
+    };
+    for &value in grid {
         let y = base - scale(value, top, plot_h);
         let _ = write!(
             svg,
@@ -232,6 +242,21 @@ mod tests {
     }
 
     #[test]
+    fn an_odd_top_gets_no_half_line() {
+        let values = vec![vec![5]];
+        let svg = bar_chart(&BarChart {
+            id: "c",
+            title: "Five",
+            series: &["m".to_owned()],
+            labels: &["12-01".to_owned()],
+            values: &values,
+            format: &count,
+        });
+        assert_eq!(svg.matches(r#"class="grid""#).count(), 2, "{svg}");
+        assert!(!svg.contains(">2</text>"), "{svg}");
+    }
+
+    #[test]
     fn an_empty_chart_still_draws_its_axis() {
         let svg = bar_chart(&BarChart {
             id: "c",
@@ -243,6 +268,11 @@ mod tests {
         });
         assert!(!svg.contains("<rect"));
         assert!(svg.contains(r#"class="axis""#));
+        assert_eq!(
+            svg.matches(r#"class="grid""#).count(),
+            1,
+            "only the zero line"
+        );
     }
 
     #[test]
