@@ -4,6 +4,7 @@
 //! a GET (it changes nothing), so it carries no CSRF token: the token never lands in a URL.
 
 use super::errors::DashError;
+use super::form::Params;
 use super::format;
 use super::page::{self, Chrome, FieldErrors, Section};
 use super::session::SignedIn;
@@ -12,7 +13,7 @@ use crate::service::audit::{self as service, AuditParams, Format};
 use crate::service::usage::DAY;
 use askama::Template;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -149,7 +150,7 @@ const FIELDS: [(&str, &str); 5] = [
 pub async fn page(
     State(state): State<AppState>,
     me: SignedIn,
-    Query(filters): Query<Filters>,
+    Params(filters): Params<Filters>,
 ) -> Result<Response, DashError> {
     let checked = match filters.params() {
         Err(errors) => Err(errors),
@@ -200,7 +201,7 @@ pub async fn page(
 pub async fn export(
     State(state): State<AppState>,
     me: SignedIn,
-    Query(filters): Query<Filters>,
+    Params(filters): Params<Filters>,
 ) -> Result<Response, DashError> {
     let params = filters.params().map_err(|errors| {
         DashError::page(

@@ -2,13 +2,14 @@
 //! management API reads them. Amounts are cents, exact to the micro-cent, as API.md writes them.
 
 use super::errors::DashError;
+use super::form::Params;
 use super::format;
 use super::page::{self, Chrome, Section};
 use super::session::SignedIn;
 use crate::app::AppState;
 use crate::service::credits as service;
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -48,7 +49,7 @@ struct CreditsTemplate {
 pub async fn page(
     State(state): State<AppState>,
     me: SignedIn,
-    Query(query): Query<CreditsQuery>,
+    Params(query): Params<CreditsQuery>,
 ) -> Result<Response, DashError> {
     let (balance, ledger) = service::statement(
         &state,

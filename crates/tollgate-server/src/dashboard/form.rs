@@ -1,6 +1,6 @@
 //! Form posts (`application/x-www-form-urlencoded`) as extractors whose failures are pages: [`Posted`] is a signed-in
 //! member's post, its CSRF token checked before any field is read; [`PlainForm`] is the sign-in form, which checks
-//! its own. The body is read as the API reads one (`extract::RawBody`: the body limit, the read timeout), and a
+//! its own. [`Params`] and [`Ids`] are axum's `Query` and `Path` with the same kind of rejection. The body is read as the API reads one (`extract::RawBody`: the body limit, the read timeout), and a
 //! field that does not parse is a 400 page, not axum's plain-text rejection. Form structs take text fields and let
 //! their page check them, so a bad value is a message next to its field rather than an error page.
 
@@ -9,9 +9,10 @@ use super::errors::DashError;
 use super::session::SignedIn;
 use crate::app::AppState;
 use crate::extract::RawBody;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -97,6 +98,41 @@ impl<T: DeserializeOwned> FromRequest<AppState> for PlainForm<T> {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, DashError> {
         let body = read(request, state).await?;
         parse(&body).map(Self)
+    }
+}
+
+/// A page's query string as `T`; one that does not parse is a 400 page (axum's rejection would be plain text).
+#[derive(Debug, Clone, Default)]
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Params<T> {
+    type Rejection = DashError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, DashError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| Self(value))
+            .map_err(|_| {
+                DashError::page(
+                    StatusCode::BAD_REQUEST,
+                    "The address has a query string this page cannot read. Start again from the navigation.",
+                )
+            })
+    }
+}
+
+/// The ids in a page's path as `T`; ids that cannot be read are a 404 page.
+#[derive(Debug, Clone)]
+pub struct Ids<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Ids<T> {
+    type Rejection = DashError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, DashError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| Self(value))
+            .map_err(|_| DashError::not_found())
     }
 }
 

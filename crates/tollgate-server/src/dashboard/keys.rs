@@ -6,7 +6,7 @@
 
 use super::chart;
 use super::errors::DashError;
-use super::form::{NoFields, Posted};
+use super::form::{Ids, NoFields, Params, Posted};
 use super::format;
 use super::page::{self, Chrome, FieldErrors, Section};
 use super::session::SignedIn;
@@ -18,7 +18,7 @@ use crate::service::keys::{
 use crate::service::projects;
 use crate::service::usage::{self, DAY, UsageParams};
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -337,8 +337,8 @@ async fn render(
 pub async fn page(
     State(state): State<AppState>,
     me: SignedIn,
-    Path(project_id): Path<String>,
-    Query(query): Query<KeysQuery>,
+    Ids(project_id): Ids<String>,
+    Params(query): Params<KeysQuery>,
 ) -> Result<Response, DashError> {
     let notice = match query.notice.as_deref() {
         Some("revoked") => Some("The key is revoked: requests with it fail from now on."),
@@ -376,7 +376,7 @@ fn non_empty(text: &str) -> Option<String> {
 /// `POST /dashboard/projects/{project_id}/keys`: creates a key and shows its value, once.
 pub async fn create(
     State(state): State<AppState>,
-    Path(project_id): Path<String>,
+    Ids(project_id): Ids<String>,
     Posted { me, form }: Posted<CreateForm>,
 ) -> Result<Response, DashError> {
     me.require_write()?;
@@ -418,7 +418,7 @@ pub async fn create(
 /// `POST /dashboard/projects/{project_id}/keys/{key_id}/revoke`.
 pub async fn revoke(
     State(state): State<AppState>,
-    Path((project_id, key_id)): Path<(String, String)>,
+    Ids((project_id, key_id)): Ids<(String, String)>,
     Posted { me, .. }: Posted<NoFields>,
 ) -> Result<Response, DashError> {
     me.require_write()?;
@@ -441,7 +441,7 @@ pub struct RollForm {
 /// the grace period.
 pub async fn roll(
     State(state): State<AppState>,
-    Path((project_id, key_id)): Path<(String, String)>,
+    Ids((project_id, key_id)): Ids<(String, String)>,
     Posted { me, form }: Posted<RollForm>,
 ) -> Result<Response, DashError> {
     me.require_write()?;
@@ -543,7 +543,7 @@ fn update_of(form: &EditValues) -> Result<UpdateProjectKey, FieldErrors> {
 /// `POST /dashboard/projects/{project_id}/keys/{key_id}/edit`.
 pub async fn edit(
     State(state): State<AppState>,
-    Path((project_id, key_id)): Path<(String, String)>,
+    Ids((project_id, key_id)): Ids<(String, String)>,
     Posted { me, form }: Posted<EditValues>,
 ) -> Result<Response, DashError> {
     me.require_write()?;

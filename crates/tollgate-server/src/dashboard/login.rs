@@ -9,7 +9,7 @@
 use super::cookies;
 use super::csrf;
 use super::errors::DashError;
-use super::form::{NoFields, PlainForm, Posted};
+use super::form::{NoFields, Params, PlainForm, Posted};
 use super::page::{self, Chrome};
 use super::session::{self, SignedIn};
 use crate::app::AppState;
@@ -18,7 +18,7 @@ use crate::middleware::auth_failures;
 use crate::middleware::client_ip::SourceIp;
 use crate::middleware::origin::RequestOrigin;
 use askama::Template;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
 use axum::http::request::Parts;
@@ -100,7 +100,7 @@ fn form_page(
 pub async fn page(
     State(state): State<AppState>,
     mut parts: Parts,
-    Query(query): Query<LoginQuery>,
+    Params(query): Params<LoginQuery>,
 ) -> Response {
     if SignedIn::from_request_parts(&mut parts, &state)
         .await

@@ -3,7 +3,7 @@
 //! owner can be neither demoted nor removed: the refusal is a message on this page, not an error page.
 
 use super::errors::DashError;
-use super::form::{NoFields, Posted};
+use super::form::{Ids, NoFields, Params, Posted};
 use super::format;
 use super::page::{self, Chrome, FieldErrors, Section};
 use super::session::SignedIn;
@@ -11,7 +11,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::service::members::{self as service, AddMember};
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -175,7 +175,7 @@ async fn render(state: &AppState, me: &SignedIn, outcome: Outcome) -> Result<Res
 pub async fn page(
     State(state): State<AppState>,
     me: SignedIn,
-    Query(query): Query<MembersQuery>,
+    Params(query): Params<MembersQuery>,
 ) -> Result<Response, DashError> {
     let notice = match query.notice.as_deref() {
         Some("added") => Some("The member is added."),
@@ -252,7 +252,7 @@ pub async fn add(
 /// `POST /dashboard/members/{member_id}/role`.
 pub async fn role(
     State(state): State<AppState>,
-    Path(member_id): Path<String>,
+    Ids(member_id): Ids<String>,
     Posted { me, form }: Posted<RoleForm>,
 ) -> Result<Response, DashError> {
     me.require_owner()?;
@@ -274,7 +274,7 @@ pub async fn role(
 /// `POST /dashboard/members/{member_id}/password`.
 pub async fn password(
     State(state): State<AppState>,
-    Path(member_id): Path<String>,
+    Ids(member_id): Ids<String>,
     Posted { me, form }: Posted<PasswordForm>,
 ) -> Result<Response, DashError> {
     me.require_owner()?;
@@ -306,7 +306,7 @@ pub async fn password(
 /// `POST /dashboard/members/{member_id}/remove`.
 pub async fn remove(
     State(state): State<AppState>,
-    Path(member_id): Path<String>,
+    Ids(member_id): Ids<String>,
     Posted { me, .. }: Posted<NoFields>,
 ) -> Result<Response, DashError> {
     me.require_owner()?;

@@ -2,7 +2,7 @@
 //! through `service::projects` as the management API does. Archiving stops a project's keys at once.
 
 use super::errors::DashError;
-use super::form::{NoFields, Posted};
+use super::form::{Ids, NoFields, Params, Posted};
 use super::format;
 use super::keys::{all_projects, keys_path};
 use super::page::{self, Chrome, FieldErrors, Section};
@@ -10,7 +10,7 @@ use super::session::SignedIn;
 use crate::app::AppState;
 use crate::service::projects::{self as service, ProjectInput};
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 use tollgate_core::tenant::ProjectStatus;
@@ -109,7 +109,7 @@ async fn render(
 pub async fn page(
     State(state): State<AppState>,
     me: SignedIn,
-    Query(query): Query<ProjectsQuery>,
+    Params(query): Params<ProjectsQuery>,
 ) -> Result<Response, DashError> {
     let notice = match query.notice.as_deref() {
         Some("created") => Some("The project is created."),
@@ -149,7 +149,7 @@ pub async fn create(
 /// `POST /dashboard/projects/{project_id}/rename`.
 pub async fn rename(
     State(state): State<AppState>,
-    Path(project_id): Path<String>,
+    Ids(project_id): Ids<String>,
     Posted { me, form }: Posted<NameForm>,
 ) -> Result<Response, DashError> {
     me.require_write()?;
@@ -176,7 +176,7 @@ pub async fn rename(
 /// `POST /dashboard/projects/{project_id}/archive`.
 pub async fn archive(
     State(state): State<AppState>,
-    Path(project_id): Path<String>,
+    Ids(project_id): Ids<String>,
     Posted { me, .. }: Posted<NoFields>,
 ) -> Result<Response, DashError> {
     me.require_write()?;

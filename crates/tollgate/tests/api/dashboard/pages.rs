@@ -222,6 +222,17 @@ async fn errors_under_the_dashboard_are_pages_and_assets_are_cached() {
         "signed out: to the sign-in page"
     );
     assert_eq!(page.location(), "/dashboard/login");
+    // A query string a page cannot read is a page too, not axum's plain text.
+    let page = browser
+        .get("/dashboard/login?signed_out=1&signed_out=2")
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     // The API's own 404 keeps its JSON.
     let api = browser.get("/v1/nowhere").await;
     assert!(
