@@ -43,6 +43,8 @@ pub enum EventType {
     MemberAdded,
     /// A member's role changed.
     MemberRoleChanged,
+    /// An owner set (or cleared) a member's dashboard password.
+    MemberPasswordChanged,
     /// A member was removed.
     MemberRemoved,
     /// The operator changed the tenant's plan.
@@ -57,6 +59,8 @@ pub enum EventType {
     LoginSucceeded,
     /// A sign-in failed.
     LoginFailed,
+    /// A dashboard session was signed out.
+    SessionRevoked,
     /// An inference request that identified a key, answered or refused.
     RequestCompleted,
     /// A request answered from its idempotency record.
@@ -65,7 +69,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type, for parsing and listings.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 24] = [
         Self::ApiKeyCreated,
         Self::ApiKeyUpdated,
         Self::ApiKeyRolled,
@@ -79,6 +83,7 @@ impl EventType {
         Self::ProjectArchived,
         Self::MemberAdded,
         Self::MemberRoleChanged,
+        Self::MemberPasswordChanged,
         Self::MemberRemoved,
         Self::TenantPlanChanged,
         Self::TenantSuspended,
@@ -86,6 +91,7 @@ impl EventType {
         Self::CreditsGranted,
         Self::LoginSucceeded,
         Self::LoginFailed,
+        Self::SessionRevoked,
         Self::RequestCompleted,
         Self::RequestReplayed,
     ];
@@ -106,6 +112,7 @@ impl EventType {
             Self::ProjectArchived => "project.archived",
             Self::MemberAdded => "member.added",
             Self::MemberRoleChanged => "member.role_changed",
+            Self::MemberPasswordChanged => "member.password_changed",
             Self::MemberRemoved => "member.removed",
             Self::TenantPlanChanged => "tenant.plan_changed",
             Self::TenantSuspended => "tenant.suspended",
@@ -113,6 +120,7 @@ impl EventType {
             Self::CreditsGranted => "credits.granted",
             Self::LoginSucceeded => "login.succeeded",
             Self::LoginFailed => "login.failed",
+            Self::SessionRevoked => "session.revoked",
             Self::RequestCompleted => "request.completed",
             Self::RequestReplayed => "request.replayed",
         }

@@ -39,7 +39,7 @@ pub struct App {
     pub keys: KeyCache,
     /// Keeps `keys` in step with changes made on other nodes and by the CLI.
     pub changes: ChangeFollower,
-    /// Prunes the audit log past its retention.
+    /// Prunes the audit log past its retention, and ended dashboard sessions.
     pub retention: Retention,
     /// This node's `Idempotency-Key` claims: their identity, renewal and the pruning of expired records.
     pub claims: Claims,

@@ -29,6 +29,15 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default `auth_failures_per_minute`, per source address.
 pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u64 = 600;
 
+/// Default `dashboard_session_idle_minutes`: a dashboard session unused this long ends.
+pub const DEFAULT_DASHBOARD_SESSION_IDLE_MINUTES: u64 = 60;
+/// The longest `dashboard_session_idle_minutes`: a day.
+const MAX_DASHBOARD_SESSION_IDLE_MINUTES: u64 = 1_440;
+/// Default `dashboard_session_hours`: a dashboard session ends this long after sign-in, however much it is used.
+pub const DEFAULT_DASHBOARD_SESSION_HOURS: u64 = 12;
+/// The longest `dashboard_session_hours`: 30 days.
+const MAX_DASHBOARD_SESSION_HOURS: u64 = 720;
+
 /// Default `idempotency_window_hours`: a day, as Stripe.
 pub const DEFAULT_IDEMPOTENCY_WINDOW_HOURS: u64 = 24;
 /// The longest `idempotency_window_hours`: 30 days.
@@ -122,6 +131,14 @@ pub struct Config {
     pub idempotency_window_hours: u64,
     /// GitHub's secret scanning partner program; absent, `POST /secret_scanning/v1/github` answers 404.
     pub secret_scanning: Option<SecretScanningConfig>,
+    /// A dashboard session unused for this many minutes ends (1 to 1440).
+    pub dashboard_session_idle_minutes: u64,
+    /// A dashboard session ends this many hours after sign-in, however much it is used (1 to 720).
+    pub dashboard_session_hours: u64,
+    /// Marks the dashboard's cookies `Secure` (sent over HTTPS only). The server itself listens on plain HTTP, so it
+    /// cannot tell: set this when clients reach it through a TLS-terminating proxy, as any deployment beyond
+    /// localhost should.
+    pub dashboard_secure_cookie: bool,
 }
 
 /// `[secret_scanning]`: the public keys GitHub signs its leaked-key reports with.
@@ -173,6 +190,9 @@ impl Default for Config {
             audit_retention_days: 0,
             idempotency_window_hours: DEFAULT_IDEMPOTENCY_WINDOW_HOURS,
             secret_scanning: None,
+            dashboard_session_idle_minutes: DEFAULT_DASHBOARD_SESSION_IDLE_MINUTES,
+            dashboard_session_hours: DEFAULT_DASHBOARD_SESSION_HOURS,
+            dashboard_secure_cookie: false,
         }
     }
 }
@@ -302,6 +322,19 @@ impl Config {
             return Err(invalid(
                 "idempotency_window_hours",
                 format!("must be from 1 to {MAX_IDEMPOTENCY_WINDOW_HOURS}"),
+            ));
+        }
+        if !(1..=MAX_DASHBOARD_SESSION_IDLE_MINUTES).contains(&self.dashboard_session_idle_minutes)
+        {
+            return Err(invalid(
+                "dashboard_session_idle_minutes",
+                format!("must be from 1 to {MAX_DASHBOARD_SESSION_IDLE_MINUTES}"),
+            ));
+        }
+        if !(1..=MAX_DASHBOARD_SESSION_HOURS).contains(&self.dashboard_session_hours) {
+            return Err(invalid(
+                "dashboard_session_hours",
+                format!("must be from 1 to {MAX_DASHBOARD_SESSION_HOURS}"),
             ));
         }
         if self.audit_retention_days > MAX_RETENTION_DAYS {
@@ -563,6 +596,27 @@ mod tests {
         assert!(e.contains("duplicate id \"gh-1\""), "{e}");
         let e = err(&section("{ id = \"a\", pem = \"x\", extra = 1 }"));
         assert!(e.contains("extra"), "{e}");
+    }
+
+    #[test]
+    fn dashboard_sessions_have_the_documented_defaults_and_bounds() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.dashboard_session_idle_minutes, 60);
+        assert_eq!(c.dashboard_session_hours, 12);
+        assert!(!c.dashboard_secure_cookie);
+        for (field, most) in [
+            ("dashboard_session_idle_minutes", 1_440),
+            ("dashboard_session_hours", 720),
+        ] {
+            for bad in [0, most + 1] {
+                let text = format!("{field} = {bad}");
+                assert!(err(&text).contains(field), "{}", err(&text));
+            }
+            assert_eq!(err(&format!("{field} = 1")), "ok");
+            assert_eq!(err(&format!("{field} = {most}")), "ok");
+        }
+        let c = Config::from_toml("dashboard_secure_cookie = true").unwrap();
+        assert!(c.dashboard_secure_cookie);
     }
 
     #[test]

@@ -79,6 +79,11 @@ impl RawBody {
         &self.bytes
     }
 
+    /// The bytes as received, owned.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
     /// 415 for a non-empty body that is not `application/json`.
     pub fn require_json(&self) -> Result<(), ApiError> {
         if !self.bytes.is_empty() && self.is_json != Some(true) {

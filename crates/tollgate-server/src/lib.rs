@@ -8,6 +8,8 @@
 //!   cap and timeouts, the drain on shutdown.
 //! - [`middleware`]: request ids, access logs, client addresses, body limits, authentication extractors.
 //! - [`routes`]: one file per action under `inference/`, `management/`, `operator/`.
+//! - [`dashboard`]: the tenant dashboard at `/dashboard`: server-rendered pages for a session cookie, one module per
+//!   page, calling the same services as the management API.
 //! - [`service`]: the operations routes and the CLI share (create a tenant, issue and revoke keys).
 //! - [`extract`]: JSON and pagination extractors that fail with `ApiError`.
 //! - [`objects`]: the JSON objects of API.md.
@@ -27,6 +29,7 @@ pub mod app;
 pub mod change_log;
 pub mod config;
 pub mod credits;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod idempotency;

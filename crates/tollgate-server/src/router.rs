@@ -4,9 +4,11 @@
 //! 408).
 //!
 //! Routes are registered through `Routes`, which records each method and path as it adds it: [`endpoints`] is
-//! that record, so tests that must cover every route (the cross-tenant walk) cannot miss one added later.
+//! that record, so tests that must cover every route (the cross-tenant walk) cannot miss one added later. The
+//! dashboard's pages (`/dashboard/…`) are registered here too; unknown paths under it get its HTML 404 page.
 
 use crate::app::AppState;
+use crate::dashboard;
 use crate::middleware::edge;
 use crate::routes::{
     health, inference, management, method_not_allowed, not_found, operator, secret_scanning,
@@ -67,6 +69,7 @@ fn routes() -> Routes {
     const MEMBER: &str = "/v1/organization/members/{member_id}";
     const ADMIN_KEYS: &str = "/v1/organization/admin_api_keys";
     const ADMIN_KEY: &str = "/v1/organization/admin_api_keys/{key_id}";
+    const DASH_KEYS: &str = "/dashboard/projects/{project_id}/keys";
     Routes {
         router: Router::new(),
         endpoints: Vec::new(),
@@ -133,6 +136,55 @@ fn routes() -> Routes {
         "/secret_scanning/v1/github",
         secret_scanning::github::handler,
     )
+    // The dashboard: HTML pages for a session cookie.
+    .get(dashboard::assets::CSS_PATH, dashboard::assets::css)
+    .get(dashboard::assets::JS_PATH, dashboard::assets::js)
+    .get("/dashboard/login", dashboard::login::page)
+    .post("/dashboard/login", dashboard::login::submit)
+    .post("/dashboard/logout", dashboard::login::sign_out)
+    .get("/dashboard", dashboard::keys::home)
+    .get(DASH_KEYS, dashboard::keys::page)
+    .post(DASH_KEYS, dashboard::keys::create)
+    .post(
+        "/dashboard/projects/{project_id}/keys/{key_id}/revoke",
+        dashboard::keys::revoke,
+    )
+    .post(
+        "/dashboard/projects/{project_id}/keys/{key_id}/roll",
+        dashboard::keys::roll,
+    )
+    .post(
+        "/dashboard/projects/{project_id}/keys/{key_id}/edit",
+        dashboard::keys::edit,
+    )
+    .get("/dashboard/projects", dashboard::projects::page)
+    .post("/dashboard/projects", dashboard::projects::create)
+    .post(
+        "/dashboard/projects/{project_id}/rename",
+        dashboard::projects::rename,
+    )
+    .post(
+        "/dashboard/projects/{project_id}/archive",
+        dashboard::projects::archive,
+    )
+    .get("/dashboard/members", dashboard::members::page)
+    .post("/dashboard/members", dashboard::members::add)
+    .post(
+        "/dashboard/members/{member_id}/role",
+        dashboard::members::role,
+    )
+    .post(
+        "/dashboard/members/{member_id}/password",
+        dashboard::members::password,
+    )
+    .post(
+        "/dashboard/members/{member_id}/remove",
+        dashboard::members::remove,
+    )
+    .get("/dashboard/usage", dashboard::usage::page)
+    .get("/dashboard/audit", dashboard::audit::page)
+    .get("/dashboard/audit/export", dashboard::audit::export)
+    .get("/dashboard/credits", dashboard::credits::page)
 }
 
 /// Every route the router serves, in registration order.

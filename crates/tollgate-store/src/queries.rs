@@ -842,6 +842,31 @@ macro_rules! store_queries {
                     commit_audited(tx, &events).await?;
                     Ok(Some(RemovedMember { member, revoked }))
                 }
+
+                async fn set_password(
+                    &self,
+                    tenant_id: &str,
+                    member_id: &str,
+                    password_hash: Option<&str>,
+                    audit: &AuditEvent,
+                ) -> Result<Option<Member>, StoreError> {
+                    let mut tx = self.begin().await?;
+                    let row = sqlx::query(
+                        "UPDATE members SET password_hash = $1 WHERE tenant_id = $2 AND id = $3 \
+                         AND removed_at IS NULL RETURNING *",
+                    )
+                    .bind(password_hash)
+                    .bind(tenant_id)
+                    .bind(member_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                    let Some(member) = rows::one(row, rows::member)? else {
+                        return Ok(None);
+                    };
+                    commit_audited(tx, std::slice::from_ref(audit)).await?;
+                    Ok(Some(member))
+                }
             }
 
             #[async_trait]

@@ -788,6 +788,69 @@ async fn removing_a_member_revokes_its_admin_keys_and_frees_its_email(f: Fixture
     );
 }
 
+async fn a_members_password_is_set_and_cleared_with_its_event(f: Fixture) {
+    let t = new_tenant("Acme", 1);
+    f.store.create_tenant(&t, &[]).await.unwrap();
+    let other = new_tenant("Other", 1);
+    f.store.create_tenant(&other, &[]).await.unwrap();
+    let event = || audit(EventType::MemberPasswordChanged, &t.tenant.id);
+    let set = f
+        .store
+        .set_password(
+            &t.tenant.id,
+            &t.owner.id,
+            Some("$argon2id$v=19$x"),
+            &event(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(set.password_hash.as_deref(), Some("$argon2id$v=19$x"));
+    assert_eq!(
+        f.store
+            .get_member(&t.tenant.id, &t.owner.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .as_deref(),
+        Some("$argon2id$v=19$x")
+    );
+    let cleared = f
+        .store
+        .set_password(&t.tenant.id, &t.owner.id, None, &event())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cleared.password_hash, None);
+    // Another tenant's member, or none: nothing changes, no event.
+    assert_eq!(
+        f.store
+            .set_password(&other.tenant.id, &t.owner.id, Some("h"), &event())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        f.store
+            .set_password(&t.tenant.id, "user_nope", Some("h"), &event())
+            .await
+            .unwrap(),
+        None
+    );
+    let events = f
+        .store
+        .audit_events(&tollgate_core::audit::AuditQuery {
+            tenant_id: t.tenant.id.clone(),
+            kind: Some(EventType::MemberPasswordChanged),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.items.len(), 2, "one per change that happened");
+}
+
 async fn an_operator_changes_plan_and_status(f: Fixture) {
     let t = new_tenant("Acme", 1);
     f.store.create_tenant(&t, &[]).await.unwrap();
@@ -1252,6 +1315,7 @@ on_every_backend!(
     projects_are_created_listed_renamed_and_archived,
     the_last_owner_can_be_neither_demoted_nor_removed,
     removing_a_member_revokes_its_admin_keys_and_frees_its_email,
+    a_members_password_is_set_and_cleared_with_its_event,
     an_operator_changes_plan_and_status,
     an_operator_overrides_and_clears_a_tenants_rate_limits,
     grants_and_charges_keep_ledger_and_balance_in_step,

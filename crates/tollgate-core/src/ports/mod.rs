@@ -11,6 +11,6 @@ pub use rate_limit::{Bucket, BucketState, Decision, RateLimitError, RateLimiter,
 pub use store::{
     Account, AuditChain, AuditLog, Change, ChangeLog, ChangeSignal, Changed, CreditStore,
     Durability, IdempotencyStore, KeyLimit, KeyScope, KeyStore, LeaseGrant, LeaseRequest,
-    MemberStore, Page, PageRequest, ProjectStore, RemovedMember, SessionStore, SettledBatch, Store, StoreError,
-    TenantStore, TenantUpdate, UsageStore,
+    MemberStore, Page, PageRequest, ProjectStore, RemovedMember, SessionStore, SettledBatch, Store,
+    StoreError, TenantStore, TenantUpdate, UsageStore,
 };

@@ -9,10 +9,10 @@
 use crate::audit::{AuditEvent, AuditQuery, Cause, ChainHead, ChainedEvent};
 use crate::credits::{Balance, LedgerEntry, Settlement, UsageQuery, UsageTotals};
 use crate::idempotency::{Claim, ClaimOutcome, Completion};
-use crate::session::{LoginCandidate, Session, SessionDigest, SessionMember};
 use crate::key::KeyDigest;
 use crate::money::Micros;
 use crate::role::Role;
+use crate::session::{LoginCandidate, Session, SessionDigest, SessionMember};
 use crate::tenant::{
     ApiKey, KeyChanges, Member, NewTenant, Principal, Project, Tenant, TenantStatus, Timestamp,
 };
@@ -269,6 +269,17 @@ pub trait MemberStore {
         role: Role,
         audit: &AuditEvent,
     ) -> Result<Option<Member>, StoreError>;
+    /// Sets a current member's dashboard password hash (an Argon2id PHC string; `None` clears it, so the member can
+    /// no longer sign in) and writes `audit`; `None` (and no event) if the tenant has no such current member.
+    /// Setting a password always writes its event, even one equal to the last: hashes are salted, so the store
+    /// cannot tell.
+    async fn set_password(
+        &self,
+        tenant_id: &str,
+        member_id: &str,
+        password_hash: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<Option<Member>, StoreError>;
     /// Removes a member and revokes its admin keys at `at`, in one transaction; [`StoreError::LastOwner`] for the
     /// last owner. Writes `audit` (the removal), then one `admin_api_key.revoked` per key the removal revoked,
     /// with `audit`'s actor, time and origin and the key as its target.
@@ -453,7 +464,8 @@ pub trait SessionStore {
     /// The members with this (normalised) email who have a password, one per tenant, in tenant creation order.
     async fn login_candidates(&self, email: &str) -> Result<Vec<LoginCandidate>, StoreError>;
     /// Writes a new session and its `login.succeeded` event in one transaction.
-    async fn create_session(&self, session: &Session, audit: &AuditEvent) -> Result<(), StoreError>;
+    async fn create_session(&self, session: &Session, audit: &AuditEvent)
+    -> Result<(), StoreError>;
     /// The live session with this digest at `now` and its member as they are now: `None` when there is none, it is
     /// signed out, past `expires_at`, idle since before `idle_since` (`last_seen_at < idle_since`), or its member is
     /// gone.

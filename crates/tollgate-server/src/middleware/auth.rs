@@ -292,28 +292,38 @@ impl AdminKey {
 
     /// 403 unless the member may create, change or delete keys and projects.
     pub fn require_write(&self) -> Result<(), ApiError> {
-        if self.role.can_write_keys() {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "Your role ({}) may read but not create, change or delete; ask an admin or owner",
-                self.role.as_str()
-            )))
-        }
+        require_write(self.role)
+    }
+
+    /// 403 unless the member is an owner (members and other members' admin keys are the owners' to manage).
+    pub fn require_owner(&self) -> Result<(), ApiError> {
+        require_owner(self.role)
     }
 }
 
-impl AdminKey {
-    /// 403 unless the member is an owner (members and other members' admin keys are the owners' to manage).
-    pub fn require_owner(&self) -> Result<(), ApiError> {
-        if self.role.can_manage_members() {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "Only owners may do this; your role is {}",
-                self.role.as_str()
-            )))
-        }
+/// 403 unless `role` may create, change or delete keys and projects. The one check (and message) for every way a
+/// member acts: an admin key ([`AdminKey::require_write`]) and a dashboard session.
+pub fn require_write(role: Role) -> Result<(), ApiError> {
+    if role.can_write_keys() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "Your role ({}) may read but not create, change or delete; ask an admin or owner",
+            role.as_str()
+        )))
+    }
+}
+
+/// 403 unless `role` is an owner's (members and other members' admin keys are the owners' to manage); shared as
+/// [`require_write`] is.
+pub fn require_owner(role: Role) -> Result<(), ApiError> {
+    if role.can_manage_members() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "Only owners may do this; your role is {}",
+            role.as_str()
+        )))
     }
 }
 

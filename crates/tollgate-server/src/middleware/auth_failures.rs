@@ -14,7 +14,12 @@ use tollgate_core::ports::{Bucket, Decision, Scope, Unit};
 
 /// The bucket id of the request's source address.
 fn address(parts: &Parts) -> String {
-    match parts.extensions.get::<SourceIp>() {
+    address_of(parts.extensions.get::<SourceIp>().copied())
+}
+
+/// The bucket id of a source address (shared with the dashboard's sign-in limit, which counts the same way).
+pub(crate) fn address_of(source: Option<SourceIp>) -> String {
+    match source {
         Some(SourceIp::Known(IpAddr::V6(ip))) => {
             let s = ip.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])

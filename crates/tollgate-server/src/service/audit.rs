@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde::Deserialize;
 use std::sync::Arc;
-use tollgate_core::audit::{AuditQuery, ChainCheck, EventType};
+use tollgate_core::audit::{AuditQuery, ChainCheck, ChainedEvent, EventType};
 use tollgate_core::ports::{Page, StoreError};
 
 /// Events read from the store per page of an export.
@@ -20,14 +20,22 @@ const EXPORT_PAGE: u32 = 500;
 /// The raw query string, parsed here so each bad value names its parameter.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AuditParams {
-    event_type: Option<String>,
-    actor_id: Option<String>,
-    key_id: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    after: Option<String>,
-    limit: Option<String>,
-    format: Option<String>,
+    /// An event type's name.
+    pub event_type: Option<String>,
+    /// A member's or key's id.
+    pub actor_id: Option<String>,
+    /// A project key's id.
+    pub key_id: Option<String>,
+    /// Unix seconds (inclusive).
+    pub since: Option<String>,
+    /// Unix seconds (exclusive).
+    pub until: Option<String>,
+    /// The previous page's last id.
+    pub after: Option<String>,
+    /// 1–100.
+    pub limit: Option<String>,
+    /// `jsonl` or `csv`; absent: a page.
+    pub format: Option<String>,
 }
 
 /// How to answer.
@@ -91,9 +99,14 @@ impl AuditParams {
     }
 }
 
+/// One page of events, newest first, before rendering.
+pub async fn events(app: &App, query: &AuditQuery) -> Result<Page<ChainedEvent>, ApiError> {
+    Ok(app.store.audit_events(query).await?)
+}
+
 /// One page of events, newest first.
 pub async fn list(app: &App, query: &AuditQuery) -> Result<ListObject<AuditEventObject>, ApiError> {
-    let page = app.store.audit_events(query).await?;
+    let page = events(app, query).await?;
     Ok(ListObject::from_page(
         &page,
         |e| &e.event.id,

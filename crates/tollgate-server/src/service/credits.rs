@@ -7,8 +7,9 @@ use crate::objects::CreditsObject;
 use serde::Deserialize;
 use serde_json::json;
 use tollgate_core::audit::EventType;
+use tollgate_core::credits::LedgerEntry;
 use tollgate_core::money::Micros;
-use tollgate_core::ports::PageRequest;
+use tollgate_core::ports::{Page, PageRequest};
 
 /// The body of `POST /operator/v1/tenants/{id}/credits` (and `tollgate credits grant`).
 #[derive(Debug, Clone, Deserialize)]
@@ -74,7 +75,17 @@ pub async fn credits(
     tenant_id: &str,
     page: &PageRequest,
 ) -> Result<CreditsObject, ApiError> {
+    let (balance, ledger) = statement(app, tenant_id, page).await?;
+    Ok(CreditsObject::new(balance, &ledger))
+}
+
+/// The tenant's balance and a page of its ledger, newest first, before rendering.
+pub async fn statement(
+    app: &App,
+    tenant_id: &str,
+    page: &PageRequest,
+) -> Result<(Micros, Page<LedgerEntry>), ApiError> {
     let balance = app.store.balance(tenant_id).await?;
     let ledger = app.store.ledger(tenant_id, page).await?;
-    Ok(CreditsObject::new(balance.balance, &ledger))
+    Ok((balance.balance, ledger))
 }

@@ -1,4 +1,5 @@
-//! Members and roles: add, change role, remove. Only owners do these; the last owner stays.
+//! Members and roles: add, change role, set a dashboard password, remove. Only owners do these; the last owner
+//! stays.
 
 use super::Caller;
 use crate::app::App;
@@ -24,15 +25,21 @@ pub struct AddMember {
     pub password: Option<String>,
 }
 
-/// The body of `POST /v1/organization/members/{id}`.
-#[derive(Debug, Clone, Deserialize)]
+/// The body of `POST /v1/organization/members/{id}`: a new role, a new dashboard password (`null` clears it), or
+/// both.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMember {
     /// The new role.
-    pub role: String,
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The new password; `null`: none (the member can no longer sign in to the dashboard).
+    #[serde(default, deserialize_with = "super::keys::nullable")]
+    pub password: Option<Option<String>>,
 }
 
-fn role(raw: &str) -> Result<Role, ApiError> {
+/// A role by its name, or 400 naming `role`.
+pub fn parse_role(raw: &str) -> Result<Role, ApiError> {
     Role::parse(raw).ok_or_else(|| {
         ApiError::bad_request("role must be 'owner', 'admin' or 'member'", Some("role"))
     })
@@ -73,7 +80,7 @@ pub async fn add(
     let email = normalize_email(&input.email).ok_or_else(|| {
         ApiError::bad_request("email is not a valid email address", Some("email"))
     })?;
-    let role = role(&input.role)?;
+    let role = parse_role(&input.role)?;
     let password_hash = match input.password {
         None => None,
         Some(pw) => Some(hash_password(pw, "password").await?),
@@ -100,6 +107,71 @@ pub async fn add(
     Ok(member)
 }
 
+/// Applies an update: the password is checked (and hashed) and the role parsed before either is written, so a bad
+/// value changes nothing; then the role, then the password. 400 when the update names neither.
+pub async fn update(
+    app: &App,
+    by: &Caller,
+    tenant_id: &str,
+    member_id: &str,
+    input: UpdateMember,
+) -> Result<Member, ApiError> {
+    let role = input.role.as_deref().map(parse_role).transpose()?;
+    let password_hash = match input.password {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(pw)) => Some(Some(hash_password(pw, "password").await?)),
+    };
+    let mut member = match role {
+        Some(role) => set_role(app, by, tenant_id, member_id, role).await?,
+        None if password_hash.is_none() => {
+            return Err(ApiError::bad_request(
+                "Send a role, a password, or both",
+                None,
+            ));
+        }
+        None => get(app, tenant_id, member_id).await?,
+    };
+    if let Some(hash) = password_hash {
+        member = store_password(app, by, tenant_id, &member.id, hash).await?;
+    }
+    Ok(member)
+}
+
+/// Sets (or, with `None`, clears) a member's dashboard password, after checking it (400 naming `password`).
+pub async fn set_password(
+    app: &App,
+    by: &Caller,
+    tenant_id: &str,
+    member_id: &str,
+    password: Option<String>,
+) -> Result<Member, ApiError> {
+    let hash = match password {
+        None => None,
+        Some(pw) => Some(hash_password(pw, "password").await?),
+    };
+    store_password(app, by, tenant_id, member_id, hash).await
+}
+
+/// Writes a password hash with its `member.password_changed` event (`{"password": "set" | "cleared"}`, never the
+/// hash).
+async fn store_password(
+    app: &App,
+    by: &Caller,
+    tenant_id: &str,
+    member_id: &str,
+    hash: Option<String>,
+) -> Result<Member, ApiError> {
+    let event = by
+        .event(EventType::MemberPasswordChanged, tenant_id, app.clock.now())
+        .target(member_id)
+        .details(&json!({"password": if hash.is_some() { "set" } else { "cleared" }}));
+    app.store
+        .set_password(tenant_id, member_id, hash.as_deref(), &event)
+        .await?
+        .ok_or_else(|| ApiError::not_found("member", member_id))
+}
+
 /// Changes a member's role (`member.role_changed`, whose `{"from", "to"}` the store fills; none for the role it
 /// has); the member's admin keys act with it from their next request.
 pub async fn set_role(
@@ -107,9 +179,8 @@ pub async fn set_role(
     by: &Caller,
     tenant_id: &str,
     member_id: &str,
-    input: UpdateMember,
+    role: Role,
 ) -> Result<Member, ApiError> {
-    let role = role(&input.role)?;
     let event = by
         .event(EventType::MemberRoleChanged, tenant_id, app.clock.now())
         .target(member_id);

@@ -31,9 +31,14 @@ pub struct Caller {
 
 impl Caller {
     /// The member an admin key acts as, in a request to the management API.
-    pub fn member(admin: &AdminKey, RequestOrigin(origin): RequestOrigin) -> Self {
+    pub fn member(admin: &AdminKey, origin: RequestOrigin) -> Self {
+        Self::acting_member(&admin.member_id, origin)
+    }
+
+    /// A member by id, from a request: what an admin key or a dashboard session acts as.
+    pub fn acting_member(member_id: &str, RequestOrigin(origin): RequestOrigin) -> Self {
         Self {
-            actor: Actor::member(&admin.member_id),
+            actor: Actor::member(member_id),
             origin,
         }
     }

@@ -5,10 +5,11 @@ use crate::app::App;
 use crate::error::ApiError;
 use crate::objects::{UsageBucketObject, UsagePageObject, UsageResultObject};
 use serde::Deserialize;
-use tollgate_core::credits::{UsageGrouping, UsageQuery};
+use tollgate_core::credits::{UsageGrouping, UsageQuery, UsageTotals};
 use tollgate_core::tenant::Timestamp;
 
-const DAY: i64 = 86_400;
+/// Seconds in a day.
+pub const DAY: i64 = 86_400;
 /// The default window: the last 30 days.
 const DEFAULT_WINDOW: i64 = 30 * DAY;
 /// The most daily buckets one report may have.
@@ -20,9 +21,36 @@ const MAX_TIMESTAMP: Timestamp = 253_402_300_800;
 /// The raw query string (`?since=…&until=…&group_by=…`), parsed here so each bad value names its parameter.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct UsageParams {
-    since: Option<String>,
-    until: Option<String>,
-    group_by: Option<String>,
+    /// Unix seconds; default 30 days before `until`.
+    pub since: Option<String>,
+    /// Unix seconds, exclusive; default now.
+    pub until: Option<String>,
+    /// Comma-separated: any of `day`, `model`, `project`, `key`.
+    pub group_by: Option<String>,
+}
+
+/// A usage report before it is rendered: its window and the store's totals, one per group.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The window's start.
+    pub since: Timestamp,
+    /// The window's end (exclusive).
+    pub until: Timestamp,
+    /// The start of the UTC day `since` falls in.
+    pub first_day: Timestamp,
+    /// How many UTC days the window touches.
+    pub days: i64,
+    /// What the totals are grouped by.
+    pub group: UsageGrouping,
+    /// The totals, one per group (none for a group without usage).
+    pub totals: Vec<UsageTotals>,
+}
+
+impl Report {
+    /// The start of each UTC day the window touches, in order.
+    pub fn day_starts(&self) -> impl Iterator<Item = Timestamp> + '_ {
+        (0..self.days).map(|n| self.first_day + n * DAY)
+    }
 }
 
 /// A window bound: Unix seconds from 0 to [`MAX_TIMESTAMP`]; anything else (negative, past the year 9999, past
@@ -74,13 +102,48 @@ fn grouping(raw: Option<&str>) -> Result<UsageGrouping, ApiError> {
     Ok(group)
 }
 
-/// The usage of a tenant, or of one of its projects.
+/// The usage of a tenant, or of one of its projects, as API.md's page of buckets.
 pub async fn report(
     app: &App,
     tenant_id: &str,
     project_id: Option<&str>,
     params: &UsageParams,
 ) -> Result<UsagePageObject, ApiError> {
+    let report = totals(app, tenant_id, project_id, params).await?;
+    if !report.group.day {
+        let results = report.totals.iter().map(UsageResultObject::from).collect();
+        return Ok(UsagePageObject::new(vec![UsageBucketObject::new(
+            report.since,
+            report.until,
+            results,
+        )]));
+    }
+    let buckets = report
+        .day_starts()
+        .map(|day| {
+            let results = report
+                .totals
+                .iter()
+                .filter(|t| t.day == Some(day))
+                .map(UsageResultObject::from)
+                .collect();
+            UsageBucketObject::new(
+                day.max(report.since),
+                (day + DAY).min(report.until),
+                results,
+            )
+        })
+        .collect();
+    Ok(UsagePageObject::new(buckets))
+}
+
+/// The usage of a tenant, or of one of its projects: the window `params` name, checked, and the store's totals.
+pub async fn totals(
+    app: &App,
+    tenant_id: &str,
+    project_id: Option<&str>,
+    params: &UsageParams,
+) -> Result<Report, ApiError> {
     // `until` is exclusive: by default the end of the current second, so what just happened is included.
     let now = app.clock.now();
     let until = seconds(
@@ -120,22 +183,12 @@ pub async fn report(
             group,
         })
         .await?;
-    if !group.day {
-        let results = totals.iter().map(UsageResultObject::from).collect();
-        return Ok(UsagePageObject::new(vec![UsageBucketObject::new(
-            since, until, results,
-        )]));
-    }
-    let buckets = (0..days)
-        .map(|n| first_day + n * DAY)
-        .map(|day| {
-            let results = totals
-                .iter()
-                .filter(|t| t.day == Some(day))
-                .map(UsageResultObject::from)
-                .collect();
-            UsageBucketObject::new(day.max(since), (day + DAY).min(until), results)
-        })
-        .collect();
-    Ok(UsagePageObject::new(buckets))
+    Ok(Report {
+        since,
+        until,
+        first_day,
+        days,
+        group,
+        totals,
+    })
 }

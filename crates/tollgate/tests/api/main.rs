@@ -9,6 +9,7 @@
 
 mod auth;
 mod connections;
+mod dashboard;
 mod errors;
 mod idempotency;
 mod inference;

@@ -278,3 +278,67 @@ async fn removing_a_member_revokes_its_admin_keys_at_once() {
     let again = json!({"email": "leaver@example.com", "role": "member"});
     assert_eq!(app.post(MEMBERS, &t.admin_key, &again).await.status(), 201);
 }
+
+#[tokio::test]
+async fn owners_set_and_clear_a_members_dashboard_password_with_its_event() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let path = format!("{MEMBERS}/{}", t.owner_id);
+    let short = error_of(
+        app.post(&path, &t.admin_key, &json!({"password": "short"}))
+            .await,
+        400,
+    )
+    .await;
+    assert_eq!(short["param"], "password");
+    let empty = error_of(app.post(&path, &t.admin_key, &json!({})).await, 400).await;
+    assert!(
+        empty["message"].as_str().unwrap().contains("role"),
+        "{empty}"
+    );
+    // A role and a password together: neither is written when one is bad.
+    error_of(
+        app.post(
+            &path,
+            &t.admin_key,
+            &json!({"role": "nope", "password": "long enough now"}),
+        )
+        .await,
+        400,
+    )
+    .await;
+    for password in [json!("long enough now"), json!(null)] {
+        let member = json_of(
+            app.post(&path, &t.admin_key, &json!({"password": password}))
+                .await,
+            200,
+        )
+        .await;
+        assert_eq!(member["id"], t.owner_id.as_str());
+        assert!(member.get("password").is_none() && member.get("password_hash").is_none());
+    }
+    let events = json_of(
+        app.get(
+            "/v1/organization/audit_logs?event_type=member.password_changed",
+            &t.admin_key,
+        )
+        .await,
+        200,
+    )
+    .await;
+    let details: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["details"]["password"].as_str().unwrap())
+        .collect();
+    assert_eq!(details, ["cleared", "set"], "newest first, never the hash");
+    // Only owners.
+    let (_, admin_key) = app.member(&t, "admin@example.com", "admin").await;
+    error_of(
+        app.post(&path, &admin_key, &json!({"password": "long enough now"}))
+            .await,
+        403,
+    )
+    .await;
+}

@@ -1,4 +1,5 @@
-//! `POST /v1/organization/members/{member_id}` `{"role"}`: owners only; the last owner cannot be demoted (409).
+//! `POST /v1/organization/members/{member_id}` `{"role"?, "password"?}`: owners only; the last owner cannot be
+//! demoted (409).
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -11,7 +12,7 @@ use crate::service::members::{self, UpdateMember};
 use axum::Json;
 use axum::extract::{Path, State};
 
-/// Changes a member's role.
+/// Changes a member's role or dashboard password.
 pub async fn handler(
     State(state): State<AppState>,
     admin: AdminKey,
@@ -20,7 +21,7 @@ pub async fn handler(
     AppJson(input): AppJson<UpdateMember>,
 ) -> Result<Json<MemberObject>, ApiError> {
     admin.require_owner()?;
-    let member = members::set_role(
+    let member = members::update(
         &state,
         &Caller::member(&admin, origin),
         admin.tenant_id(),
