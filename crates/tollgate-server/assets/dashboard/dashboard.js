@@ -75,6 +75,15 @@
         }
       });
     });
+    // A key's value is shown once: closing its dialog takes it out of the page too.
+    document.querySelectorAll("dialog").forEach(function (dialog) {
+      dialog.addEventListener("close", function () {
+        // Reopening a dialog as modal closes it first; its close event comes after it is open again.
+        if (!dialog.open) {
+          dialog.querySelectorAll(".secret").forEach(function (secret) { secret.textContent = ""; });
+        }
+      });
+    });
     // A dialog the server opened (a new key's value, a form sent back with an error) becomes modal at once.
     document.querySelectorAll("dialog[data-open-on-load]").forEach(function (dialog) {
       open(dialog, null);
