@@ -34,6 +34,8 @@ pub enum AuthFailure {
     NeedsProjectKey,
     /// Anything but the operator token on an operator route.
     NeedsOperatorToken,
+    /// A dashboard session cookie (and no key) that names no live session.
+    SessionEnded,
 }
 
 impl AuthFailure {
@@ -48,6 +50,7 @@ impl AuthFailure {
             Self::NeedsAdminKey => "This route needs an admin API key",
             Self::NeedsProjectKey => "This route needs a project API key",
             Self::NeedsOperatorToken => "This route needs the operator token",
+            Self::SessionEnded => "Dashboard session ended: sign in again",
         }
     }
 }

@@ -89,16 +89,28 @@ fn idle_seconds(state: &AppState) -> Timestamp {
     .unwrap_or(Timestamp::MAX)
 }
 
-impl FromRequestParts<AppState> for SignedIn {
-    type Rejection = DashError;
+/// What a request's session cookie names.
+#[derive(Debug)]
+pub enum Lookup {
+    /// No session cookie.
+    Absent,
+    /// A cookie that names no live session (signed out, expired, idle, its member removed, or not a token at all).
+    Ended,
+    /// A live session.
+    Live(Box<SignedIn>),
+}
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, DashError> {
+impl SignedIn {
+    /// The session the request's cookie names, touched when its last use is over a minute old; a suspended
+    /// tenant's is refused (403). Shared by the dashboard's pages and the management API, which a session may call
+    /// as an admin key would.
+    pub async fn lookup(parts: &Parts, state: &AppState) -> Result<Lookup, ApiError> {
         let Some(raw) = cookies::get(&parts.headers, cookies::SESSION) else {
-            return Err(DashError::SignIn { clear: false });
+            return Ok(Lookup::Absent);
         };
         // A cookie that is not a token's shape costs no store read.
         let Some(token) = SessionToken::parse(raw) else {
-            return Err(DashError::SignIn { clear: true });
+            return Ok(Lookup::Ended);
         };
         let now = state.clock.now();
         let found = state
@@ -108,15 +120,14 @@ impl FromRequestParts<AppState> for SignedIn {
                 now,
                 now.saturating_sub(idle_seconds(state)),
             )
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
         let Some(found) = found else {
-            return Err(DashError::SignIn { clear: true });
+            return Ok(Lookup::Ended);
         };
         if found.tenant_status == TenantStatus::Suspended {
-            return Err(DashError::from(ApiError::forbidden(
+            return Err(ApiError::forbidden(
                 "This organization is suspended; contact the operator of this deployment",
-            )));
+            ));
         }
         let session = found.session;
         if now.saturating_sub(session.last_seen_at) >= TOUCH_AFTER
@@ -125,7 +136,7 @@ impl FromRequestParts<AppState> for SignedIn {
             // The request is served either way; a session not touched may end a minute early.
             tracing::warn!(%error, "could not record a dashboard session's use");
         }
-        Ok(Self {
+        Ok(Lookup::Live(Box::new(Self {
             session_id: session.id,
             expires_at: session.expires_at,
             tenant_id: session.tenant_id,
@@ -136,7 +147,19 @@ impl FromRequestParts<AppState> for SignedIn {
             role: found.role,
             csrf: token.csrf_token(),
             origin: RequestOrigin::of(parts),
-        })
+        })))
+    }
+}
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = DashError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, DashError> {
+        match Self::lookup(parts, state).await? {
+            Lookup::Live(me) => Ok(*me),
+            Lookup::Absent => Err(DashError::SignIn { clear: false }),
+            Lookup::Ended => Err(DashError::SignIn { clear: true }),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::app::AppState;
 use crate::config::ExposeSecret;
+use crate::dashboard;
 use crate::error::{ApiError, AuthFailure};
 use crate::idempotency;
 use crate::middleware::access_log::AccessRecord;
@@ -237,21 +238,35 @@ fn claim_at_body(
     }
 }
 
-/// A request made with an active admin key; it acts with its member's current role.
+/// A management request made as a member: with an active admin key, or with a dashboard session's cookie (and,
+/// for anything but a read, the session's CSRF token in `X-CSRF-Token`). Either way it acts with the member's
+/// current role.
 #[derive(Debug, Clone)]
 pub struct AdminKey {
-    /// The key and its tenant.
-    pub principal: Arc<Principal>,
+    /// The tenant it acts in.
+    tenant_id: String,
+    /// The tenant's plan (what key settings it allows).
+    pub tenant_plan: String,
     /// The member's current role.
     pub role: Role,
-    /// The member the key acts as.
+    /// The member it acts as.
     pub member_id: String,
 }
+
+/// The header a dashboard session's management API requests that change anything carry its CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 impl FromRequestParts<AppState> for AdminKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let has_key =
+            parts.headers.contains_key(AUTHORIZATION) || parts.headers.contains_key("x-api-key");
+        if !has_key
+            && dashboard::cookies::get(&parts.headers, dashboard::cookies::SESSION).is_some()
+        {
+            return Self::from_session(parts, state).await;
+        }
         let principal = authenticate(parts, state, KeyKind::Admin).await?;
         let member_id = match &principal.key.owner {
             tollgate_core::tenant::KeyOwner::Member(id) => id.clone(),
@@ -277,7 +292,8 @@ impl FromRequestParts<AppState> for AdminKey {
             )
         });
         Ok(Self {
-            principal,
+            tenant_id: key.tenant_id.clone(),
+            tenant_plan: principal.tenant_plan.clone(),
             role,
             member_id,
         })
@@ -285,9 +301,44 @@ impl FromRequestParts<AppState> for AdminKey {
 }
 
 impl AdminKey {
-    /// The tenant this key acts in.
+    /// A request with a session cookie and no key: the session's member, if the session is live (else 401) and, for
+    /// a request that may change something, the session's CSRF token came with it (else 403: a cookie alone is what
+    /// another site's form would send).
+    async fn from_session(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+        let me = match dashboard::session::SignedIn::lookup(parts, state).await? {
+            dashboard::session::Lookup::Live(me) => me,
+            dashboard::session::Lookup::Absent | dashboard::session::Lookup::Ended => {
+                return Err(ApiError::Unauthorized(AuthFailure::SessionEnded));
+            }
+        };
+        if !parts.method.is_safe() {
+            let presented = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if !dashboard::csrf::matches(&me.csrf, presented) {
+                return Err(ApiError::forbidden(
+                    "A dashboard session's requests that change anything must send its CSRF token in X-CSRF-Token",
+                ));
+            }
+        }
+        claim_at_body(parts, &me.tenant_id, |origin| {
+            Some(AuditEvent::new(
+                EventType::RequestReplayed,
+                &me.tenant_id,
+                Actor::member(&me.member_id),
+                state.clock.now(),
+                origin,
+            ))
+        });
+        Ok(Self {
+            tenant_id: me.tenant_id,
+            tenant_plan: me.plan,
+            role: me.role,
+            member_id: me.member_id,
+        })
+    }
+
+    /// The tenant this request acts in.
     pub fn tenant_id(&self) -> &str {
-        &self.principal.key.tenant_id
+        &self.tenant_id
     }
 
     /// 403 unless the member may create, change or delete keys and projects.

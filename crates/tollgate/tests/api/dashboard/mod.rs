@@ -1,6 +1,7 @@
 //! The dashboard, driven as a browser drives it: form posts with the page's CSRF token, cookies kept by hand,
 //! redirects not followed (so each step's answer is seen). Folders mirror `tollgate-server/src/dashboard/`.
 
+mod api;
 mod keys;
 mod login;
 mod pages;
@@ -68,12 +69,7 @@ impl<'a> Browser<'a> {
     }
 
     async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
-        let cookie = self
-            .cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let cookie = self.cookie_header();
         let request = if cookie.is_empty() {
             request
         } else {
@@ -124,6 +120,15 @@ impl<'a> Browser<'a> {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .body(body);
         self.send(request).await
+    }
+
+    /// The `Cookie` header this browser sends.
+    pub fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     pub fn has_cookie(&self, name: &str) -> bool {

@@ -25,7 +25,7 @@ pub async fn handler(
         &state,
         &Caller::member(&admin, origin),
         admin.tenant_id(),
-        &admin.principal.tenant_plan,
+        &admin.tenant_plan,
         &project_id,
         input,
     )

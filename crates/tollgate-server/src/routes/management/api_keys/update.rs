@@ -25,7 +25,7 @@ pub async fn handler(
     let key = update_project_key(
         &state,
         &Caller::member(&admin, origin),
-        &admin.principal.tenant_plan,
+        &admin.tenant_plan,
         &key,
         input,
     )
