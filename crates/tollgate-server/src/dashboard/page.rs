@@ -247,17 +247,8 @@ pub fn stamp(headers: &mut HeaderMap) {
 /// A rendered page with `status`. A template that fails to render (a bug) is a bare 500 page, its detail left for
 /// the access log.
 pub fn html(status: StatusCode, template: &impl Template) -> Response {
-    match template.render() {
-        Ok(body) => {
-            let mut response = (status, body).into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            stamp(headers);
-            response
-        }
+    let mut response = match template.render() {
+        Ok(body) => (status, body).into_response(),
         Err(error) => {
             let mut response = (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -265,12 +256,6 @@ pub fn html(status: StatusCode, template: &impl Template) -> Response {
                  this persists, tell the operator of this deployment.</p>",
             )
                 .into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            stamp(headers);
             response
                 .extensions_mut()
                 .insert(ErrorDetail(Arc::new(ApiError::Internal(format!(
@@ -278,7 +263,14 @@ pub fn html(status: StatusCode, template: &impl Template) -> Response {
                 )))));
             response
         }
-    }
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    stamp(headers);
+    response
 }
 
 /// 303 to `location` (after a form post: the browser gets the page, and reloading it posts nothing again).
