@@ -1,5 +1,6 @@
 """Starts the real `tollgate` binary (TOLLGATE_BIN) and its mock upstream as processes, on free loopback ports,
-with a temporary SQLite database; creates a tenant and a project key through the HTTP APIs."""
+with a temporary SQLite database (or TOLLGATE_E2E_DATABASE_URL's, e.g. a fresh PostgreSQL database); creates a
+tenant and a project key through the HTTP APIs."""
 
 import os
 import socket
@@ -56,7 +57,7 @@ def server(binary):
     config.write_text(
         f"""
 listen = "127.0.0.1:{port}"
-database_url = "sqlite://{work.name}/data/tollgate.db"
+database_url = "{os.environ.get("TOLLGATE_E2E_DATABASE_URL") or f"sqlite://{work.name}/data/tollgate.db"}"
 
 [[providers]]
 id = "mock"
