@@ -864,6 +864,17 @@ macro_rules! store_queries {
                     let Some(member) = rows::one(row, rows::member)? else {
                         return Ok(None);
                     };
+                    // A new (or no) password ends the sessions the old one opened.
+                    sqlx::query(
+                        "UPDATE dashboard_sessions SET revoked_at = $1 \
+                         WHERE tenant_id = $2 AND member_id = $3 AND revoked_at IS NULL",
+                    )
+                    .bind(audit.effective_at)
+                    .bind(tenant_id)
+                    .bind(member_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
                     commit_audited(tx, std::slice::from_ref(audit)).await?;
                     Ok(Some(member))
                 }

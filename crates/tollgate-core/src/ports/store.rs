@@ -272,7 +272,8 @@ pub trait MemberStore {
     /// Sets a current member's dashboard password hash (an Argon2id PHC string; `None` clears it, so the member can
     /// no longer sign in) and writes `audit`; `None` (and no event) if the tenant has no such current member.
     /// Setting a password always writes its event, even one equal to the last: hashes are salted, so the store
-    /// cannot tell.
+    /// cannot tell. In the same transaction every live dashboard session of the member is signed out (at the
+    /// event's time): whoever held the old password holds no session either.
     async fn set_password(
         &self,
         tenant_id: &str,

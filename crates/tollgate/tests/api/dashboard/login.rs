@@ -261,3 +261,35 @@ async fn an_idle_session_ends_and_sends_the_browser_to_sign_in() {
         "the stale cookie is dropped"
     );
 }
+
+#[tokio::test]
+async fn a_new_password_ends_the_members_open_sessions() {
+    let app = TestApp::start().await;
+    let t = app.tenant("pro").await;
+    let id = member(&app, &t, "reader@example.com", "member").await;
+    let mut reader = Browser::signed_in(&app, "reader@example.com").await;
+    assert_eq!(reader.get(&keys_path(&t)).await.status, StatusCode::OK);
+    json_of(
+        app.post(
+            &format!("/v1/organization/members/{id}"),
+            &t.admin_key,
+            &serde_json::json!({"password": "a brand new password"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    // The session the old password opened is over: its next page is the sign-in page.
+    let page = reader.get(&keys_path(&t)).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(
+        page.location().starts_with("/dashboard/login"),
+        "{}",
+        page.location()
+    );
+    let page = reader
+        .sign_in("reader@example.com", "a brand new password")
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/dashboard");
+}
