@@ -36,8 +36,12 @@ pub fn hash(password: &str) -> Result<String, PasswordError> {
         .map_err(|_| PasswordError::Hash)
 }
 
-/// Whether `password` matches the stored PHC string (constant-time inside the verifier).
+/// Whether `password` matches the stored PHC string (constant-time inside the verifier). A password longer than
+/// any [`hash`] accepts never matches, and is not hashed: a sign-in form is no way to make the server hash megabytes.
 pub fn verify(password: &str, phc: &str) -> bool {
+    if password.len() > MAX_LEN * 4 || password.chars().count() > MAX_LEN {
+        return false;
+    }
     PasswordHash::new(phc)
         .map(|parsed| {
             Argon2::default()
@@ -50,6 +54,14 @@ pub fn verify(password: &str, phc: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_longer_than_any_hash_never_matches() {
+        let long = "x".repeat(MAX_LEN + 1);
+        let phc = hash(&"x".repeat(MAX_LEN)).unwrap();
+        assert!(verify(&"x".repeat(MAX_LEN), &phc));
+        assert!(!verify(&long, &phc));
+    }
 
     #[test]
     fn hashes_verify_and_are_salted() {
