@@ -205,6 +205,9 @@ pub struct Origin {
     pub source_ip: Option<String>,
     /// The `User-Agent` header, cut to [`MAX_USER_AGENT`] bytes.
     pub user_agent: Option<String>,
+    /// The `Idempotency-Key` claim the request holds, if it holds one: not stored with the event; the store locks
+    /// the claim in the transaction that writes the event.
+    pub claim: crate::idempotency::ClaimMark,
 }
 
 /// The longest `User-Agent` kept: a header is the client's to fill, the log is ours to bound.
@@ -228,6 +231,7 @@ impl Origin {
             request_id,
             source_ip,
             user_agent,
+            claim: Default::default(),
         }
     }
 }

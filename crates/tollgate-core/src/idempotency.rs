@@ -12,6 +12,7 @@
 
 use crate::tenant::Timestamp;
 use sha2::{Digest, Sha256};
+use std::sync::{Arc, OnceLock};
 
 /// The longest key accepted (`Idempotency-Key` over this is a 400).
 pub const MAX_KEY_LEN: usize = 255;
@@ -124,6 +125,45 @@ pub enum ClaimOutcome {
         request_id: String,
     },
 }
+
+/// Which claim a management request holds once it holds one, shared with the audit events its change writes
+/// ([`crate::audit::Origin::claim`]): the store locks that claim in the change's own transaction
+/// ([`crate::ports::IdempotencyStore`]), so a change that committed is never made again by a retry, even if the
+/// server dies before it stored the answer. Empty until the claim is made (the origin is taken earlier).
+#[derive(Debug, Clone, Default)]
+pub struct ClaimMark(Arc<OnceLock<ClaimRef>>);
+
+/// A claim, by what finds its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRef {
+    /// The claim's scope.
+    pub scope: String,
+    /// Its key.
+    pub key: String,
+    /// The claim.
+    pub claim_id: String,
+}
+
+impl ClaimMark {
+    /// The request now holds `claim` (set once; later calls change nothing).
+    pub fn set(&self, claim: ClaimRef) {
+        let _ = self.0.set(claim);
+    }
+
+    /// The claim held, if any.
+    pub fn get(&self) -> Option<&ClaimRef> {
+        self.0.get()
+    }
+}
+
+/// Not one of an event's facts: events compare equal whatever claim their request held.
+impl PartialEq for ClaimMark {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ClaimMark {}
 
 /// A claim's request completed with a response to replay.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollgate_core::audit::AuditEvent;
 use tollgate_core::idempotency::{
-    CLAIM_LEASE_SECONDS, Claim, ClaimOutcome, Completion, Fingerprint, StoredResponse,
+    CLAIM_LEASE_SECONDS, Claim, ClaimMark, ClaimOutcome, ClaimRef, Completion, Fingerprint,
+    StoredResponse,
 };
 
 /// How often a node renews the claims it holds: well within [`CLAIM_LEASE_SECONDS`].
@@ -161,6 +162,9 @@ struct SlotInner {
     key: String,
     fingerprint: OnceLock<Fingerprint>,
     claim_at_body: OnceLock<BodyClaim>,
+    /// The claim a management request holds, shared with the origin of the events its change writes, so the store
+    /// locks the claim with the change.
+    mark: ClaimMark,
     /// A `std` mutex, held for a few instructions, never across an await.
     held: Mutex<Option<Held>>,
 }
@@ -180,6 +184,7 @@ impl Slot {
             key,
             fingerprint: OnceLock::new(),
             claim_at_body: OnceLock::new(),
+            mark: ClaimMark::default(),
             held: Mutex::new(None),
         }))
     }
@@ -210,6 +215,11 @@ impl Slot {
         };
         match self.claim(state, &at_body.scope, request_id).await {
             Ok(held) => {
+                self.0.mark.set(ClaimRef {
+                    scope: held.scope.clone(),
+                    key: held.key.clone(),
+                    claim_id: held.claim_id.clone(),
+                });
                 *self.0.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(held);
                 Ok(())
             }
@@ -273,6 +283,12 @@ impl Slot {
                 request_id,
             }))),
         }
+    }
+
+    /// The claim this request will hold (empty until it does), for the origin of the audit events its change
+    /// writes.
+    pub fn mark(&self) -> ClaimMark {
+        self.0.mark.clone()
     }
 
     /// The key a management request holds, for the edge to complete or release once the answer is known.

@@ -64,6 +64,13 @@ pub(crate) const LOGIN_CANDIDATES: &str = "SELECT m.tenant_id, m.id AS member_id
     WHERE m.email = $1 AND m.password_hash IS NOT NULL AND m.removed_at IS NULL \
     ORDER BY t.created_at, t.id";
 
+/// Locks a claim (`$1` scope, `$2` key, `$3` claim id) in the transaction of the change its request made: held
+/// until the end of its window, by no node and no server, so neither a lapsed lease, a restart nor a release frees
+/// it; only its completion (or the window's end) does. A retry meanwhile finds it running (409), never executes
+/// the change again.
+pub(crate) const LOCK_IN_IDEMPOTENCY: &str = "UPDATE idempotency_records SET locked_until = expires_at, \
+    node_id = '', instance = '' WHERE scope = $1 AND idem_key = $2 AND claim_id = $3 AND state = 'running'";
+
 /// How often a claim is tried again when the record it lost to is gone before it could be read (released at that
 /// moment): each try is a fresh upsert, so only a key released over and over at once gets this far.
 pub(crate) const CLAIM_ATTEMPTS: usize = 3;
@@ -271,6 +278,16 @@ macro_rules! store_queries {
                         };
                         heads.insert(tenant.to_owned(), head);
                     }
+                }
+                // The request's Idempotency-Key claim, if it holds one, is locked with its change.
+                if let Some(claim) = events.iter().find_map(|e| e.origin.claim.get()) {
+                    sqlx::query($crate::queries::LOCK_IN_IDEMPOTENCY)
+                        .bind(&claim.scope)
+                        .bind(&claim.key)
+                        .bind(&claim.claim_id)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(db_error)?;
                 }
                 let chained = $crate::audit::chain(&mut heads, events).map_err(|tenant| {
                     StoreError::Backend(format!("no audit chain for tenant {tenant}"))
@@ -1493,8 +1510,8 @@ macro_rules! store_queries {
                     claim_id: &str,
                 ) -> Result<(), StoreError> {
                     sqlx::query(
-                        "DELETE FROM idempotency_records \
-                         WHERE scope = $1 AND idem_key = $2 AND claim_id = $3 AND state = 'running'",
+                        "DELETE FROM idempotency_records WHERE scope = $1 AND idem_key = $2 AND claim_id = $3 \
+                         AND state = 'running' AND instance <> ''",
                     )
                     .bind(scope)
                     .bind(key)

@@ -411,6 +411,7 @@ pub(crate) fn event(row: &impl Columns) -> Result<ChainedEvent, StoreError> {
                 request_id: row.text("request_id")?,
                 source_ip: row.text("source_ip")?,
                 user_agent: row.text("user_agent")?,
+                claim: Default::default(),
             },
             details: row.text("details")?,
         },

@@ -15,7 +15,7 @@ use tollgate_core::audit::{
 use tollgate_core::credits::{Balance, LedgerKind, Settlement, UsageGrouping, UsageQuery};
 use tollgate_core::id;
 use tollgate_core::idempotency::{
-    CLAIM_LEASE_SECONDS, Claim, ClaimOutcome, Completion, Fingerprint, StoredResponse,
+    CLAIM_LEASE_SECONDS, Claim, ClaimOutcome, ClaimRef, Completion, Fingerprint, StoredResponse,
 };
 use tollgate_core::key::KeyPrefixes;
 use tollgate_core::money::Micros;
@@ -3872,6 +3872,79 @@ async fn a_settled_batch_stores_its_responses_with_the_charges(f: Fixture) {
     }
 }
 
+async fn a_change_locks_the_claim_its_events_carry_until_its_answer_is_stored(f: Fixture) {
+    let (t, _) = funded_with_a_key(f.store.as_ref()).await;
+    let scope = t.tenant.id.as_str();
+    let held = claim(scope, "create-1", "{}", "clm_change", 10);
+    let other = claim(scope, "create-2", "{}", "clm_other", 10);
+    for c in [&held, &other] {
+        assert_eq!(
+            f.store.claim_idempotency(c).await.unwrap(),
+            ClaimOutcome::Claimed
+        );
+    }
+    // A project made by the request that holds `held`: its event's origin carries the claim.
+    let created = event(
+        EventType::ProjectCreated,
+        scope,
+        Actor::member(&t.owner.id),
+        11,
+    );
+    created.origin.claim.set(ClaimRef {
+        scope: scope.into(),
+        key: held.key.clone(),
+        claim_id: held.claim_id.clone(),
+    });
+    let project = Project {
+        id: "proj_idempotent".into(),
+        name: "Idempotent".into(),
+        ..t.project.clone()
+    };
+    f.store.create_project(&project, &created).await.unwrap();
+    // Say the server died right after: past the lease, a restart's release and a release of the claim itself free
+    // only the claim whose request changed nothing.
+    f.store
+        .release_instance_idempotency(&held.instance, "node_new")
+        .await
+        .unwrap();
+    f.store
+        .release_idempotency(scope, &held.key, &held.claim_id)
+        .await
+        .unwrap();
+    let later = held.locked_until + 60;
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim(scope, &held.key, "{}", "clm_retry", later))
+            .await
+            .unwrap(),
+        ClaimOutcome::InFlight,
+        "the change was made: a retry must not make it again"
+    );
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim(scope, &other.key, "{}", "clm_retry2", later))
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed,
+        "the other claim was released by the restart"
+    );
+    // Its answer, when stored, is what retries get; and after the window the key is new again.
+    let response = stored_response("made");
+    assert!(
+        f.store
+            .complete_idempotency(&completion_of(&held, response.clone()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.store
+            .claim_idempotency(&claim(scope, &held.key, "{}", "clm_retry3", later))
+            .await
+            .unwrap(),
+        completed(response, &held)
+    );
+}
+
 async fn a_settlement_whose_claim_was_released_or_taken_over_still_charges(f: Fixture) {
     let (t, key) = funded_with_a_key(f.store.as_ref()).await;
     let scope = t.tenant.id.as_str();
@@ -4001,6 +4074,7 @@ on_every_backend!(
     the_same_key_in_two_scopes_is_two_records,
     of_concurrent_claims_of_one_key_exactly_one_wins,
     a_settled_batch_stores_its_responses_with_the_charges,
+    a_change_locks_the_claim_its_events_carry_until_its_answer_is_stored,
     a_settlement_whose_claim_was_released_or_taken_over_still_charges,
     a_failed_batch_stores_neither_its_charges_nor_its_responses,
 );

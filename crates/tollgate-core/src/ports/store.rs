@@ -422,7 +422,10 @@ pub trait CreditStore {
 
 /// Idempotency records: claims of `Idempotency-Key`s and the responses stored for their replay (see
 /// [`crate::idempotency`]). An inference request's response is stored by its settlement instead
-/// ([`Settlement::idempotency`]), in the transaction of its charge.
+/// ([`Settlement::idempotency`]), in the transaction of its charge. A management request's change locks its claim
+/// in the change's own transaction: every audited change whose events carry a claim in their origin
+/// ([`crate::audit::Origin::claim`]) keeps that claim running until the end of its window (held by no node and no
+/// server: no lapsed lease, restart or release frees it) until its answer is stored.
 #[async_trait]
 pub trait IdempotencyStore {
     /// Claims `claim.key` in `claim.scope`, atomically against every other node: a record that does not exist, is
@@ -434,7 +437,8 @@ pub trait IdempotencyStore {
     /// Stores the response of a claim that still holds its record (`claim_id` matches, running); returns whether it
     /// did (false: the claim was taken over, or released).
     async fn complete_idempotency(&self, completion: &Completion) -> Result<bool, StoreError>;
-    /// Deletes a running record this claim still holds: the key is free for a retry.
+    /// Deletes a running record this claim still holds: the key is free for a retry. A claim locked in by its
+    /// request's change (see below) is not released: the change was made, so a retry must not make it again.
     async fn release_idempotency(
         &self,
         scope: &str,

@@ -31,7 +31,12 @@ impl RequestOrigin {
             .headers
             .get(USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        Self(Origin::new(request_id, source_ip, user_agent.as_deref()))
+        let mut origin = Origin::new(request_id, source_ip, user_agent.as_deref());
+        // A request with Idempotency-Key: the claim it makes later rides on the events its change writes.
+        if let Some(slot) = parts.extensions.get::<crate::idempotency::Slot>() {
+            origin.claim = slot.mark();
+        }
+        Self(origin)
     }
 }
 
