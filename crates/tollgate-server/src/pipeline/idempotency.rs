@@ -61,11 +61,11 @@ impl Replayable {
         self.body = Some((stream, body));
     }
 
-    /// What the settlement stores, if the response was kept.
-    pub fn completion(&self) -> Option<Completion> {
-        let (stream, body) = self.body.as_ref()?;
-        let mut headers = self.headers.clone();
-        if *stream {
+    /// What the settlement stores, if the response was kept (moved out: a stream's events are not copied again).
+    pub fn completion(&mut self) -> Option<Completion> {
+        let (stream, body) = self.body.take()?;
+        let mut headers = std::mem::take(&mut self.headers);
+        if stream {
             headers.push((
                 CONTENT_TYPE.as_str().to_owned(),
                 "text/event-stream".to_owned(),
@@ -80,7 +80,7 @@ impl Replayable {
         Some(self.held.completion(StoredResponse {
             status: 200,
             headers,
-            body: body.clone(),
+            body,
         }))
     }
 

@@ -129,7 +129,7 @@ impl Bill {
             origin,
             idempotency: self
                 .replay
-                .as_ref()
+                .as_mut()
                 .and_then(Replayable::completion)
                 .map(Box::new),
             ..self.settlement
