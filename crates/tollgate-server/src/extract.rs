@@ -6,7 +6,6 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::idempotency::Slot;
-use crate::middleware::request_id::RequestId;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -118,19 +117,7 @@ impl FromRequest<AppState> for RawBody {
         let limit = state.config.max_body_bytes;
         // A POST with `Idempotency-Key`: its fingerprint is taken from the body read here (and a management
         // request's key is claimed), so no body is read twice, nor before the route's authentication.
-        let idempotency = request.extensions().get::<Slot>().cloned().map(|slot| {
-            let path = request.uri().path_and_query().map_or_else(
-                || request.uri().path().to_owned(),
-                |p| p.as_str().to_owned(),
-            );
-            let request_id = request
-                .extensions()
-                .get::<RequestId>()
-                .and_then(|id| id.0.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            (slot, request.method().as_str().to_owned(), path, request_id)
-        });
+        let idempotency = request.extensions().get::<Slot>().cloned();
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
@@ -144,9 +131,8 @@ impl FromRequest<AppState> for RawBody {
                     ApiError::bad_request("Could not read the request body", None)
                 }
             })?;
-        if let Some((slot, method, path, request_id)) = idempotency {
-            slot.body_read(state, &method, &path, &bytes, &request_id)
-                .await?;
+        if let Some(slot) = idempotency {
+            slot.body_read(state, &bytes).await?;
         }
         Ok(Self { bytes, is_json })
     }

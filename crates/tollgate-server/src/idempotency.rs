@@ -151,15 +151,19 @@ async fn prune(app: &App) {
     }
 }
 
-/// One request's idempotency, in its extensions (only a POST with the header has one): its key, and once known the
-/// request's fingerprint (set when its body is read) and, for a management route, the scope to claim it in once the
-/// body is read (set by the authentication extractor).
+/// One request's idempotency, in its extensions (only a POST with the header has one): its key, path and request
+/// id, and once known the request's fingerprint (set when its body is read) and, for a management route, the scope
+/// to claim it in once the body is read (set by the authentication extractor).
 #[derive(Debug, Clone)]
 pub struct Slot(Arc<SlotInner>);
 
 #[derive(Debug)]
 struct SlotInner {
     key: String,
+    /// The request's path with its query: the fingerprint covers it.
+    path: String,
+    /// The request's id, recorded with its claim (a replay's event names it).
+    request_id: String,
     fingerprint: OnceLock<Fingerprint>,
     claim_at_body: OnceLock<BodyClaim>,
     /// The claim a management request holds, shared with the origin of the events its change writes, so the store
@@ -178,10 +182,12 @@ struct BodyClaim {
 }
 
 impl Slot {
-    /// A slot for `key`.
-    pub fn new(key: String) -> Self {
+    /// A slot for `key`, sent with the POST to `path` (with its query) whose id is `request_id`.
+    pub fn new(key: String, path: &str, request_id: &str) -> Self {
         Self(Arc::new(SlotInner {
             key,
+            path: path.to_owned(),
+            request_id: request_id.to_owned(),
             fingerprint: OnceLock::new(),
             claim_at_body: OnceLock::new(),
             mark: ClaimMark::default(),
@@ -198,28 +204,19 @@ impl Slot {
         });
     }
 
-    /// The request's body was read (`method`, `path` with its query, `body`): its fingerprint. For a management
-    /// request, the claim: `Ok` when it executes holding the key (the edge completes or releases it once the answer
-    /// is known), else the answer instead (409, 422, or the replay, audited).
-    pub async fn body_read(
-        &self,
-        state: &AppState,
-        method: &str,
-        path: &str,
-        body: &[u8],
-        request_id: &str,
-    ) -> Result<(), ApiError> {
-        let _ = self.0.fingerprint.set(Fingerprint::of(method, path, body));
+    /// The request's body was read: its fingerprint. For a management request, the claim: `Ok` when it executes
+    /// holding the key (the edge completes or releases it once the answer is known), else the answer instead (409,
+    /// 422, or the replay, audited).
+    pub async fn body_read(&self, state: &AppState, body: &[u8]) -> Result<(), ApiError> {
+        let _ = self
+            .0
+            .fingerprint
+            .set(Fingerprint::of("POST", &self.0.path, body));
         let Some(at_body) = self.0.claim_at_body.get() else {
             return Ok(());
         };
-        match self.claim(state, &at_body.scope, request_id).await {
+        match self.claim(state, &at_body.scope).await {
             Ok(held) => {
-                self.0.mark.set(ClaimRef {
-                    scope: held.scope.clone(),
-                    key: held.key.clone(),
-                    claim_id: held.claim_id.clone(),
-                });
                 *self.0.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(held);
                 Ok(())
             }
@@ -236,14 +233,10 @@ impl Slot {
         }
     }
 
-    /// Claims the key in `scope` for the request `request_id`, whose body has been read: `Ok` with the key held
-    /// when the request is to execute; otherwise the answer instead of executing it (409, 422, or the replay).
-    pub async fn claim(
-        &self,
-        state: &AppState,
-        scope: &str,
-        request_id: &str,
-    ) -> Result<Held, ApiError> {
+    /// Claims the key in `scope`, once the body has been read: `Ok` with the key held (and in the slot's
+    /// [`ClaimMark`]) when the request is to execute; otherwise the answer instead of executing it (409, 422, or the
+    /// replay).
+    pub async fn claim(&self, state: &AppState, scope: &str) -> Result<Held, ApiError> {
         let claims = &state.claims;
         let now = state.clock.now();
         let claim = Claim {
@@ -253,11 +246,11 @@ impl Slot {
             fingerprint: *self
                 .0
                 .fingerprint
-                .get_or_init(|| Fingerprint::of("POST", "", b"")),
+                .get_or_init(|| Fingerprint::of("POST", &self.0.path, b"")),
             claim_id: tollgate_core::id::new_id(tollgate_core::id::IDEMPOTENCY_CLAIM),
             node_id: claims.node_id.clone(),
             instance: claims.instance().to_owned(),
-            request_id: request_id.to_owned(),
+            request_id: self.0.request_id.clone(),
             now,
             locked_until: now.saturating_add(CLAIM_LEASE_SECONDS),
             expires_at: now.saturating_add(claims.window_seconds),
@@ -265,6 +258,11 @@ impl Slot {
         match state.store.claim_idempotency(&claim).await? {
             ClaimOutcome::Claimed => {
                 claims.live.fetch_add(1, Ordering::Relaxed);
+                self.0.mark.set(ClaimRef {
+                    scope: claim.scope.clone(),
+                    key: claim.key.clone(),
+                    claim_id: claim.claim_id.clone(),
+                });
                 Ok(Held {
                     state: state.clone(),
                     scope: claim.scope,
@@ -337,7 +335,13 @@ pub fn stored_refusal(refusal: &ApiError) -> StoredResponse {
 /// first executed.
 pub fn replayed(mut event: AuditEvent, replay: &Replay) -> AuditEvent {
     event.status = Some(replay.response.status);
-    event.details(&serde_json::json!({ "replay_of": replay.request_id }))
+    replay_of(event, &replay.request_id)
+}
+
+/// `event` as a `request.replayed` event: its kind, and `details.replay_of` naming the request that executed.
+pub fn replay_of(mut event: AuditEvent, first_request_id: &str) -> AuditEvent {
+    event.kind = tollgate_core::audit::EventType::RequestReplayed;
+    event.details(&serde_json::json!({ "replay_of": first_request_id }))
 }
 
 /// A key this request holds while it executes. End it with [`Held::complete`], [`Held::release`], or (for a

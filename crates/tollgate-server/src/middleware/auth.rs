@@ -20,7 +20,7 @@ use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
-use tollgate_core::audit::{Actor, AuditEvent, EventType, Origin};
+use tollgate_core::audit::{Actor, AuditEvent, EventType};
 use tollgate_core::catalog::ModelSpec;
 use tollgate_core::idempotency::OPERATOR_SCOPE;
 use tollgate_core::key::KeyKind;
@@ -227,15 +227,31 @@ impl ProjectKey {
 }
 
 /// A management request with `Idempotency-Key` is authenticated in `scope`: the key is claimed once its body is read
-/// (`extract::RawBody`), and a replay writes the event `replay_event` makes from the request's origin.
+/// (`extract::RawBody`). A member's replay (`member`: the member's id, and the admin key used, if one was) writes a
+/// `request.replayed` event in the tenant's log; the operator's requests belong to no tenant's log.
 fn claim_at_body(
     parts: &Parts,
+    state: &AppState,
     scope: &str,
-    replay_event: impl FnOnce(&Origin) -> Option<AuditEvent>,
+    member: Option<(&str, Option<&tollgate_core::tenant::ApiKey>)>,
 ) {
-    if let Some(slot) = parts.extensions.get::<idempotency::Slot>() {
-        slot.claim_at_body(scope, replay_event(&RequestOrigin::of(parts).0));
-    }
+    let Some(slot) = parts.extensions.get::<idempotency::Slot>() else {
+        return;
+    };
+    let replay_event = member.map(|(member_id, key)| {
+        let event = AuditEvent::new(
+            EventType::RequestReplayed,
+            scope,
+            Actor::member(member_id),
+            state.clock.now(),
+            &RequestOrigin::of(parts).0,
+        );
+        match key {
+            Some(key) => event.key(&key.id, &key.last4),
+            None => event,
+        }
+    });
+    slot.claim_at_body(scope, replay_event);
 }
 
 /// A management request made as a member: with an active admin key, or with a dashboard session's cookie (and,
@@ -279,18 +295,7 @@ impl FromRequestParts<AppState> for AdminKey {
             .role
             .ok_or(ApiError::Unauthorized(AuthFailure::Revoked))?;
         let key = &principal.key;
-        claim_at_body(parts, &key.tenant_id, |origin| {
-            Some(
-                AuditEvent::new(
-                    EventType::RequestReplayed,
-                    &key.tenant_id,
-                    Actor::member(&member_id),
-                    state.clock.now(),
-                    origin,
-                )
-                .key(&key.id, &key.last4),
-            )
-        });
+        claim_at_body(parts, state, &key.tenant_id, Some((&member_id, Some(key))));
         Ok(Self {
             tenant_id: key.tenant_id.clone(),
             tenant_plan: principal.tenant_plan.clone(),
@@ -319,15 +324,7 @@ impl AdminKey {
                 ));
             }
         }
-        claim_at_body(parts, &me.tenant_id, |origin| {
-            Some(AuditEvent::new(
-                EventType::RequestReplayed,
-                &me.tenant_id,
-                Actor::member(&me.member_id),
-                state.clock.now(),
-                origin,
-            ))
-        });
+        claim_at_body(parts, state, &me.tenant_id, Some((&me.member_id, None)));
         Ok(Self {
             tenant_id: me.tenant_id,
             tenant_plan: me.plan,
@@ -404,7 +401,7 @@ impl FromRequestParts<AppState> for Operator {
         let b = Sha256::digest(expected.as_bytes());
         if bool::from(a.ct_eq(&b)) {
             // The operator's requests belong to no tenant's log: a replay is in the access log only.
-            claim_at_body(parts, OPERATOR_SCOPE, |_| None);
+            claim_at_body(parts, state, OPERATOR_SCOPE, None);
             Ok(Self)
         } else {
             Err(ApiError::Unauthorized(AuthFailure::NeedsOperatorToken))

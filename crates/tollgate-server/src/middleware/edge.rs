@@ -22,7 +22,7 @@ pub async fn edge(State(state): State<AppState>, mut request: Request, next: Nex
     let response = match client_ip::resolve(&state, &mut request)
         .and_then(|()| body_limit::check(&state, &request))
     {
-        Ok(()) => match idempotency::open(&mut request) {
+        Ok(()) => match idempotency::open(&mut request, &id) {
             Ok(key) => {
                 let response = next.run(request).await;
                 idempotency::finish(&state, key, response).await

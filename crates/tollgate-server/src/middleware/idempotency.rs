@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::idempotency::Slot;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderName, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
@@ -19,7 +19,7 @@ pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// Opens the request's slot if it is a POST with `Idempotency-Key` (400 for a key that is empty, over 255 characters
 /// or not printable ASCII).
-pub fn open(request: &mut Request) -> Result<Option<Slot>, ApiError> {
+pub fn open(request: &mut Request, request_id: &HeaderValue) -> Result<Option<Slot>, ApiError> {
     if request.method() != Method::POST {
         return Ok(None);
     }
@@ -29,7 +29,11 @@ pub fn open(request: &mut Request) -> Result<Option<Slot>, ApiError> {
     let key = validate_key(value.as_bytes())
         .map_err(|e| ApiError::bad_request(e.to_string(), None))?
         .to_owned();
-    let slot = Slot::new(key);
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or_else(|| request.uri().path(), |p| p.as_str());
+    let slot = Slot::new(key, path, request_id.to_str().unwrap_or_default());
     request.extensions_mut().insert(slot.clone());
     Ok(Some(slot))
 }

@@ -10,7 +10,7 @@ use crate::app::AppState;
 use axum::extract::Request;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
-use tollgate_core::audit::{AuditEvent, EventType, Origin};
+use tollgate_core::audit::{AuditEvent, Origin};
 use tollgate_core::catalog::ModelSpec;
 use tollgate_core::tenant::{KeyOwner, Principal, Timestamp};
 
@@ -138,8 +138,7 @@ impl Pending {
         }
         event.model = self.model.map(|m| m.id.clone());
         if let Some(first) = self.replay_of {
-            event.kind = EventType::RequestReplayed;
-            event = event.details(&serde_json::json!({ "replay_of": first }));
+            event = crate::idempotency::replay_of(event, &first);
         }
         event
     }

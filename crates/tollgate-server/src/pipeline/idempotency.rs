@@ -19,13 +19,12 @@ use tollgate_core::idempotency::{Completion, StoredResponse};
 pub async fn admit(
     state: &AppState,
     key: &ProjectKey,
-    request_id: &str,
     quota: &Quota,
 ) -> Result<Option<Replayable>, ApiError> {
     let Some(slot) = key.idempotency() else {
         return Ok(None);
     };
-    match slot.claim(state, &key.0.key.tenant_id, request_id).await {
+    match slot.claim(state, &key.0.key.tenant_id).await {
         Ok(held) => {
             let mut headers = HeaderMap::new();
             quota.stamp(&mut headers);

@@ -84,7 +84,7 @@ pub async fn admit(
     )
     .await?;
     // A replay or a refusal here drops the rate limit's token charge, which gives the tokens back.
-    let replayable = idempotency::admit(state, key, request_id, &limited.quota).await?;
+    let replayable = idempotency::admit(state, key, &limited.quota).await?;
     let mut bill = match hold::take(state, key, request_id, &spec, worst, limited.tokens).await {
         Ok(bill) => bill,
         Err(refusal) => {
